@@ -1,0 +1,21 @@
+"""gunicorn settings shared by production, docker-compose and the benchmarks."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+worker_class = "gthread" if threads > 1 else "sync"
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+keepalive = 5
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    # A dead worker's live gauges must leave the multiprocess metrics, or /metrics reports ghosts.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

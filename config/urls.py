@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config import views
+from healing import views as healing_views
+from recovery import views as recovery_views
+
+api_v1 = [
+    path("errors", recovery_views.ErrorsView.as_view(), name="errors"),
+    path("errors/classify", recovery_views.ClassifyView.as_view(), name="errors-classify"),
+    path("patterns", recovery_views.PatternListView.as_view(), name="patterns"),
+    path("patterns/<int:pk>", recovery_views.PatternDetailView.as_view(), name="pattern-detail"),
+    path("rules", recovery_views.RuleListView.as_view(), name="rules"),
+    path("rules/<int:pk>", recovery_views.RuleDetailView.as_view(), name="rule-detail"),
+    path("audit-events", healing_views.AuditEventListView.as_view(), name="audit-events"),
+    path("me", healing_views.MeView.as_view(), name="me"),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("healthz", views.live, name="healthz"),
+    path("readyz", views.ready, name="readyz"),
+    path("api/v1/", include((api_v1, "api"), namespace="v1")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("django_prometheus.urls")),
+]

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from rest_framework import generics, serializers
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from healing import roles, selectors
+from healing.serializers import AuditEventSerializer, AuditFilterSerializer
+
+
+class IsHuman(BasePermission):
+    message = "The audit trail is for operators and viewers."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return roles.is_viewer(request.user)
+
+
+class AuditEventListView(generics.ListAPIView):  # type: ignore[type-arg]
+    serializer_class = AuditEventSerializer
+    permission_classes = [IsHuman]
+
+    @extend_schema(
+        operation_id="list_audit_events",
+        summary="The audit trail, newest first",
+        parameters=[AuditFilterSerializer],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> Any:
+        filters = AuditFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return selectors.audit_events(**filters.validated_data)
+
+
+class MeView(APIView):
+    @extend_schema(
+        operation_id="whoami",
+        summary="Who this key or session is, and what it may do",
+        responses=inline_serializer(
+            "Me",
+            {
+                "kind": serializers.CharField(),
+                "name": serializers.CharField(),
+                "operator": serializers.BooleanField(),
+            },
+        ),
+        examples=[
+            OpenApiExample("An agent", value={"kind": "agent", "name": "planner-1", "operator": False})
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        user = request.user
+        if roles.is_agent(user):
+            return Response({"kind": "agent", "name": user.agent.name, "operator": False})
+        return Response({"kind": "user", "name": user.get_username(), "operator": roles.is_operator(user)})

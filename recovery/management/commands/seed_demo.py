@@ -1,0 +1,94 @@
+"""Demo data for the embedded mode: an admin, an operator and a viewer, a few agents and a stream of errors."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandParser
+
+from healing.models import AuditEvent
+from healing.roles import OPERATORS, VIEWERS
+from healing.services import Actor
+from recovery import services
+from recovery.classification import ErrorReport
+from recovery.models import Agent
+
+AGENTS = [
+    ("research-agent", "Reads the web and summarises sources."),
+    ("billing-agent", "Reconciles invoices against the ledger."),
+    ("triage-agent", "Labels incoming support tickets."),
+]
+
+ERRORS = [
+    ErrorReport(
+        service="openai",
+        operation="chat.completions",
+        type_name="RateLimitError",
+        message="Rate limit reached for gpt-4o in organization org-7 on tokens per min",
+        status_code=429,
+        retry_after_s=20,
+    ),
+    ErrorReport(
+        service="github-mcp",
+        operation="search_issues",
+        type_name="httpx.ConnectTimeout",
+        message="timed out after 10.0 seconds",
+    ),
+    ErrorReport(
+        service="postgres-ledger",
+        operation="post_entry",
+        type_name="psycopg.errors.DeadlockDetected",
+        message="deadlock detected: process 4412 waits for ShareLock on transaction 99812",
+    ),
+    ErrorReport(service="stripe", operation="invoices.list", status_code=503, message="Service Unavailable"),
+    ErrorReport(
+        service="stripe",
+        operation="invoices.list",
+        status_code=401,
+        type_name="AuthenticationError",
+        message="Invalid API Key provided: sk_live_****1234",
+    ),
+    ErrorReport(
+        service="web-search",
+        operation="query",
+        type_name="ValueError",
+        message="query must be at most 400 characters, got 812",
+    ),
+    ErrorReport(
+        service="openai",
+        operation="chat.completions",
+        type_name="BadRequestError",
+        message="This model's maximum context length is 128000 tokens",
+    ),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo users, agents and errors (idempotent for users and agents)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--admin-password", default="rebound-admin")
+        parser.add_argument("--errors", type=int, default=60)
+
+    def handle(self, *args: Any, admin_password: str, errors: int, **options: Any) -> None:
+        users = get_user_model()
+        if not users.objects.filter(username="admin").exists():
+            users.objects.create_superuser("admin", "admin@example.com", admin_password)
+        for username, group in (("operator", OPERATORS), ("viewer", VIEWERS)):
+            user, created = users.objects.get_or_create(username=username, defaults={"is_staff": True})
+            if created:
+                user.set_password(admin_password)
+                user.save()
+            user.groups.add(Group.objects.get(name=group))
+        actor = Actor(source=AuditEvent.Source.CLI)
+        agents = []
+        for name, description in AGENTS:
+            agent = Agent.objects.filter(name=name).first()
+            agents.append(agent or services.create_agent(name=name, description=description, actor=actor))
+        rng = random.Random(7)
+        for _ in range(errors):
+            services.record_errors([rng.choice(ERRORS)], agent=rng.choice(agents))
+        self.stdout.write(f"Demo data: users admin/operator/viewer, {len(agents)} agents, {errors} errors.")

@@ -1,0 +1,292 @@
+"""Writes of the recovery app: agents and keys, classification rules, and error intake."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.utils import timezone
+
+from config import logging as rebound_logging
+from config.errors import InvalidInput
+from healing import services as audit
+from healing.services import Actor
+from recovery import authentication, keys, metrics, rules_cache
+from recovery.classification import ErrorReport, Verdict, classify, fingerprint, message_template
+from recovery.models import Agent, ApiKey, ClassificationRule, ErrorEvent, ErrorPattern
+from recovery.taxonomy import Severity
+
+# --- Agents and keys -------------------------------------------------------------------------------------
+
+
+def create_agent(*, name: str, description: str = "", actor: Actor, reason: str = "") -> Agent:
+    if Agent.objects.filter(name=name).exists():
+        raise InvalidInput(f"An agent named {name!r} exists already.", field="name")
+    with transaction.atomic():
+        agent = Agent.objects.create(name=name, description=description)
+        audit.record(actor, "agent.create", agent, reason=reason, after=audit.snapshot(agent))
+    return agent
+
+
+def set_agent_active(*, agent: Agent, active: bool, actor: Actor, reason: str) -> bool:
+    reason = audit.require_reason(reason)
+    with transaction.atomic():
+        changed = Agent.objects.filter(pk=agent.pk, is_active=not active).update(is_active=active)
+        if changed:
+            audit.record(
+                actor,
+                "agent.activate" if active else "agent.deactivate",
+                agent,
+                reason=reason,
+                before={"is_active": not active},
+                after={"is_active": active},
+            )
+    authentication.forget()
+    agent.refresh_from_db()
+    return bool(changed)
+
+
+def issue_key(
+    *,
+    actor: Actor,
+    agent: Agent | None = None,
+    user: AbstractBaseUser | None = None,
+    name: str = "",
+    reason: str = "",
+) -> tuple[ApiKey, str]:
+    """A new key for an agent or a user. The plaintext is returned once and never stored."""
+    if (agent is None) == (user is None):
+        raise InvalidInput("A key belongs to exactly one agent or one user.", field="owner")
+    new = keys.generate()
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            prefix=new.prefix, key_hash=new.key_hash, name=name, agent=agent, user=user
+        )
+        audit.record(
+            actor,
+            "apikey.issue",
+            api_key,
+            reason=reason,
+            after={"prefix": api_key.prefix, "owner": api_key.owner_label, "name": name},
+        )
+    return api_key, new.plaintext
+
+
+def revoke_key(*, api_key: ApiKey, actor: Actor, reason: str) -> bool:
+    """Revoke once (compare-and-set); the key stops working within API_KEY_CACHE_SECONDS everywhere."""
+    reason = audit.require_reason(reason)
+    now = timezone.now()
+    with transaction.atomic():
+        changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        if changed:
+            audit.record(
+                actor,
+                "apikey.revoke",
+                api_key,
+                reason=reason,
+                before={"revoked_at": None},
+                after={"revoked_at": now.isoformat()},
+            )
+    authentication.forget_key(api_key)
+    api_key.refresh_from_db()
+    return bool(changed)
+
+
+# --- Classification rules --------------------------------------------------------------------------------
+
+RULE_FIELDS = [
+    "name",
+    "description",
+    "enabled",
+    "priority",
+    "type_names",
+    "status_min",
+    "status_max",
+    "message_regex",
+    "service",
+    "error_class",
+    "severity",
+    "kind",
+    "retryable",
+    "counts_toward_breaker",
+    "needs_human",
+]
+
+
+def create_rule(*, data: dict[str, Any], actor: Actor, reason: str) -> ClassificationRule:
+    reason = audit.require_reason(reason)
+    rule = ClassificationRule(**{k: v for k, v in data.items() if k in RULE_FIELDS})
+    audit.full_clean(rule)
+    with transaction.atomic():
+        rule.save()
+        audit.record(actor, "rule.create", rule, reason=reason, after=audit.snapshot(rule, RULE_FIELDS))
+    return rule
+
+
+def update_rule(
+    *, rule: ClassificationRule, data: dict[str, Any], actor: Actor, reason: str
+) -> ClassificationRule:
+    reason = audit.require_reason(reason)
+    before = audit.snapshot(rule, RULE_FIELDS)
+    for key, value in data.items():
+        if key in RULE_FIELDS:
+            setattr(rule, key, value)
+    audit.full_clean(rule)
+    with transaction.atomic():
+        rule.save()
+        audit.record(
+            actor, "rule.update", rule, reason=reason, before=before, after=audit.snapshot(rule, RULE_FIELDS)
+        )
+    return rule
+
+
+def delete_rule(*, rule: ClassificationRule, actor: Actor, reason: str) -> None:
+    reason = audit.require_reason(reason)
+    with transaction.atomic():
+        audit.record(actor, "rule.delete", rule, reason=reason, before=audit.snapshot(rule, RULE_FIELDS))
+        rule.delete()
+
+
+# --- Error intake ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Classified:
+    report: ErrorReport
+    verdict: Verdict
+    template: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Recorded:
+    classified: Classified
+    pattern_id: int
+    pattern_total: int
+
+
+def classify_report(report: ErrorReport) -> Classified:
+    verdict = classify(report, rules_cache.active_rules())
+    template = message_template(report.message)
+    return Classified(report, verdict, template, fingerprint(report, verdict.error_class, template))
+
+
+_UPSERT = """
+INSERT INTO {table} (fingerprint, service, operation, error_class, severity, kind, type_name,
+                     message_template, sample_message, first_seen_at, last_seen_at, total_count)
+VALUES {values}
+ON CONFLICT (fingerprint) DO UPDATE SET
+    total_count = {table}.total_count + EXCLUDED.total_count,
+    last_seen_at = CASE WHEN EXCLUDED.last_seen_at > {table}.last_seen_at
+                        THEN EXCLUDED.last_seen_at ELSE {table}.last_seen_at END,
+    severity = EXCLUDED.severity,
+    kind = EXCLUDED.kind,
+    sample_message = EXCLUDED.sample_message
+RETURNING id, fingerprint, total_count
+"""
+
+
+def _upsert_patterns(items: list[Classified], now: Any) -> dict[str, tuple[int, int]]:
+    """Count every item into its pattern in one statement; returns fingerprint -> (id, total).
+
+    ON CONFLICT ... DO UPDATE makes the count atomic, so concurrent reports never lose one; the rows are
+    sorted by fingerprint so that two batches lock patterns in the same order and cannot deadlock.
+    """
+    grouped: dict[str, tuple[Classified, int]] = {}
+    for item in items:
+        first, count = grouped.get(item.fingerprint, (item, 0))
+        grouped[item.fingerprint] = (first, count + 1)
+    rows: list[Any] = []
+    for fp in sorted(grouped):
+        item, count = grouped[fp]
+        report, verdict = item.report, item.verdict
+        rows += [
+            fp,
+            report.service,
+            report.operation,
+            verdict.error_class,
+            verdict.severity,
+            verdict.kind,
+            report.type_name,
+            item.template,
+            report.message[:2000],
+            now,
+            now,
+            count,
+        ]
+    table = connection.ops.quote_name(ErrorPattern._meta.db_table)
+    values = ", ".join(["(" + ", ".join(["%s"] * 12) + ")"] * len(grouped))
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT.format(table=table, values=values), rows)
+        return {fp: (pk, total) for pk, fp, total in cursor.fetchall()}
+
+
+def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Recorded]:
+    """Classify, count into patterns and store every error, all or nothing."""
+    classified = [classify_report(r) for r in reports]
+    now = timezone.now()
+    request_id = rebound_logging.get_request_id() or ""
+    with transaction.atomic():
+        patterns = _upsert_patterns(classified, now)
+        ErrorEvent.objects.bulk_create(
+            [
+                ErrorEvent(
+                    pattern_id=patterns[c.fingerprint][0],
+                    agent=agent,
+                    occurred_at=now,
+                    service=c.report.service,
+                    operation=c.report.operation,
+                    error_class=c.verdict.error_class,
+                    severity=c.verdict.severity,
+                    type_name=c.report.type_name,
+                    message=c.report.message,
+                    status_code=c.report.status_code,
+                    retry_after_s=c.report.retry_after_s,
+                    rule_name=c.verdict.rule.name if c.verdict.rule else "",
+                    context=c.report.context,
+                    request_id=request_id,
+                )
+                for c in classified
+            ]
+        )
+        transaction.on_commit(lambda: _count(classified))
+    return [Recorded(c, *patterns[c.fingerprint]) for c in classified]
+
+
+def _count(classified: list[Classified]) -> None:
+    tally = Counter((c.verdict.error_class, c.verdict.severity) for c in classified)
+    for (error_class, severity), n in tally.items():
+        metrics.errors_total.labels(error_class=error_class, severity=severity).inc(n)
+
+
+def summarize(recorded: list[Recorded], successes: int) -> dict[str, Any]:
+    verdicts = [r.classified.verdict for r in recorded]
+    total = len(verdicts)
+    attempts = total + successes
+    return {
+        "total": total,
+        "successes": successes,
+        "success_rate": round(successes / attempts, 4) if attempts else 1.0,
+        "by_class": dict(Counter(v.error_class for v in verdicts)),
+        "by_severity": dict(Counter(v.severity for v in verdicts)),
+        "retryable": sum(v.retryable for v in verdicts),
+        "needs_human": sum(v.needs_human for v in verdicts),
+        "critical": [i for i, v in enumerate(verdicts) if v.severity in (Severity.CRITICAL, Severity.FATAL)],
+    }
+
+
+def prune_error_events(*, older_than_days: int, batch_size: int = 5000) -> int:
+    """Delete error events past retention in bounded batches, so no single statement holds locks long."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            ErrorEvent.objects.filter(occurred_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += ErrorEvent.objects.filter(pk__in=ids).delete()[0]

@@ -1,0 +1,13 @@
+"""Celery tasks: thin, idempotent, JSON arguments only."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from recovery import services
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
+def prune_error_events() -> int:
+    return services.prune_error_events(older_than_days=settings.REBOUND["ERROR_EVENT_RETENTION_DAYS"])

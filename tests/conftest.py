@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from recovery import authentication, rules_cache
+from tests import factories
+
+SKIP_REASONS: dict[str, str] = {}
+if not settings.POSTGRES_AVAILABLE:
+    SKIP_REASONS["postgres"] = f"PostgreSQL not reachable at {settings.TEST_DATABASE_URL} (ran on SQLite)"
+if not settings.REDIS_AVAILABLE:
+    SKIP_REASONS["redis"] = f"Redis not reachable at {settings.TEST_REDIS_URL}"
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    for item in items:
+        for marker, reason in SKIP_REASONS.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    if skipped:
+        why = "; ".join(SKIP_REASONS.values()) or "see -rs"
+        terminalreporter.write_line(f"SKIPPED {len(skipped)} tests because {why}.")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    # Each test starts with cold key and rule caches, as a new process would.
+    authentication.forget()
+    rules_cache.invalidate()
+    yield
+    authentication.forget()
+    rules_cache.invalidate()
+
+
+@pytest.fixture
+def agent_client(db: Any) -> APIClient:
+    agent, key = factories.agent_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    client.agent = agent  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def operator_user(db: Any) -> Any:
+    return factories.operator()
+
+
+@pytest.fixture
+def operator_client(operator_user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {factories.user_key(operator_user)}")
+    client.user = operator_user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def viewer_client(db: Any) -> APIClient:
+    user = factories.viewer()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {factories.user_key(user)}")
+    client.user = user  # type: ignore[attr-defined]
+    return client

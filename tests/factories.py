@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from typing import Any
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from healing.roles import OPERATORS, VIEWERS
+from healing.services import Actor
+from recovery import services
+from recovery.models import Agent, ClassificationRule
+
+
+class AgentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Agent
+
+    name = factory.Sequence(lambda n: f"agent-{n}")
+    description = "test agent"
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user-{n}")
+    is_staff = True
+    password = factory.PostGenerationMethodCall("set_password", "password")
+
+    @factory.post_generation
+    def role(self, create: bool, extracted: str | None, **kwargs: Any) -> None:
+        if extracted:
+            self.groups.add(Group.objects.get(name=extracted))
+        self.save()
+
+
+def operator(**kwargs: Any) -> Any:
+    return UserFactory(role=OPERATORS, **kwargs)
+
+
+def viewer(**kwargs: Any) -> Any:
+    return UserFactory(role=VIEWERS, **kwargs)
+
+
+class RuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ClassificationRule
+
+    name = factory.Sequence(lambda n: f"rule-{n}")
+    priority = 50
+    error_class = "resource"
+    severity = "medium"
+    kind = "temporary_resource"
+    retryable = True
+    counts_toward_breaker = True
+    needs_human = False
+    message_regex = "custom failure"
+
+
+def agent_key(agent: Agent | None = None) -> tuple[Agent, str]:
+    agent = agent or AgentFactory()
+    _, plaintext = services.issue_key(actor=Actor(source="cli"), agent=agent)
+    return agent, plaintext
+
+
+def user_key(user: Any) -> str:
+    _, plaintext = services.issue_key(actor=Actor(user=user, source="cli"), user=user)
+    return plaintext
