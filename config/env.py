@@ -28,6 +28,7 @@ class Env(BaseSettings):
     SECRET_KEY: str = ""
     ALLOWED_HOSTS: str = "localhost,127.0.0.1,[::1]"
     CSRF_TRUSTED_ORIGINS: str = ""
+    SECURE_COOKIES: bool = True
     DATA_DIR: Path = BASE_DIR / "var"
 
     DATABASE_URL: str = ""

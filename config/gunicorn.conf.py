@@ -2,6 +2,19 @@
 
 import os
 
+from config.env import load
+from config.metrics import process_id
+
+# Validate the environment in the master: a worker that exits on a bad variable would be respawned forever.
+load()
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Imported here, in the master before it forks: importing it inside the child_exit signal handler can
+    # interrupt another import of the same package half-way.
+    from prometheus_client import multiprocess
+else:
+    multiprocess = None  # type: ignore[assignment]
+
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
@@ -15,7 +28,5 @@ max_requests_jitter = max_requests // 10
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     # A dead worker's live gauges must leave the multiprocess metrics, or /metrics reports ghosts.
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(worker.pid)
+    if multiprocess is not None:
+        multiprocess.mark_process_dead(process_id(worker.pid))

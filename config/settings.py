@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import dj_database_url
 
 from config.env import BASE_DIR, load
+from config.metrics import use_multiprocess_dir
 
 ENV = load()
 DATA_DIR = ENV.DATA_DIR
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 if ENV.PROMETHEUS_MULTIPROC_DIR:
-    # prometheus_client reads this at import: set it before django_prometheus is loaded so that every
-    # gunicorn worker and Celery process writes to the shared folder that /metrics aggregates.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", ENV.PROMETHEUS_MULTIPROC_DIR)
+    # Before django_prometheus is loaded, so that every gunicorn worker and Celery process writes to the
+    # shared folder that /metrics adds up.
+    use_multiprocess_dir(ENV.PROMETHEUS_MULTIPROC_DIR)
 
 SECRET_KEY = ENV.secret_key
 DEBUG = ENV.DEBUG
@@ -44,6 +44,7 @@ MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,14 +99,19 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# whitenoise serves the admin's static files from gunicorn; in the embedded mode straight from the apps, so
+# that no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = ENV.embedded
 
 # Bodies over the limit get a 413 from BodySizeLimitMiddleware before anything is parsed.
 API_MAX_BODY_BYTES = ENV.API_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.API_MAX_BODY_BYTES
 
-if not DEBUG and REBOUND_MODE == "production":
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
+if REBOUND_MODE == "production":
+    # Behind TLS the cookies must be secure; SECURE_COOKIES=false is for trying docker-compose on plain http.
+    SESSION_COOKIE_SECURE = ENV.SECURE_COOKIES
+    CSRF_COOKIE_SECURE = ENV.SECURE_COOKIES
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 REST_FRAMEWORK = {

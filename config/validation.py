@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from config.errors import InvalidInput
 
@@ -21,7 +22,7 @@ def field_path(loc: tuple[Any, ...], prefix: str = "") -> str:
     return path or "body"
 
 
-def _message(item: dict[str, Any]) -> str:
+def _message(item: ErrorDetails) -> str:
     message = str(item["msg"])
     return message.removeprefix("Value error, ")
 

@@ -12,6 +12,11 @@ def is_agent(user: Any) -> bool:
     return getattr(user, "is_agent", False)
 
 
+def agent_of(user: Any) -> Any:
+    """The Agent behind an agent key's principal, or None for humans."""
+    return user.agent if is_agent(user) else None
+
+
 def is_operator(user: Any) -> bool:
     if not getattr(user, "is_authenticated", False) or is_agent(user) or not user.is_active:
         return False

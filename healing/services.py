@@ -75,11 +75,9 @@ def record(
 
 def snapshot(obj: models.Model, fields: list[str] | None = None) -> dict[str, Any]:
     """The object's fields as JSON-safe values, for an audit event's before and after."""
-    names = fields or [f.name for f in obj._meta.concrete_fields if not f.primary_key]
-    data = {}
-    for name in names:
-        field = obj._meta.get_field(name)
-        data[name] = field.value_from_object(obj) if not field.is_relation else getattr(obj, field.attname)
+    concrete = {f.name: f for f in obj._meta.concrete_fields if not f.primary_key}
+    # A relation is kept as its id: the audit row must not change when the related object later does.
+    data = {name: getattr(obj, concrete[name].attname) for name in (fields or list(concrete))}
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 

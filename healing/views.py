@@ -56,6 +56,7 @@ class MeView(APIView):
     )
     def get(self, request: Request) -> Response:
         user = request.user
-        if roles.is_agent(user):
-            return Response({"kind": "agent", "name": user.agent.name, "operator": False})
+        agent = roles.agent_of(user)
+        if agent is not None:
+            return Response({"kind": "agent", "name": agent.name, "operator": False})
         return Response({"kind": "user", "name": user.get_username(), "operator": roles.is_operator(user)})

@@ -88,9 +88,10 @@ def _load(plaintext: str) -> tuple[Any, ApiKey]:
             raise exceptions.AuthenticationFailed("This agent is deactivated.")
         principal: Any = AgentPrincipal(agent=api_key.agent)
     else:
-        if not api_key.user.is_active:
+        user = api_key.user
+        if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("This user is deactivated.")
-        principal = api_key.user
+        principal = user
     _touch(api_key)
     return principal, api_key
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
 from config import logging as rebound_logging
-from config.errors import InvalidInput
+from config.errors import Conflict, InvalidInput
 from healing import services as audit
 from healing.services import Actor
 from recovery import authentication, keys, metrics, rules_cache
@@ -30,6 +30,30 @@ def create_agent(*, name: str, description: str = "", actor: Actor, reason: str 
         agent = Agent.objects.create(name=name, description=description)
         audit.record(actor, "agent.create", agent, reason=reason, after=audit.snapshot(agent))
     return agent
+
+
+AGENT_FIELDS = ["name", "description"]
+
+
+def update_agent(*, agent_id: int, data: dict[str, Any], actor: Actor, reason: str) -> bool:
+    """Change an agent's name or description, audited; False when nothing changed."""
+    reason = audit.require_reason(reason)
+    with transaction.atomic():
+        # Locked so that "before" is what is stored, not what another editor is about to overwrite.
+        agent = Agent.objects.select_for_update().get(pk=agent_id)
+        before = audit.snapshot(agent, AGENT_FIELDS)
+        for name in AGENT_FIELDS:
+            if name in data:
+                setattr(agent, name, data[name])
+        after = audit.snapshot(agent, AGENT_FIELDS)
+        if before == after:
+            return False
+        audit.full_clean(agent)
+        agent.save(update_fields=AGENT_FIELDS)
+        audit.record(actor, "agent.update", agent, reason=reason, before=before, after=after)
+    # Cached principals carry the old name into actor labels; drop them.
+    authentication.forget()
+    return True
 
 
 def set_agent_active(*, agent: Agent, active: bool, actor: Actor, reason: str) -> bool:
@@ -54,7 +78,7 @@ def issue_key(
     *,
     actor: Actor,
     agent: Agent | None = None,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     name: str = "",
     reason: str = "",
 ) -> tuple[ApiKey, str]:
@@ -146,6 +170,9 @@ def update_rule(
 
 def delete_rule(*, rule: ClassificationRule, actor: Actor, reason: str) -> None:
     reason = audit.require_reason(reason)
+    if rule.builtin:
+        # A deleted built-in could only come back by hand; disabling keeps it one click from return.
+        raise Conflict(f"{rule.name!r} is a built-in rule: disable it instead of deleting it.")
     with transaction.atomic():
         audit.record(actor, "rule.delete", rule, reason=reason, before=audit.snapshot(rule, RULE_FIELDS))
         rule.delete()

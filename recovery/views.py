@@ -63,10 +63,6 @@ def _parse_errors(data: Any) -> tuple[list[ErrorIn], int, bool]:
     return items, successes, True
 
 
-def _agent(request: Request) -> Any:
-    return request.user.agent if roles.is_agent(request.user) else None
-
-
 def _out(recorded: services.Recorded) -> dict[str, Any]:
     c = recorded.classified
     return {
@@ -95,13 +91,15 @@ class ErrorsView(APIView):
         ),
         request=PolymorphicProxySerializer(
             component_name="ErrorReport",
-            serializers=[ErrorIn, ErrorBatchIn],
+            serializers=[ErrorIn, ErrorBatchIn],  # type: ignore[list-item]
             resource_type_field_name=None,
             many=False,
         ),
         responses={
             201: PolymorphicProxySerializer(
-                component_name="ErrorAnswer", serializers=[ErrorOut, BatchOut], resource_type_field_name=None
+                component_name="ErrorAnswer",
+                serializers=[ErrorOut, BatchOut],  # type: ignore[list-item]
+                resource_type_field_name=None,
             )
         },
         examples=[
@@ -134,7 +132,7 @@ class ErrorsView(APIView):
     )
     def post(self, request: Request) -> Response:
         items, successes, is_batch = _parse_errors(request.data)
-        recorded = services.record_errors([i.to_report() for i in items], agent=_agent(request))
+        recorded = services.record_errors([i.to_report() for i in items], agent=roles.agent_of(request.user))
         if not is_batch:
             return Response(_out(recorded[0]), status=status.HTTP_201_CREATED)
         body = {"results": [_out(r) for r in recorded], "summary": services.summarize(recorded, successes)}

@@ -24,11 +24,21 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
                 item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    # In CI a skipped test is a failure: a green run must mean the whole suite ran on the real servers.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if settings.REQUIRE_SERVICES and skipped and exitstatus == 0:
+        session.exitstatus = 1
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
     if skipped:
         why = "; ".join(SKIP_REASONS.values()) or "see -rs"
         terminalreporter.write_line(f"SKIPPED {len(skipped)} tests because {why}.")
+        if settings.REQUIRE_SERVICES:
+            terminalreporter.write_line("REBOUND_REQUIRE_SERVICES is set: skipped tests fail this run.")
 
 
 @pytest.fixture(autouse=True)

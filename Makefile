@@ -1,0 +1,44 @@
+# Common tasks. `make run` and `make test` are the two commands of the README.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test install lint format typecheck migrations-check ci bench clean
+
+run:
+	./scripts/run
+
+$(VENV)/.rebound-dev: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.rebound-dev
+
+# The whole suite. PostgreSQL and Redis on 127.0.0.1 are used when they answer; otherwise the tests that need
+# them are skipped and one line says so. CI sets REBOUND_REQUIRE_SERVICES=1 so that nothing is skipped.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+typecheck: install
+	$(PY) -m mypy config recovery healing
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+ci:
+	bash .ci/run
+
+bench: install
+	$(PY) -m bench.intake --write-docs
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,391 @@
+"""Error-intake benchmark (issue 2): authenticated POST /api/v1/errors against the bare JSON view.
+
+    .venv/bin/python -m bench.intake [--duration 10] [--connections 8] [--workers 2] [--rounds 3] [--write-docs]
+
+One gunicorn, configured by config/gunicorn.conf.py in production mode, serves both the baseline (GET /healthz,
+a bare Django JSON view: no database, no authentication) and the intake, so the ratio compares the intake's
+own cost with everything it shares (middleware, WSGI, gunicorn, the machine). Each round loads, in turn,
+the bare view, one error per request and a batch of 100 errors per request, each after a warm-up. The goal:
+one error per request reaches at least 0.5 of the bare view's requests per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import loadgen, payloads, report, server, verify
+from bench.loadgen import Measurement, Target
+
+GOAL = 0.5
+BATCH_SIZE = 100
+BARE, SINGLE, BATCH = "bare", "single", "batch"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int
+    warmup: int
+    connections: int
+    workers: int
+    rounds: int
+    write_docs: bool
+    pg_admin_url: str
+    db_name: str
+    keep_workdir: bool
+
+
+@dataclass
+class Round:
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+    checks: list[verify.PhaseCheck] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.measurements[SINGLE].rps / self.measurements[BARE].rps
+
+
+def targets() -> dict[str, Target]:
+    return {
+        BARE: Target("bare view: GET /healthz", "GET", "/healthz"),
+        SINGLE: Target(
+            "POST /api/v1/errors, 1 error", "POST", "/api/v1/errors", payloads.single_body(), True, 1
+        ),
+        BATCH: Target(
+            f"POST /api/v1/errors, batch of {BATCH_SIZE}",
+            "POST",
+            "/api/v1/errors",
+            payloads.batch_body(BATCH_SIZE),
+            True,
+            BATCH_SIZE,
+        ),
+    }
+
+
+def parse_args(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--duration", type=int, default=10, help="seconds of measurement per target and round"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load before each target")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, one per core (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all targets; medians are reported")
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    parser.add_argument("--pg", default=server.DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
+    parser.add_argument(
+        "--db", default=server.DEFAULT_DB_NAME, help="benchmark database (dropped and created)"
+    )
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder (gunicorn log)")
+    a = parser.parse_args(argv)
+    if min(a.duration, a.connections, a.workers, a.rounds) < 1 or a.warmup < 0:
+        parser.error("duration, connections, workers and rounds must be at least 1, warmup at least 0")
+    return Options(
+        a.duration, a.warmup, a.connections, a.workers, a.rounds, a.write_docs, a.pg, a.db, a.keep_workdir
+    )
+
+
+def prepare(stack: server.Stack) -> str:
+    """A fresh, migrated database (with the built-in rules) and an agent key; returns the key."""
+    print(f"database {stack.db_name}: recreating and migrating …", flush=True)
+    server.recreate_database(stack)
+    stack.env = server.server_env(stack)
+    server.manage(stack, "migrate", "--noinput")
+    return server.create_agent_key(stack, "bench-agent")
+
+
+def measure(
+    stack: server.Stack, key: str, target: Target, body: Path | None, opts: Options
+) -> tuple[Measurement | None, Measurement]:
+    """A warm-up run, then the timed run: (warm-up, timed)."""
+
+    def load(seconds: int) -> Measurement:
+        return loadgen.run(
+            target,
+            base_url=stack.base_url,
+            key=key,
+            body_file=body,
+            duration_s=seconds,
+            connections=opts.connections,
+        )
+
+    # Warm-up fills the key and rule caches, PostgreSQL's buffers and the connections, and lets the previous
+    # target's abandoned requests finish before the clock starts.
+    warm = load(opts.warmup) if opts.warmup else None
+    return warm, load(opts.duration)
+
+
+def run_round(
+    stack: server.Stack, key: str, all_targets: dict[str, Target], bodies: dict[str, Path], opts: Options
+) -> Round:
+    result = Round()
+    for name, target in all_targets.items():
+        before = verify.settled_counts(stack)
+        warm, m = measure(stack, key, target, bodies.get(name), opts)
+        result.measurements[name] = m
+        print(f"  {target.name:<38} {m.rps:>9,.0f} req/s  p50 {m.p50_ms:7.1f} ms  p99 {m.p99_ms:7.1f} ms")
+        if target.errors_per_request:
+            stored = verify.settled_counts(stack) - before
+            result.checks.append(_phase_check(target, warm, m, stored, opts))
+    return result
+
+
+def _phase_check(
+    target: Target, warm: Measurement | None, m: Measurement, stored: verify.Counts, opts: Options
+) -> verify.PhaseCheck:
+    # Between the two settled readings ran the warm-up and the timed run. wrk saw their answered requests;
+    # when each run's time was up it dropped what was in flight, at most one request per connection,
+    # which the server still completed and stored.
+    runs = [r for r in (warm, m) if r is not None]
+    answered = sum(r.ok_requests for r in runs) * target.errors_per_request
+    allowance = len(runs) * opts.connections * target.errors_per_request
+    return verify.PhaseCheck(target.name, answered, stored, allowance)
+
+
+def write_bodies(workdir: Path, all_targets: dict[str, Target]) -> dict[str, Path]:
+    bodies = {}
+    for name, target in all_targets.items():
+        if target.body is not None:
+            bodies[name] = workdir / f"{name}.json"
+            bodies[name].write_bytes(target.body)
+    return bodies
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(sys.argv[1:] if argv is None else argv)
+    if loadgen.wrk_path() is None:
+        print(loadgen.INSTALL_HINT, file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="rebound-bench-"))
+    stack = server.Stack(
+        pg_admin_url=opts.pg_admin_url,
+        db_name=opts.db_name,
+        redis_url=server.DEFAULT_REDIS_URL,
+        workdir=workdir,
+        workers=opts.workers,
+    )
+    try:
+        return _run(stack, opts)
+    finally:
+        if opts.keep_workdir:
+            print(f"scratch folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(stack: server.Stack, opts: Options) -> int:
+    started = datetime.now(UTC)
+    key = prepare(stack)
+    all_targets = targets()
+    bodies = write_bodies(stack.workdir, all_targets)
+    rounds: list[Round] = []
+    with server.gunicorn(stack):
+        print(
+            f"gunicorn on {stack.base_url}, {opts.workers} sync workers; wrk 1 thread, {opts.connections} conns"
+        )
+        for number in range(1, opts.rounds + 1):
+            print(f"round {number}/{opts.rounds}", flush=True)
+            rounds.append(run_round(stack, key, all_targets, bodies, opts))
+        exact = verify.exact_pass(
+            stack,
+            key,
+            single=payloads.single_body(),
+            batch=payloads.batch_body(BATCH_SIZE),
+            batch_size=BATCH_SIZE,
+            singles=400,
+            batches=20,
+        )
+        final = verify.settled_counts(stack)
+    outcome = Outcome(opts, started, all_targets, rounds, exact, final, _environment(stack))
+    print()
+    print(outcome.markdown_table())
+    print()
+    print(outcome.verdict())
+    print(outcome.correctness())
+    outcome.save()
+    if opts.write_docs:
+        report.write_section("intake", outcome.section())
+        print(f"wrote {report.DOCS.relative_to(server.ROOT)}")
+    return 0 if outcome.correct else 1
+
+
+def _environment(stack: server.Stack) -> dict[str, str]:
+    env = report.machine()
+    env["postgresql"] = server.postgres_version(stack)
+    env["wrk"] = loadgen.wrk_version()
+    return env
+
+
+@dataclass
+class Outcome:
+    """Everything one run found, and how it is told: the console, bench/results/*.json and the docs."""
+
+    opts: Options
+    started: datetime
+    targets: dict[str, Target]
+    rounds: list[Round]
+    exact: verify.ExactCheck
+    final: verify.Counts
+    environment: dict[str, str]
+
+    @property
+    def ratio(self) -> float:
+        # The median of per-round ratios: each pairs two runs minutes apart, which cancels slow drift.
+        return report.median(r.ratio for r in self.rounds)
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= GOAL
+
+    @property
+    def correct(self) -> bool:
+        phases_ok = all(c.ok for r in self.rounds for c in r.checks)
+        no_failures = all(
+            m.status_errors == 0 and m.socket_errors == 0
+            for r in self.rounds
+            for m in r.measurements.values()
+        )
+        totals_ok = self.final.events == self.final.pattern_total
+        return phases_ok and no_failures and totals_ok and self.exact.ok
+
+    def combined(self) -> list[tuple[str, dict[str, float]]]:
+        return [
+            (t.name, report.combine([r.measurements[k] for r in self.rounds]))
+            for k, t in self.targets.items()
+        ]
+
+    def markdown_table(self) -> str:
+        return report.table(self.combined())
+
+    def verdict(self) -> str:
+        batch = report.median(r.measurements[BATCH].errors_per_s for r in self.rounds)
+        state = "met" if self.met else "NOT met"
+        rounds = ", ".join(f"{r.ratio:.2f}" for r in self.rounds)
+        return (
+            f"Single error / bare view: **{self.ratio:.2f}** (goal ≥ {GOAL}: **{state}**; per round: {rounds}).\n"
+            f"Batch of {BATCH_SIZE}: **{batch:,.0f} errors/s**."
+        )
+
+    def correctness(self) -> str:
+        lines = []
+        for r_index, r in enumerate(self.rounds, 1):
+            for c in r.checks:
+                lines.append(
+                    f"- round {r_index}, {c.target}: {c.answered_errors:,} errors answered in warm-up and timed run, "
+                    f"{c.stored.events:,} rows stored "
+                    f"(allowed up to {c.answered_errors + c.in_flight_allowance:,}), pattern totals "
+                    f"+{c.stored.pattern_total:,}: {'ok' if c.ok else 'FAILED'}"
+                )
+        e = self.exact
+        statuses = ", ".join(f"{n} x {s}" for s, n in sorted(e.statuses.items()))
+        lines.append(
+            f"- exact pass (8 concurrent clients, 400 single errors + 20 batches of {BATCH_SIZE}): "
+            f"{e.sent_errors:,} errors sent, answers {statuses}; {e.stored.events:,} rows stored, "
+            f"pattern totals +{e.stored.pattern_total:,}: {'ok' if e.ok else 'FAILED'}"
+        )
+        lines.append(
+            f"- whole run: {self.final.events:,} ErrorEvent rows, pattern totals {self.final.pattern_total:,}: "
+            f"{'equal' if self.final.events == self.final.pattern_total else 'DIFFERENT'}"
+        )
+        return "Correctness:\n" + "\n".join(lines)
+
+    def command(self) -> str:
+        return ".venv/bin/python -m bench.intake " + shlex.join(sys.argv[1:])
+
+    def save(self) -> None:
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"intake-{self.started:%Y%m%dT%H%M%SZ}.json"
+        data = {
+            "started": self.started.isoformat(),
+            "options": asdict(self.opts),
+            "environment": self.environment,
+            "ratio": self.ratio,
+            "rounds": [
+                {k: {**asdict(m), "rps": m.rps} for k, m in r.measurements.items()} for r in self.rounds
+            ],
+            "correct": self.correct,
+        }
+        path.write_text(json.dumps(data, indent=2, default=str))
+        print(f"raw results: {path.relative_to(server.ROOT)}")
+
+    def section(self) -> str:
+        env = self.environment
+        o = self.opts
+        return SECTION.format(
+            verdict=self.verdict(),
+            goal=GOAL,
+            date=self.started.strftime("%Y-%m-%d %H:%M UTC"),
+            command=self.command(),
+            cores=env["cores"],
+            cpu=env["cpu"],
+            memory=env["memory"],
+            os=env["os"],
+            python=env["python"],
+            postgresql=env["postgresql"],
+            django=env["django"],
+            gunicorn=env["gunicorn"],
+            wrk=env["wrk"],
+            workers=o.workers,
+            connections=o.connections,
+            duration=o.duration,
+            warmup=o.warmup,
+            rounds=o.rounds,
+            table=self.markdown_table(),
+            correctness=self.correctness(),
+            batch=BATCH_SIZE,
+        )
+
+
+SECTION = """\
+## Error intake (issue 2)
+
+How many errors per second `POST /api/v1/errors` takes in, authenticated with an agent key, compared with a
+bare Django JSON view (`GET /healthz`: no database, no authentication) served by the same gunicorn in the
+same run. Goal: one error per request reaches at least {goal} of the bare view's requests per second.
+
+{verdict}
+
+{table}
+
+Requests/s counts answered requests only; errors/s is requests/s times the errors each request carries.
+Each figure is the median of the {rounds} rounds; latencies are wrk's, from the client, queueing included.
+
+### How it was measured
+
+- Date: {date}. Command: `{command}`
+- Machine: {cores} cores ({cpu}), {memory}, {os}; Python {python}, PostgreSQL {postgresql}, Django {django},
+  gunicorn {gunicorn}, {wrk}.
+- Server: `gunicorn -c config/gunicorn.conf.py config.wsgi`, {workers} sync workers, `REBOUND_MODE=production`
+  (PostgreSQL database `rebound_bench`, created fresh and migrated with the built-in rules; Redis db 13;
+  `LOG_LEVEL=WARNING`; `PROMETHEUS_MULTIPROC_DIR` set, as several workers need in production; persistent
+  database connections, `DATABASE_CONN_MAX_AGE` 60 s; API key cache 5 s).
+- Load: wrk, 1 thread, {connections} connections, {warmup} s warm-up then {duration} s measured per target,
+  {rounds} rounds of bare view, one error, batch of {batch}. The single error is the issue's rate limit
+  (`openai`/`chat`, 429, `Retry-After: 3`), so every request counts into the same pattern row; the batch
+  holds {batch} varied errors over ten services and kinds, with `"successes": 400`.
+- wrk, PostgreSQL and gunicorn share the same {cores} cores, so the absolute figures are low and move
+  with the machine; the ratio is the result. gunicorn's sync workers close the connection after each
+  response, so every request, bare or not, includes a TCP connect.
+
+{correctness}
+
+### Reproduce
+
+1. PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth) and Redis on 127.0.0.1:6379; the benchmark
+   drops and creates only the database `rebound_bench` and uses only Redis db 13.
+2. `apt-get install -y wrk` (the benchmark says so if it is missing).
+3. `{command}`: prints the table; `--write-docs` rewrites this section; raw figures go to
+   `bench/results/` (not committed). See `bench/README.md`.
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

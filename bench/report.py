@@ -1,0 +1,117 @@
+"""Writing benchmark results: a Markdown table, the machine's description, and docs/benchmarks.md.
+
+docs/benchmarks.md holds one section per benchmark between `<!-- bench:NAME:start -->` and
+`<!-- bench:NAME:end -->`. A benchmark rewrites only its own section, so the circuit-breaker and checkpoint
+benchmarks can add theirs later without touching this one, and text outside the markers is kept.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+from bench.loadgen import Measurement
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+INTRO = """# Benchmarks
+
+Every figure in this file is a ratio against a baseline measured in the same run, on the same machine, by
+the same server and load generator: absolute requests per second say more about the machine than about
+Rebound, and a ratio does not. The absolute numbers are shown for context only.
+
+Benchmarks are never timed assertions in the test suite: timings on a shared two-core CI machine are noise,
+and a test that fails on noise teaches people to ignore failures. They live under `bench/`, are run by hand,
+and each one rewrites only its own section below (between its `bench:` markers).
+"""
+
+
+def machine() -> dict[str, str]:
+    """What the figures were measured on; the caller adds the server-side versions it knows."""
+    return {
+        "cores": str(len(os.sched_getaffinity(0))),
+        "cpu": _cpu_model(),
+        "memory": _memory(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "django": _version("django"),
+        "gunicorn": _version("gunicorn"),
+        "psycopg": _version("psycopg"),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _memory() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.0f} GiB"
+    except OSError:
+        pass
+    return "?"
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def combine(rounds: list[Measurement]) -> dict[str, float]:
+    """One target over several rounds: the median of each figure, and the totals of the counts."""
+    return {
+        "rps": median(m.rps for m in rounds),
+        "errors_per_s": median(m.errors_per_s for m in rounds),
+        "p50_ms": median(m.p50_ms for m in rounds),
+        "p99_ms": median(m.p99_ms for m in rounds),
+        "requests": sum(m.requests for m in rounds),
+        "status_errors": sum(m.status_errors for m in rounds),
+        "socket_errors": sum(m.socket_errors for m in rounds),
+    }
+
+
+def table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    lines = [
+        "| target | requests/s | errors/s | p50 ms | p99 ms | requests | non-2xx | socket errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, c in rows:
+        errors = f"{c['errors_per_s']:,.0f}" if c["errors_per_s"] else "-"
+        lines.append(
+            f"| {name} | {c['rps']:,.0f} | {errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
+            f"| {int(c['requests']):,} | {int(c['status_errors'])} | {int(c['socket_errors'])} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(name: str, body: str, path: Path = DOCS) -> None:
+    """Replace this benchmark's section in docs/benchmarks.md (or append it), keeping everything else."""
+    start, end = f"<!-- bench:{name}:start -->", f"<!-- bench:{name}:end -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    text = path.read_text() if path.exists() else INTRO
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

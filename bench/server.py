@@ -1,0 +1,194 @@
+"""A production-configured Rebound for benchmarks: its own PostgreSQL database, migrated, behind gunicorn.
+
+Everything here is shared by the benchmarks: each one builds a `Stack`, loads its targets and stops it.
+The server runs with REBOUND_MODE=production and config/gunicorn.conf.py, exactly as it is deployed, so that
+the figures describe the real configuration rather than a test settings module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+# Other people share this PostgreSQL and Redis: the benchmarks touch only this database and Redis db 13.
+DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_DB_NAME = "rebound_bench"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+
+
+@dataclass
+class Stack:
+    """Where the benchmark's server lives: its database, environment, scratch folder and port."""
+
+    pg_admin_url: str
+    db_name: str
+    redis_url: str
+    workdir: Path
+    workers: int
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        admin = conninfo_to_dict(self.pg_admin_url)
+        admin["dbname"] = self.db_name
+        return _postgres_url(admin)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _postgres_url(parts: dict[str, object]) -> str:
+    user = parts.get("user") or "postgres"
+    password = f":{parts['password']}" if parts.get("password") else ""
+    host = parts.get("host") or "127.0.0.1"
+    port = parts.get("port") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{parts['dbname']}"
+
+
+def recreate_database(stack: Stack) -> None:
+    """Drop and create the benchmark database, so every run starts from the same empty tables.
+
+    The name must start with rebound_bench: this function drops it, and must never drop anyone else's.
+    """
+    if not stack.db_name.startswith(DEFAULT_DB_NAME):
+        raise SystemExit(
+            f"refusing to drop {stack.db_name!r}: benchmark databases start with {DEFAULT_DB_NAME}"
+        )
+    with psycopg.connect(stack.pg_admin_url, autocommit=True) as conn:
+        name = sql.Identifier(stack.db_name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
+
+
+def server_env(stack: Stack) -> dict[str, str]:
+    """The production environment config/env.py validates, pointed at the benchmark's own services."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "REBOUND_", "DJANGO_"))}
+    multiproc = stack.workdir / "prometheus"
+    multiproc.mkdir(exist_ok=True)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "REBOUND_MODE": "production",
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(48)[:50],
+            "DATABASE_URL": stack.database_url,
+            "REDIS_URL": stack.redis_url,
+            "CELERY_BROKER_URL": stack.redis_url,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LOG_LEVEL": "WARNING",
+            "DATA_DIR": str(stack.workdir / "data"),
+            # Several gunicorn workers need the shared metrics folder in production, so the benchmark has it.
+            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+            "GUNICORN_WORKERS": str(stack.workers),
+            "GUNICORN_THREADS": "1",
+            "GUNICORN_MAX_REQUESTS": "0",
+            "GUNICORN_ACCESSLOG": "",
+        }
+    )
+    return env
+
+
+def manage(stack: Stack, *args: str) -> str:
+    """Run a management command in the benchmark's environment; its stdout, or exit with its stderr."""
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=stack.env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def create_agent_key(stack: Stack, name: str) -> str:
+    # create_agent prints the plaintext key as its last line (it is stored only as a hash).
+    return manage(stack, "create_agent", name).strip().splitlines()[-1].strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def gunicorn(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
+    """Start gunicorn with config/gunicorn.conf.py, wait for /healthz, and always stop it afterwards."""
+    stack.port = free_port()
+    env = {**stack.env, "GUNICORN_BIND": f"127.0.0.1:{stack.port}"}
+    log = (stack.workdir / "gunicorn.log").open("wb")
+    # Its own session, so that stopping it reaches the master and every worker it forked, and nothing else.
+    process = subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_ready(stack, process)
+        yield process
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_ready(stack: Stack, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {process.returncode}:\n{tail(stack)}")
+        try:
+            with urllib.request.urlopen(stack.base_url + "/healthz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"gunicorn did not answer /healthz within {timeout_s:.0f} s:\n{tail(stack)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets the master stop its workers gracefully; SIGKILL to the group if it does not in time."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def tail(stack: Stack, lines: int = 40) -> str:
+    path = stack.workdir / "gunicorn.log"
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def postgres_version(stack: Stack) -> str:
+    with psycopg.connect(stack.pg_admin_url) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split(" ")[0] if row else "?"
