@@ -91,7 +91,7 @@ class Env(BaseSettings):
     @property
     def broker_url(self) -> str:
         # The embedded broker is kombu's filesystem transport: a folder, no server.
-        return self.CELERY_BROKER_URL or self.REDIS_URL or "filesystem://"
+        return self.CELERY_BROKER_URL or self.REDIS_URL or "filesystem://localhost//"
 
 
 def describe(error: ValidationError) -> str:

@@ -26,8 +26,35 @@ class AuditEventListView(generics.ListAPIView):  # type: ignore[type-arg]
 
     @extend_schema(
         operation_id="list_audit_events",
-        summary="The audit trail, newest first",
+        summary="The audit trail, newest first (operators and viewers)",
         parameters=[AuditFilterSerializer],
+        examples=[
+            OpenApiExample(
+                "A page",
+                value={
+                    "count": 1,
+                    "next": None,
+                    "previous": None,
+                    "results": [
+                        {
+                            "id": 3,
+                            "occurred_at": "2026-11-22T09:00:00Z",
+                            "actor_label": "user:alice",
+                            "action": "apikey.revoke",
+                            "target_type": "recovery.apikey",
+                            "target_id": "7",
+                            "target_repr": "rb_1a2b3c4d_…",
+                            "reason": "leaked in a CI log",
+                            "before": {"revoked_at": None},
+                            "after": {"revoked_at": "2026-11-22T09:00:00Z"},
+                            "source": "admin",
+                            "request_id": "4f6c0d1e2a3b4c5d6e7f8091a2b3c4d5",
+                        }
+                    ],
+                },
+                response_only=True,
+            )
+        ],
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

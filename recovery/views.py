@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -195,6 +195,26 @@ class ClassifyView(APIView):
         )
 
 
+PATTERN = {
+    "id": 12,
+    "fingerprint": "9f2c1e0b7d4a3f5e6c8b9a0d1e2f3a4b5c6d7e8f",
+    "service": "openai",
+    "operation": "chat.completions",
+    "error_class": "rate_limit",
+    "severity": "medium",
+    "kind": "rate_limit",
+    "type_name": "RateLimitError",
+    "message_template": "Rate limit reached for gpt-<n>o",
+    "sample_message": "Rate limit reached for gpt-4o",
+    "first_seen_at": "2026-11-22T08:00:00Z",
+    "last_seen_at": "2026-11-22T09:10:00Z",
+    "total_count": 57,
+    "recent_5m": 3,
+    "recent_60m": 41,
+}
+PATTERN_EXAMPLE = OpenApiExample("A pattern", value=PATTERN, response_only=True)
+
+
 class PatternListView(generics.ListAPIView):  # type: ignore[type-arg]
     serializer_class = PatternSerializer
 
@@ -205,30 +225,7 @@ class PatternListView(generics.ListAPIView):  # type: ignore[type-arg]
         examples=[
             OpenApiExample(
                 "A page",
-                value={
-                    "count": 1,
-                    "next": None,
-                    "previous": None,
-                    "results": [
-                        {
-                            "id": 12,
-                            "fingerprint": "9f2c1e0b7d4a3f5e6c8b9a0d1e2f3a4b5c6d7e8f",
-                            "service": "openai",
-                            "operation": "chat.completions",
-                            "error_class": "rate_limit",
-                            "severity": "medium",
-                            "kind": "rate_limit",
-                            "type_name": "RateLimitError",
-                            "message_template": "Rate limit reached for gpt-<n>o",
-                            "sample_message": "Rate limit reached for gpt-4o",
-                            "first_seen_at": "2026-11-22T08:00:00Z",
-                            "last_seen_at": "2026-11-22T09:10:00Z",
-                            "total_count": 57,
-                            "recent_5m": 3,
-                            "recent_60m": 41,
-                        }
-                    ],
-                },
+                value={"count": 1, "next": None, "previous": None, "results": [PATTERN]},
                 response_only=True,
             )
         ],
@@ -244,6 +241,10 @@ class PatternListView(generics.ListAPIView):  # type: ignore[type-arg]
 
 class PatternDetailView(generics.RetrieveAPIView):  # type: ignore[type-arg]
     serializer_class = PatternSerializer
+
+    @extend_schema(operation_id="get_pattern", summary="One error pattern", examples=[PATTERN_EXAMPLE])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> Any:
         return selectors.patterns()
@@ -265,6 +266,19 @@ RULE_EXAMPLE = {
 }
 
 
+RULE_OUT = {
+    **{k: v for k, v in RULE_EXAMPLE.items() if k != "reason"},
+    "id": 61,
+    "description": "",
+    "enabled": True,
+    "builtin": False,
+    "status_min": None,
+    "status_max": None,
+    "created_at": "2026-11-22T08:00:00Z",
+    "updated_at": "2026-11-22T08:00:00Z",
+}
+
+
 class RuleListView(APIView):
     permission_classes = [ReadOrOperator]
 
@@ -272,6 +286,7 @@ class RuleListView(APIView):
         operation_id="list_rules",
         summary="Classification rules in priority order",
         responses={200: RuleSerializer(many=True)},
+        examples=[OpenApiExample("Rules", value=[RULE_OUT], response_only=True)],
     )
     def get(self, request: Request) -> Response:
         return Response(RuleSerializer(selectors.rules(), many=True).data)
@@ -295,7 +310,11 @@ class RuleListView(APIView):
 class RuleDetailView(APIView):
     permission_classes = [ReadOrOperator]
 
-    @extend_schema(operation_id="get_rule", responses={200: RuleSerializer})
+    @extend_schema(
+        operation_id="get_rule",
+        responses={200: RuleSerializer},
+        examples=[OpenApiExample("A rule", value=RULE_OUT, response_only=True)],
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(RuleSerializer(get_object_or_404(selectors.rules(), pk=pk)).data)
 
@@ -319,12 +338,21 @@ class RuleDetailView(APIView):
 
     @extend_schema(
         operation_id="delete_rule",
-        summary="Delete a rule (operators; audited)",
+        summary="Delete a rule (operators; audited). Built-in rules are disabled instead (409).",
+        parameters=[
+            OpenApiParameter(
+                "reason",
+                str,
+                description="Why (required): as this parameter or as `reason` in a JSON body.",
+                examples=[OpenApiExample("Why", value="superseded by rule 61")],
+            )
+        ],
         request=ReasonSerializer,
         responses={204: None},
     )
     def delete(self, request: Request, pk: int) -> Response:
         rule = get_object_or_404(selectors.rules(), pk=pk)
-        reason = request.data.get("reason") if isinstance(request.data, dict) else None
+        body = request.data if isinstance(request.data, dict) else {}
+        reason = body.get("reason") or request.query_params.get("reason")
         services.delete_rule(rule=rule, actor=Actor.from_request(request), reason=reason or "")
         return Response(status=status.HTTP_204_NO_CONTENT)

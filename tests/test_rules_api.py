@@ -129,3 +129,9 @@ def test_it_refuses_to_delete_a_built_in_rule(operator_client: Any) -> None:
     assert "disable it instead" in response.json()["detail"]
     assert ClassificationRule.objects.filter(pk=rule.pk).exists()
     assert not AuditEvent.objects.filter(action="rule.delete").exists()
+
+
+def test_it_takes_the_delete_reason_from_the_query_too(operator_client: Any) -> None:
+    rule = RuleFactory()
+    assert operator_client.delete(f"/api/v1/rules/{rule.pk}?reason=dup").status_code == 204
+    assert AuditEvent.objects.get(action="rule.delete").reason == "dup"

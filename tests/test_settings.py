@@ -31,7 +31,7 @@ def test_it_defaults_to_the_embedded_mode_with_nothing_set(monkeypatch: pytest.M
     env = Env()
     assert env.embedded
     assert env.database_url.startswith("sqlite:///")
-    assert env.broker_url == "filesystem://"
+    assert env.broker_url == "filesystem://localhost//"
     assert env.secret_key == EMBEDDED_SECRET_KEY
 
 
