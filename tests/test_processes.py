@@ -19,7 +19,11 @@ from recovery.models import ErrorEvent
 from tests import factories
 from tests.processes import PYTHON, free_port, process_env, start, stop, wait_for, wait_http
 
-pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
 
 
 def _metric(text: str, name: str, labels: str) -> float:
