@@ -45,6 +45,19 @@ class Env(BaseSettings):
     ERRORS_BATCH_MAX: int = Field(default=1000, ge=1, le=100_000)
     ERROR_EVENT_RETENTION_DAYS: int = Field(default=14, ge=1)
 
+    # Breakers: a service first seen in a permit or outcome is registered with the default settings unless this
+    # is off (then it is a 404 until an operator registers it).
+    AUTO_REGISTER_SERVICES: bool = True
+    BREAKER_CONFIG_CACHE_SECONDS: float = Field(default=2.0, ge=0, le=60)
+    # A half-open trial permit whose outcome never comes back frees its slot after this long.
+    BREAKER_TRIAL_PERMIT_TTL_SECONDS: float = Field(default=30.0, gt=0, le=3600)
+    # When Redis is unreachable: "open" lets calls through, "closed" refuses them; per service criticality.
+    BREAKER_FAIL_MODE_ESSENTIAL: Literal["open", "closed"] = "open"
+    BREAKER_FAIL_MODE_NON_CRITICAL: Literal["open", "closed"] = "closed"
+    BREAKER_EVENTS_MAX_WAIT_SECONDS: float = Field(default=25.0, ge=0, le=120)
+    BREAKER_STREAM_MAX_SECONDS: float = Field(default=300.0, gt=0, le=3600)
+    OUTCOMES_BATCH_MAX: int = Field(default=5000, ge=1, le=100_000)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
     PROMETHEUS_MULTIPROC_DIR: str = ""

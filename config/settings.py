@@ -144,6 +144,10 @@ SPECTACULAR_SETTINGS = {
     # The Swagger UI's files ship in a package: /api/docs/ works with no route to a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorKindEnum": "recovery.taxonomy.ErrorKind",
+        "ServiceKindEnum": "recovery.models.Service.Kind",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
@@ -180,6 +184,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recovery.tasks.prune_error_events",
         "schedule": timedelta(hours=1),
     },
+    "expire-breaker-overrides": {
+        "task": "recovery.tasks.expire_breaker_overrides",
+        "schedule": timedelta(seconds=30),
+    },
 }
 
 # --- Caches and Redis ---------------------------------------------------------------------------------
@@ -195,6 +203,14 @@ REBOUND = {
     "RULES_CACHE_SECONDS": ENV.RULES_CACHE_SECONDS,
     "ERRORS_BATCH_MAX": ENV.ERRORS_BATCH_MAX,
     "ERROR_EVENT_RETENTION_DAYS": ENV.ERROR_EVENT_RETENTION_DAYS,
+    "AUTO_REGISTER_SERVICES": ENV.AUTO_REGISTER_SERVICES,
+    "BREAKER_CONFIG_CACHE_SECONDS": ENV.BREAKER_CONFIG_CACHE_SECONDS,
+    "BREAKER_TRIAL_PERMIT_TTL_SECONDS": ENV.BREAKER_TRIAL_PERMIT_TTL_SECONDS,
+    "BREAKER_FAIL_MODE_ESSENTIAL": ENV.BREAKER_FAIL_MODE_ESSENTIAL,
+    "BREAKER_FAIL_MODE_NON_CRITICAL": ENV.BREAKER_FAIL_MODE_NON_CRITICAL,
+    "BREAKER_EVENTS_MAX_WAIT_SECONDS": ENV.BREAKER_EVENTS_MAX_WAIT_SECONDS,
+    "OUTCOMES_BATCH_MAX": ENV.OUTCOMES_BATCH_MAX,
+    "BREAKER_STREAM_MAX_SECONDS": ENV.BREAKER_STREAM_MAX_SECONDS,
 }
 
 # --- Logging: JSON lines with the request id, in web and Celery processes alike --------------------------

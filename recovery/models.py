@@ -4,6 +4,7 @@ import re
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -61,6 +62,11 @@ class ApiKey(models.Model):
     @property
     def owner_label(self) -> str:
         return f"agent:{self.agent}" if self.agent_id else f"user:{self.user}"
+
+
+validate_slug = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.:-]{0,99}$", "a lower-case slug: letters, digits and . _ : - (at most 100)"
+)
 
 
 def validate_regex(value: str) -> None:
@@ -172,3 +178,114 @@ class ErrorEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service} {self.error_class} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Service(models.Model):
+    """Anything an agent calls, with its breaker settings and the operator's override."""
+
+    class Kind(models.TextChoices):
+        TOOL = "tool"
+        MCP_SERVER = "mcp_server"
+        HTTP_API = "http_api"
+        MODEL_PROVIDER = "model_provider"
+        DATABASE = "database"
+        OTHER = "other"
+
+    class Criticality(models.TextChoices):
+        ESSENTIAL = "essential"
+        NON_CRITICAL = "non_critical"
+
+    class WindowType(models.TextChoices):
+        COUNT = "count"
+        TIME = "time"
+
+    class Override(models.TextChoices):
+        AUTO = "auto"
+        FORCED_OPEN = "forced_open"
+        FORCED_CLOSED = "forced_closed"
+        DISABLED = "disabled"
+
+    name = models.CharField(max_length=100, unique=True, validators=[validate_slug])
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.OTHER)
+    criticality = models.CharField(
+        max_length=20, choices=Criticality.choices, default=Criticality.NON_CRITICAL
+    )
+    description = models.TextField(blank=True)
+    auto_registered = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    failure_rate_threshold = models.FloatField(
+        default=50, validators=[MinValueValidator(1), MaxValueValidator(100)], help_text="Percent."
+    )
+    window_type = models.CharField(max_length=10, choices=WindowType.choices, default=WindowType.COUNT)
+    window_size = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1), MaxValueValidator(10_000)],
+        help_text="Calls, or seconds.",
+    )
+    minimum_calls = models.PositiveIntegerField(default=10, validators=[MinValueValidator(1)])
+    consecutive_failures = models.PositiveIntegerField(default=5, help_text="0 turns this trigger off.")
+    slow_call_ms = models.PositiveIntegerField(default=0, help_text="Slower calls count as failures; 0: off.")
+    wait_duration_s = models.FloatField(default=30, validators=[MinValueValidator(0.001)])
+    half_open_max_calls = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1)])
+    success_threshold = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1)])
+    wait_multiplier = models.FloatField(default=1.0, validators=[MinValueValidator(1)])
+    max_wait_s = models.FloatField(default=300, validators=[MinValueValidator(0.001)])
+
+    override = models.CharField(max_length=20, choices=Override.choices, default=Override.AUTO)
+    override_reason = models.TextField(blank=True)
+    override_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(override="auto") | ~Q(override_reason=""), name="service_override_has_reason"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_wait_s__gte=models.F("wait_duration_s")), name="service_max_wait"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BreakerState(models.Model):
+    """A breaker's state in the embedded (database) store. The Redis store keeps the same fields in a hash."""
+
+    service = models.OneToOneField(Service, on_delete=models.CASCADE, related_name="breaker_state")
+    data = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.data.get('state', 'closed')}"
+
+
+class BreakerTransition(models.Model):
+    """One change of a breaker's state, with why and the window it saw. Written on transitions only."""
+
+    class Actor(models.TextChoices):
+        AUTOMATIC = "automatic"
+        AGENT = "agent"
+        USER = "user"
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=20)
+    to_state = models.CharField(max_length=20)
+    reason = models.TextField()
+    actor = models.CharField(max_length=10, choices=Actor.choices, default=Actor.AUTOMATIC)
+    actor_agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    window = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["service", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.from_state} → {self.to_state}"

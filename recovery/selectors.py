@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import redis
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from recovery.models import ClassificationRule, ErrorPattern
+from recovery.models import BreakerTransition, ClassificationRule, ErrorEvent, ErrorPattern, Service
 
 
 def patterns(
@@ -39,3 +41,112 @@ def patterns(
 
 def rules() -> QuerySet[ClassificationRule]:
     return ClassificationRule.objects.order_by("priority", "id")
+
+
+def breaker_view(service: Service) -> dict[str, Any]:
+    """A breaker as operators and agents read it: state, settings, the live window, and why."""
+    from recovery import breakers, registry
+
+    cfg = registry.config_of(service)
+    try:
+        peek = breakers.store().peek(service, cfg)
+        live: dict[str, Any] = {
+            "state": peek.state,
+            "window": {
+                "calls": peek.calls,
+                "failures": peek.failures,
+                "rate": round(100.0 * peek.failures / peek.calls, 2) if peek.calls else 0.0,
+                "consecutive_failures": peek.consecutive,
+                "trial_permits_in_use": peek.trials_in_use,
+            },
+            "opened_at": _ms(peek.opened_at) if peek.state != "closed" else None,
+            "open_until": _ms(peek.open_until) if peek.state == "open" else None,
+        }
+        if peek.state == "open" and peek.open_until <= peek.now:
+            live["state"] = "half_open"  # what the next permit will find
+    except redis.RedisError:
+        live = {"state": "unknown", "window": None, "opened_at": None, "open_until": None}
+    override = registry.override_in_force(service)
+    last = service.transitions.order_by("-created_at", "-id").first()
+    return {
+        "service": service.name,
+        "criticality": service.criticality,
+        **live,
+        "automatic_state": live["state"],
+        "state": override if override != Service.Override.AUTO else live["state"],
+        "override": {"mode": override, "reason": service.override_reason, "until": service.override_until}
+        if override != Service.Override.AUTO
+        else None,
+        "why": {
+            "reason": last.reason,
+            "from_state": last.from_state,
+            "to_state": last.to_state,
+            "at": last.created_at,
+            "window": last.window,
+        }
+        if last
+        else None,
+        "settings": service_settings(service),
+    }
+
+
+def service_settings(service: Service) -> dict[str, Any]:
+    from recovery.breakers import SETTINGS_FIELDS
+
+    return {
+        name: getattr(service, name)
+        for name in SETTINGS_FIELDS
+        if name not in ("kind", "criticality", "description")
+    }
+
+
+def _ms(value: int) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
+
+
+def services() -> QuerySet[Service]:
+    return Service.objects.order_by("name")
+
+
+def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition]:
+    return list(
+        BreakerTransition.objects.select_related("service").filter(pk__gt=after_id).order_by("id")[:limit]
+    )
+
+
+def fleet_status() -> dict[str, Any]:
+    """The fleet at a glance: breakers by state, errors by class over 5 and 60 minutes, the top patterns."""
+    from recovery.breakers import effective_state
+
+    now = timezone.now()
+    by_state: dict[str, int] = {}
+    for service in services():
+        state = effective_state(service)
+        by_state[state] = by_state.get(state, 0) + 1
+
+    def by_class(minutes: int) -> dict[str, int]:
+        rows = (
+            ErrorEvent.objects.filter(occurred_at__gte=now - timedelta(minutes=minutes))
+            .values("error_class")
+            .annotate(n=Count("id"))
+        )
+        return {r["error_class"]: r["n"] for r in rows}
+
+    top = patterns(since=now - timedelta(minutes=60)).order_by("-recent_60m", "-last_seen_at")[:5]
+    return {
+        "breakers": by_state,
+        "errors_last_5m": by_class(5),
+        "errors_last_60m": by_class(60),
+        "top_patterns": [
+            {
+                "id": p.pk,
+                "service": p.service,
+                "error_class": p.error_class,
+                "severity": p.severity,
+                "message_template": p.message_template,
+                "recent_60m": p.recent_60m,
+                "total_count": p.total_count,
+            }
+            for p in top
+        ],
+    }

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import factory
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
@@ -57,6 +58,11 @@ class RuleFactory(factory.django.DjangoModelFactory):
     counts_toward_breaker = True
     needs_human = False
     message_regex = "custom failure"
+
+
+def rebound_settings(**changes: Any) -> dict[str, Any]:
+    """settings.REBOUND with some values changed, for override_settings."""
+    return {**settings.REBOUND, **changes}
 
 
 def agent_key(agent: Agent | None = None) -> tuple[Agent, str]:

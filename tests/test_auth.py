@@ -15,6 +15,7 @@ from healing.services import Actor
 from recovery import keys, services
 from recovery.models import Agent, ApiKey
 from tests import factories
+from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -71,14 +72,7 @@ def test_it_answers_401_at_once_in_the_revoking_process() -> None:
     )
 
 
-@override_settings(
-    REBOUND={
-        "API_KEY_CACHE_SECONDS": 0.3,
-        "RULES_CACHE_SECONDS": 5,
-        "ERRORS_BATCH_MAX": 1000,
-        "ERROR_EVENT_RETENTION_DAYS": 14,
-    }
-)
+@override_settings(REBOUND=rebound_settings(API_KEY_CACHE_SECONDS=0.3))
 def test_it_stops_a_key_revoked_elsewhere_within_the_cache_bound() -> None:
     agent, plaintext = factories.agent_key()
     client = _client(plaintext)

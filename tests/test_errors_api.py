@@ -8,6 +8,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from recovery.models import ErrorEvent, ErrorPattern
+from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -152,14 +153,7 @@ def test_it_refuses_an_oversized_body_with_413(agent_client: Any) -> None:
     assert ErrorEvent.objects.count() == 0
 
 
-@override_settings(
-    REBOUND={
-        "ERRORS_BATCH_MAX": 2,
-        "API_KEY_CACHE_SECONDS": 5,
-        "RULES_CACHE_SECONDS": 5,
-        "ERROR_EVENT_RETENTION_DAYS": 14,
-    }
-)
+@override_settings(REBOUND=rebound_settings(ERRORS_BATCH_MAX=2))
 def test_it_refuses_a_batch_over_the_limit(agent_client: Any) -> None:
     response = agent_client.post("/api/v1/errors", [RATE_LIMIT] * 3, format="json")
     assert response.status_code == 400

@@ -10,15 +10,11 @@ from django.test import override_settings
 from recovery.classification import ErrorReport
 from recovery.models import ClassificationRule
 from recovery.services import classify_report
+from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db
 
-FAST = {
-    "RULES_CACHE_SECONDS": 0.3,
-    "API_KEY_CACHE_SECONDS": 5,
-    "ERRORS_BATCH_MAX": 1000,
-    "ERROR_EVENT_RETENTION_DAYS": 14,
-}
+FAST = rebound_settings(RULES_CACHE_SECONDS=0.3)
 
 
 @override_settings(REBOUND=FAST)

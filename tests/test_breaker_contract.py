@@ -1,0 +1,226 @@
+"""One contract, two stores: the database store (embedded) and the Redis store (production) must agree."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+
+from recovery import breaker_logic as logic
+from recovery.breaker_store import BreakerStore, DatabaseStore, RedisStore
+from recovery.models import Service
+
+pytestmark = pytest.mark.django_db
+
+CFG = logic.Config(
+    threshold=50,
+    window_size=10,
+    minimum_calls=4,
+    consecutive=0,
+    wait_ms=1000,
+    half_open_max=2,
+    success_threshold=2,
+    multiplier=2.0,
+    max_wait_ms=3000,
+    trial_ttl_ms=500,
+)
+FAIL, OK, IGNORED = (
+    logic.Outcome(failure=True),
+    logic.Outcome(failure=False),
+    logic.Outcome(False, ignored=True),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["database", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: Any, clock: Clock) -> Iterator[BreakerStore]:
+    if request.param == "database":
+        yield DatabaseStore(clock)
+        return
+    client = redis.Redis.from_url(settings.TEST_REDIS_URL)
+    prefix = f"test:{uuid.uuid4().hex}"
+    yield RedisStore(client, clock, prefix=prefix)
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def svc() -> Service:
+    return Service.objects.create(name="svc")
+
+
+def feed(
+    store: BreakerStore, svc: Service, *outcomes: logic.Outcome, cfg: logic.Config = CFG
+) -> list[logic.Result]:
+    return store.record_many([(svc, cfg, o) for o in outcomes])
+
+
+def test_it_allows_calls_while_closed(store: BreakerStore, svc: Service) -> None:
+    result = store.permit(svc, CFG, "p1")
+    assert (result.allowed, result.state, result.permit_id, result.transitions) == (True, "closed", "", [])
+
+
+def test_it_waits_for_the_minimum_calls_before_judging_the_rate(store: BreakerStore, svc: Service) -> None:
+    results = feed(store, svc, FAIL, FAIL, FAIL)
+    assert [r.state for r in results] == ["closed"] * 3
+    assert (results[-1].calls, results[-1].failures, results[-1].rate) == (3, 3, 100.0)
+
+
+def test_it_trips_once_on_the_failure_rate(store: BreakerStore, svc: Service) -> None:
+    results = feed(store, svc, OK, OK, FAIL, FAIL, FAIL)
+    assert [r.state for r in results] == ["closed", "closed", "closed", "open", "open"]
+    assert results[3].transitions == [
+        ("closed", "open", "failure rate 50% over the last 4 calls (threshold 50%)")
+    ]
+    assert results[3].snapshot == (4, 2)
+    assert results[4].transitions == []
+    denied = store.permit(svc, CFG, "p")
+    assert (denied.allowed, denied.state, denied.retry_after_ms, denied.reason) == (
+        False,
+        "open",
+        1000,
+        "open",
+    )
+
+
+def test_it_trips_on_consecutive_failures(store: BreakerStore, svc: Service) -> None:
+    cfg = logic.Config(**{**CFG.__dict__, "consecutive": 3, "minimum_calls": 100})
+    results = feed(store, svc, FAIL, OK, FAIL, FAIL, FAIL, cfg=cfg)
+    assert [r.consecutive for r in results[:4]] == [1, 0, 1, 2]
+    assert results[4].transitions == [("closed", "open", "3 consecutive failures (threshold 3)")]
+
+
+def test_it_ignores_outcomes_that_do_not_count(store: BreakerStore, svc: Service) -> None:
+    results = feed(store, svc, IGNORED, IGNORED, IGNORED, IGNORED, IGNORED)
+    assert (results[-1].state, results[-1].calls) == ("closed", 0)
+
+
+def test_it_slides_the_count_window(store: BreakerStore, svc: Service) -> None:
+    results = feed(store, svc, FAIL, *([OK] * 10))
+    assert (results[-1].calls, results[-1].failures) == (10, 0)
+
+
+def test_it_forgets_failures_older_than_the_time_window(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    cfg = logic.Config(**{**CFG.__dict__, "window_type": "time", "window_size": 5, "minimum_calls": 3})
+    feed(store, svc, FAIL, FAIL, cfg=cfg)
+    clock.now += 6000
+    result = feed(store, svc, FAIL, cfg=cfg)[0]
+    assert (result.state, result.calls, result.failures) == ("closed", 1, 1)
+    assert store.peek(svc, cfg).calls == 1
+
+
+def test_it_half_opens_lazily_and_grants_exactly_h_trial_permits(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    clock.now += 999
+    assert store.permit(svc, CFG, "early").allowed is False
+    clock.now += 1
+    first = store.permit(svc, CFG, "t1")
+    assert (first.allowed, first.state, first.permit_id) == (True, "half_open", "t1")
+    assert first.transitions == [("open", "half_open", "the wait is over: trial calls allowed")]
+    assert store.permit(svc, CFG, "t2").permit_id == "t2"
+    third = store.permit(svc, CFG, "t3")
+    assert (third.allowed, third.permit_id, third.retry_after_ms) == (False, "", 500)
+    assert third.reason == "half-open: all 2 trial permits are in use"
+    clock.now += 500  # unanswered trial permits expire and free their slots
+    assert store.permit(svc, CFG, "t4").allowed is True
+
+
+def test_it_frees_a_trial_permit_when_its_outcome_arrives(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    clock.now += 1000
+    store.permit(svc, CFG, "t1")
+    store.permit(svc, CFG, "t2")
+    feed(store, svc, logic.Outcome(failure=False, permit_id="t1"))
+    assert store.permit(svc, CFG, "t3").allowed is True
+    assert store.peek(svc, CFG).trials_in_use == 2
+
+
+def test_it_closes_after_s_trial_successes(store: BreakerStore, svc: Service, clock: Clock) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    clock.now += 1000
+    store.permit(svc, CFG, "t1")
+    results = feed(store, svc, logic.Outcome(False, permit_id="t1"), OK)
+    assert [r.state for r in results] == ["half_open", "closed"]
+    assert results[1].transitions == [("half_open", "closed", "2 trial calls succeeded")]
+    assert (results[1].calls, results[1].failures) == (0, 0)
+
+
+def test_it_reopens_on_a_trial_failure_with_a_growing_capped_wait(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    waits = []
+    for _ in range(3):
+        clock.now += 5000
+        store.permit(svc, CFG, "t")
+        result = feed(store, svc, logic.Outcome(True, permit_id="t"))[0]
+        assert result.state == "open"
+        waits.append(store.permit(svc, CFG, "x").retry_after_ms)
+    assert waits == [2000, 3000, 3000]
+    assert result.transitions == [("half_open", "open", "a trial call failed: open for 3 s")]
+
+
+def test_it_opens_until_retry_after_on_a_rate_limit(store: BreakerStore, svc: Service, clock: Clock) -> None:
+    result = feed(store, svc, logic.Outcome(True, retry_after_ms=20_000))[0]
+    assert result.transitions == [("closed", "open", "rate limited: Retry-After 20 s")]
+    assert store.permit(svc, CFG, "p").retry_after_ms == 20_000
+    feed(store, svc, logic.Outcome(True, retry_after_ms=5_000))
+    assert store.permit(svc, CFG, "p").retry_after_ms == 20_000  # an earlier Retry-After never shortens it
+    clock.now += 20_000
+    assert store.permit(svc, CFG, "p").state == "half_open"
+
+
+def test_it_records_but_never_transitions_under_an_override(store: BreakerStore, svc: Service) -> None:
+    frozen = logic.Outcome(True, frozen=True)
+    results = feed(
+        store, svc, frozen, frozen, frozen, frozen, logic.Outcome(True, retry_after_ms=9000, frozen=True)
+    )
+    assert [r.state for r in results] == ["closed"] * 5
+    assert all(r.transitions == [] for r in results)
+    assert (results[-1].calls, results[-1].failures) == (5, 5)
+
+
+def test_peek_changes_nothing(store: BreakerStore, svc: Service, clock: Clock) -> None:
+    feed(store, svc, OK, FAIL, FAIL, FAIL)
+    clock.now += 1000
+    view = store.peek(svc, CFG)
+    assert (view.state, view.calls, view.failures) == ("open", 0, 0)
+    assert view.open_until == view.now
+    assert store.permit(svc, CFG, "t").transitions == [
+        ("open", "half_open", "the wait is over: trial calls allowed")
+    ]
+
+
+def test_it_adopts_a_smaller_window_without_a_restart(store: BreakerStore, svc: Service) -> None:
+    feed(store, svc, *([OK] * 8))
+    smaller = logic.Config(**{**CFG.__dict__, "window_size": 3})
+    result = feed(store, svc, FAIL, cfg=smaller)[0]
+    assert (result.calls, result.failures) == (3, 1)
+
+
+def test_reset_forgets_everything(store: BreakerStore, svc: Service) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    store.reset(svc)
+    assert store.permit(svc, CFG, "p").state == "closed"
