@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import dj_database_url
 
@@ -198,7 +199,7 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Rebound ------------------------------------------------------------------------------------------
-REBOUND = {
+REBOUND: dict[str, Any] = {
     "API_KEY_CACHE_SECONDS": ENV.API_KEY_CACHE_SECONDS,
     "RULES_CACHE_SECONDS": ENV.RULES_CACHE_SECONDS,
     "ERRORS_BATCH_MAX": ENV.ERRORS_BATCH_MAX,

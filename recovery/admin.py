@@ -689,3 +689,7 @@ class ErrorEventAdmin(ReadOnlyAdmin):
             retry_after=event.retry_after_s,
         )
         return format_html('<a href="{}">Classify this error again (dry run)</a>', url)
+
+
+# Last: the breaker admin imports this module's neighbours, and registers on import.
+from recovery import breaker_admin  # noqa: E402, F401

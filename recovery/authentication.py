@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from config.conf import rebound
 from recovery import keys
 from recovery.models import Agent, ApiKey
 
@@ -113,7 +113,7 @@ def verify(plaintext: str) -> tuple[Any, ApiKey]:
     if cached is not None and cached.expires > now:
         return cached.principal, cached.key
     principal, api_key = _load(plaintext)
-    ttl = settings.REBOUND["API_KEY_CACHE_SECONDS"]
+    ttl = rebound("API_KEY_CACHE_SECONDS")
     if ttl > 0:
         with _lock:
             _cache[digest] = _Cached(expires=now + ttl, principal=principal, key=api_key)

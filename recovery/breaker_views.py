@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
@@ -16,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.conf import rebound
 from config.errors import InvalidInput, NotFound
 from config.validation import parse
 from healing.permissions import AgentOrOperator, IsOperator, ReadOrOperator
@@ -172,13 +172,13 @@ def _parse_outcomes(data: Any) -> tuple[list[OutcomeIn], bool]:
         return [parse(_OUTCOME, data)], False
     else:
         raise InvalidInput("The body must be an outcome object or a list of them.", field="body")
-    limit = settings.REBOUND["OUTCOMES_BATCH_MAX"]
+    limit = rebound("OUTCOMES_BATCH_MAX")
     if not items or len(items) > limit:
         raise InvalidInput(f"A batch holds 1 to {limit} outcomes; this one has {len(items)}.", field="body")
     return items, True
 
 
-BREAKER_EXAMPLE = {
+BREAKER_EXAMPLE: dict[str, Any] = {
     "service": "openai",
     "criticality": "essential",
     "state": "open",
@@ -446,7 +446,7 @@ class BreakerEventsView(APIView):
     )
     def get(self, request: Request) -> Response:
         after = int(_int_param(request, "after", 0))
-        wait = min(_int_param(request, "wait", 0), settings.REBOUND["BREAKER_EVENTS_MAX_WAIT_SECONDS"])
+        wait = min(_int_param(request, "wait", 0), rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
         rows = breaker_waits.wait_for(after, wait)
         events = [breakers.transition_json(r) for r in rows]
         return Response({"events": events, "last_id": events[-1]["id"] if events else after})
@@ -482,7 +482,7 @@ class BreakerStreamView(APIView):
     )
     def get(self, request: Request) -> StreamingHttpResponse:
         after = int(_int_param(request, "after", 0))
-        max_seconds = settings.REBOUND["BREAKER_STREAM_MAX_SECONDS"]
+        max_seconds = rebound("BREAKER_STREAM_MAX_SECONDS")
 
         def events() -> Any:
             yield "retry: 1000\n\n"

@@ -238,10 +238,8 @@ def _actor_fields(actor: Actor) -> dict[str, Any]:
     return {"actor": BreakerTransition.Actor.AUTOMATIC}
 
 
-def _write_transitions(
-    service: Service, results: list[logic.Result], actor: Actor
-) -> list[BreakerTransition]:
-    return list(_write_transitions_many([(service, r) for r in results], actor).values())
+def _write_transitions(service: Service, results: list[logic.Result], actor: Actor) -> None:
+    _write_transitions_many([(service, r) for r in results], actor)
 
 
 def _write_transitions_many(

@@ -8,10 +8,10 @@ import threading
 import time
 from datetime import datetime
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.conf import rebound
 from config.errors import NotFound
 from recovery import breaker_logic as logic
 from recovery.models import Service
@@ -33,7 +33,7 @@ def config_of(service: Service) -> logic.Config:
         success_threshold=service.success_threshold,
         multiplier=service.wait_multiplier,
         max_wait_ms=int(service.max_wait_s * 1000),
-        trial_ttl_ms=int(settings.REBOUND["BREAKER_TRIAL_PERMIT_TTL_SECONDS"] * 1000),
+        trial_ttl_ms=int(rebound("BREAKER_TRIAL_PERMIT_TTL_SECONDS") * 1000),
     )
 
 
@@ -56,12 +56,12 @@ def get(name: str) -> Service:
     if service is None:
         service = _register(name)
     with _lock:
-        _cache[name] = (now + settings.REBOUND["BREAKER_CONFIG_CACHE_SECONDS"], service)
+        _cache[name] = (now + rebound("BREAKER_CONFIG_CACHE_SECONDS"), service)
     return service
 
 
 def _register(name: str) -> Service:
-    if not settings.REBOUND["AUTO_REGISTER_SERVICES"]:
+    if not rebound("AUTO_REGISTER_SERVICES"):
         raise NotFound(
             f"Unknown service {name!r}: automatic registration is off (AUTO_REGISTER_SERVICES); "
             "an operator must register it first.",

@@ -11,8 +11,7 @@ import re
 import threading
 import time
 
-from django.conf import settings
-
+from config.conf import rebound
 from recovery.classification import Rule
 from recovery.models import ClassificationRule
 
@@ -47,7 +46,7 @@ def active_rules() -> tuple[Rule, ...]:
     rules = tuple(compile_rule(row) for row in rows)
     with _lock:
         _state["rules"] = rules
-        _state["expires"] = now + settings.REBOUND["RULES_CACHE_SECONDS"]
+        _state["expires"] = now + rebound("RULES_CACHE_SECONDS")
     return rules
 
 

@@ -132,7 +132,8 @@ def fleet_status() -> dict[str, Any]:
         )
         return {r["error_class"]: r["n"] for r in rows}
 
-    top = patterns(since=now - timedelta(minutes=60)).order_by("-recent_60m", "-last_seen_at")[:5]
+    recent: Any = patterns(since=now - timedelta(minutes=60))  # annotated with recent_5m and recent_60m
+    top = recent.order_by("-recent_60m", "-last_seen_at")[:5]
     return {
         "breakers": by_state,
         "errors_last_5m": by_class(5),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
+from config.conf import rebound
 from recovery import services
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
 def prune_error_events() -> int:
-    return services.prune_error_events(older_than_days=int(settings.REBOUND["ERROR_EVENT_RETENTION_DAYS"]))
+    return services.prune_error_events(older_than_days=int(rebound("ERROR_EVENT_RETENTION_DAYS")))
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=60, soft_time_limit=50)

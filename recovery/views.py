@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
@@ -13,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.conf import rebound
 from config.errors import InvalidInput
 from config.validation import parse
 from healing import roles
@@ -53,7 +53,7 @@ def _parse_errors(data: Any) -> tuple[list[ErrorIn], int, bool]:
         return [parse(_ONE, data)], 0, False
     else:
         raise InvalidInput("The body must be an error object or a list of them.", field="body")
-    limit = settings.REBOUND["ERRORS_BATCH_MAX"]
+    limit = rebound("ERRORS_BATCH_MAX")
     if not items:
         raise InvalidInput("A batch needs at least one error.", field=prefix or "body")
     if len(items) > limit:

@@ -4,10 +4,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from recovery import authentication, rules_cache
+from recovery import authentication, breakers, registry, rules_cache
 from tests import factories
 
 SKIP_REASONS: dict[str, str] = {}
@@ -41,14 +42,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
             terminalreporter.write_line("REBOUND_REQUIRE_SERVICES is set: skipped tests fail this run.")
 
 
+def _forget_everything() -> None:
+    authentication.forget()
+    rules_cache.invalidate()
+    registry.forget()
+    breakers.use_store(None)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Iterator[None]:
-    # Each test starts with cold key and rule caches, as a new process would.
-    authentication.forget()
-    rules_cache.invalidate()
+    # Each test starts with cold caches and an empty breaker store, as a new deployment would.
+    _forget_everything()
+    if settings.REDIS_AVAILABLE:
+        redis.Redis.from_url(settings.TEST_REDIS_URL).flushdb()
     yield
-    authentication.forget()
-    rules_cache.invalidate()
+    _forget_everything()
 
 
 @pytest.fixture
