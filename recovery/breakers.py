@@ -371,6 +371,23 @@ SETTINGS_FIELDS = [
 ]
 
 
+def create_service(*, data: dict[str, Any], actor: Actor, reason: str = "") -> Service:
+    """Register a service (operators; audited). Agents' first calls register unknown services by themselves."""
+    service = Service(name=data.get("name", ""), **{k: v for k, v in data.items() if k in SETTINGS_FIELDS})
+    audit.full_clean(service)
+    with transaction.atomic():
+        service.save()
+        audit.record(
+            actor,
+            "service.create",
+            service,
+            reason=reason.strip(),
+            after=audit.snapshot(service, ["name", *SETTINGS_FIELDS]),
+        )
+    registry.forget(service.name)
+    return service
+
+
 def update_service(*, name: str, data: dict[str, Any], actor: Actor, reason: str) -> Service:
     reason = audit.require_reason(reason)
     with transaction.atomic():
