@@ -15,16 +15,19 @@ import argparse
 import json
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import loadgen, payloads, report, server, verify
+from bench import cpu, loadgen, payloads, report, server, verify
 from bench.loadgen import Measurement, Target
 
 GOAL = 0.5
+# Above this share of the CPU taken by other people's processes during a timed run, the run is called noisy.
+NOISY_CPU_PCT = 10.0
 BATCH_SIZE = 100
 BARE, SINGLE, BATCH = "bare", "single", "batch"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -120,7 +123,9 @@ def measure(
     # Warm-up fills the key and rule caches, PostgreSQL's buffers and the connections, and lets the previous
     # target's abandoned requests finish before the clock starts.
     warm = load(opts.warmup) if opts.warmup else None
-    return warm, load(opts.duration)
+    before = cpu.sample()
+    timed = load(opts.duration)
+    return warm, replace(timed, other_cpu_pct=cpu.other_share(before, cpu.sample()))
 
 
 def run_round(
@@ -131,7 +136,11 @@ def run_round(
         before = verify.settled_counts(stack)
         warm, m = measure(stack, key, target, bodies.get(name), opts)
         result.measurements[name] = m
-        print(f"  {target.name:<38} {m.rps:>9,.0f} req/s  p50 {m.p50_ms:7.1f} ms  p99 {m.p99_ms:7.1f} ms")
+        print(
+            f"  {target.name:<38} {m.rps:>9,.0f} req/s  p50 {m.p50_ms:7.1f} ms  p99 {m.p99_ms:7.1f} ms"
+            f"  (other processes: {m.other_cpu_pct:.0f}% CPU)",
+            flush=True,
+        )
         if target.errors_per_request:
             stored = verify.settled_counts(stack) - before
             result.checks.append(_phase_check(target, warm, m, stored, opts))
@@ -161,6 +170,8 @@ def write_bodies(workdir: Path, all_targets: dict[str, Target]) -> dict[str, Pat
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
+    # A SIGTERM must unwind like Ctrl-C does, so that the finally blocks stop gunicorn.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if loadgen.wrk_path() is None:
         print(loadgen.INSTALL_HINT, file=sys.stderr)
         return 2
@@ -209,6 +220,7 @@ def _run(stack: server.Stack, opts: Options) -> int:
     print(outcome.markdown_table())
     print()
     print(outcome.verdict())
+    print("Correctness:")
     print(outcome.correctness())
     outcome.save()
     if opts.write_docs:
@@ -238,8 +250,12 @@ class Outcome:
 
     @property
     def ratio(self) -> float:
-        # The median of per-round ratios: each pairs two runs minutes apart, which cancels slow drift.
+        # The median of per-round ratios: each pairs two runs seconds apart, which cancels slow drift.
         return report.median(r.ratio for r in self.rounds)
+
+    @property
+    def busiest_other_cpu(self) -> float:
+        return max(m.other_cpu_pct for r in self.rounds for m in r.measurements.values())
 
     @property
     def met(self) -> bool:
@@ -269,33 +285,47 @@ class Outcome:
         batch = report.median(r.measurements[BATCH].errors_per_s for r in self.rounds)
         state = "met" if self.met else "NOT met"
         rounds = ", ".join(f"{r.ratio:.2f}" for r in self.rounds)
-        return (
+        text = (
             f"Single error / bare view: **{self.ratio:.2f}** (goal ≥ {GOAL}: **{state}**; per round: {rounds}).\n"
             f"Batch of {BATCH_SIZE}: **{batch:,.0f} errors/s**."
         )
+        if self.busiest_other_cpu > NOISY_CPU_PCT:
+            text += (
+                f"\nThe machine was shared: other processes took up to {self.busiest_other_cpu:.0f}% of the CPU "
+                "during a timed run, so some figures are low; compare the rounds."
+            )
+        return text
 
     def correctness(self) -> str:
-        lines = []
-        for r_index, r in enumerate(self.rounds, 1):
+        lines = [
+            "| round | target | errors answered (warm-up + timed) | rows stored | at most | pattern totals | |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for number, r in enumerate(self.rounds, 1):
             for c in r.checks:
                 lines.append(
-                    f"- round {r_index}, {c.target}: {c.answered_errors:,} errors answered in warm-up and timed run, "
-                    f"{c.stored.events:,} rows stored "
-                    f"(allowed up to {c.answered_errors + c.in_flight_allowance:,}), pattern totals "
-                    f"+{c.stored.pattern_total:,}: {'ok' if c.ok else 'FAILED'}"
+                    f"| {number} | {c.target} | {c.answered_errors:,} | {c.stored.events:,} "
+                    f"| {c.answered_errors + c.in_flight_allowance:,} | +{c.stored.pattern_total:,} "
+                    f"| {'ok' if c.ok else 'FAILED'} |"
                 )
         e = self.exact
         statuses = ", ".join(f"{n} x {s}" for s, n in sorted(e.statuses.items()))
-        lines.append(
-            f"- exact pass (8 concurrent clients, 400 single errors + 20 batches of {BATCH_SIZE}): "
-            f"{e.sent_errors:,} errors sent, answers {statuses}; {e.stored.events:,} rows stored, "
-            f"pattern totals +{e.stored.pattern_total:,}: {'ok' if e.ok else 'FAILED'}"
+        totals_equal = self.final.events == self.final.pattern_total
+        return "\n".join(
+            [
+                "After each timed run the stored rows must equal the patterns' added totals and lie",
+                "between the errors wrk saw answered and that plus one request per connection for each of the two",
+                "wrk runs (wrk drops what is in flight when its time is up; the server still stores it).",
+                "",
+                *lines,
+                "",
+                f"Exact pass, 8 concurrent clients, 400 single errors and 20 batches of {BATCH_SIZE}: "
+                f"{e.sent_errors:,} errors sent, answers {statuses}, {e.stored.events:,} rows stored, pattern "
+                f"totals +{e.stored.pattern_total:,}: **{'ok' if e.ok else 'FAILED'}**. Whole run: "
+                f"{self.final.events:,} rows, pattern totals {self.final.pattern_total:,}: "
+                f"**{'equal' if totals_equal else 'DIFFERENT'}**.",
+            ]
         )
-        lines.append(
-            f"- whole run: {self.final.events:,} ErrorEvent rows, pattern totals {self.final.pattern_total:,}: "
-            f"{'equal' if self.final.events == self.final.pattern_total else 'DIFFERENT'}"
-        )
-        return "Correctness:\n" + "\n".join(lines)
 
     def command(self) -> str:
         return ".venv/bin/python -m bench.intake " + shlex.join(sys.argv[1:])
@@ -341,6 +371,7 @@ class Outcome:
             table=self.markdown_table(),
             correctness=self.correctness(),
             batch=BATCH_SIZE,
+            noisy=NOISY_CPU_PCT,
         )
 
 
@@ -356,7 +387,10 @@ same run. Goal: one error per request reaches at least {goal} of the bare view's
 {table}
 
 Requests/s counts answered requests only; errors/s is requests/s times the errors each request carries.
-Each figure is the median of the {rounds} rounds; latencies are wrk's, from the client, queueing included.
+Each figure is the median of the {rounds} rounds, and the ratio the median of the per-round ratios;
+latencies are wrk's, from the client, queueing included. "Other CPU" is the most that processes outside
+the benchmark (other people's test suites on this shared machine) took of the cores during a timed run of
+that target (`bench/cpu.py`); above {noisy:.0f}% a round is noisy.
 
 ### How it was measured
 
@@ -375,6 +409,8 @@ Each figure is the median of the {rounds} rounds; latencies are wrk's, from the 
   with the machine; the ratio is the result. gunicorn's sync workers close the connection after each
   response, so every request, bare or not, includes a TCP connect.
 
+### Correctness
+
 {correctness}
 
 ### Reproduce
@@ -382,8 +418,8 @@ Each figure is the median of the {rounds} rounds; latencies are wrk's, from the 
 1. PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth) and Redis on 127.0.0.1:6379; the benchmark
    drops and creates only the database `rebound_bench` and uses only Redis db 13.
 2. `apt-get install -y wrk` (the benchmark says so if it is missing).
-3. `{command}`: prints the table; `--write-docs` rewrites this section; raw figures go to
-   `bench/results/` (not committed). See `bench/README.md`.
+3. Run `{command}`. It prints the table; `--write-docs` rewrites this section (and nothing
+   else in the file); the raw figures go to `bench/results/` (not committed). See `bench/README.md`.
 """
 
 

@@ -52,6 +52,8 @@ class Measurement:
     status_errors: int  # responses with status >= 400
     socket_errors: int  # connect, read, write errors and timeouts
     errors_per_request: int
+    # Percent of all cores other people's processes used meanwhile (bench/cpu.py); set by the caller.
+    other_cpu_pct: float = 0.0
 
     @property
     def ok_requests(self) -> int:
@@ -72,9 +74,10 @@ def wrk_path() -> str | None:
 
 
 def wrk_version() -> str:
-    # `wrk -v` prints its banner and exits non-zero; the first line is all we want.
+    # `wrk -v` prints a banner ("wrk 4.2.0 [epoll] Copyright ...") and exits non-zero: keep the name and version.
     done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
-    return (done.stdout or done.stderr).splitlines()[0].strip() if (done.stdout or done.stderr) else "wrk"
+    banner = (done.stdout or done.stderr).strip().splitlines()
+    return banner[0].split(" [", 1)[0] if banner else "wrk"
 
 
 def run(

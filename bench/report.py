@@ -85,19 +85,21 @@ def combine(rounds: list[Measurement]) -> dict[str, float]:
         "requests": sum(m.requests for m in rounds),
         "status_errors": sum(m.status_errors for m in rounds),
         "socket_errors": sum(m.socket_errors for m in rounds),
+        "other_cpu_pct": max(m.other_cpu_pct for m in rounds),
     }
 
 
 def table(rows: list[tuple[str, dict[str, float]]]) -> str:
     lines = [
-        "| target | requests/s | errors/s | p50 ms | p99 ms | requests | non-2xx | socket errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| target | requests/s | errors/s | p50 ms | p99 ms | requests | non-2xx | socket errors | other CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, c in rows:
         errors = f"{c['errors_per_s']:,.0f}" if c["errors_per_s"] else "-"
         lines.append(
             f"| {name} | {c['rps']:,.0f} | {errors} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
-            f"| {int(c['requests']):,} | {int(c['status_errors'])} | {int(c['socket_errors'])} |"
+            f"| {int(c['requests']):,} | {int(c['status_errors'])} | {int(c['socket_errors'])} "
+            f"| {c['other_cpu_pct']:.0f}% |"
         )
     return "\n".join(lines)
 

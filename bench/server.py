@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _postgres_url(parts: dict[str, object]) -> str:
+def _postgres_url(parts: Mapping[str, object]) -> str:
     user = parts.get("user") or "postgres"
     password = f":{parts['password']}" if parts.get("password") else ""
     host = parts.get("host") or "127.0.0.1"
