@@ -50,20 +50,27 @@ def _descendants(root: int, parents: dict[int, int]) -> set[int]:
     return mine
 
 
-def _kind(pid: int, parent: int, name: str, mine: set[int]) -> str:
+def _kind(pid: int, parent: int, name: str, mine: set[int], servers: tuple[str, ...] = ()) -> str:
     if pid in mine:
         return "bench"
     if name.startswith("postgres"):
         return "postgres"
+    if servers and name.startswith(servers):
+        return "server"
     if pid == 2 or parent == 2:
         return "kernel"
     return "other"
 
 
-def sample() -> Sample:
+def sample(servers: tuple[str, ...] = ()) -> Sample:
+    """servers: command names (prefixes) of further shared servers the benchmark loads, e.g. redis-server,
+    whose CPU is then the benchmark's and not "other" (PostgreSQL is always counted so)."""
     processes = _processes()
     mine = _descendants(os.getpid(), {pid: p[0] for pid, p in processes.items()})
-    ticks = {pid: (_kind(pid, parent, name, mine), used) for pid, (parent, name, used) in processes.items()}
+    ticks = {
+        pid: (_kind(pid, parent, name, mine, servers), used)
+        for pid, (parent, name, used) in processes.items()
+    }
     with (PROC / "stat").open() as stat:
         total = sum(int(v) for v in stat.readline().split()[1:8])
     return Sample(total, ticks)

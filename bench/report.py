@@ -89,9 +89,10 @@ def combine(rounds: list[Measurement]) -> dict[str, float]:
     }
 
 
-def table(rows: list[tuple[str, dict[str, float]]]) -> str:
+def table(rows: list[tuple[str, dict[str, float]]], unit: str = "errors/s") -> str:
+    """unit: what `errors_per_s` counts (each request's items times requests/s), as the column's header."""
     lines = [
-        "| target | requests/s | errors/s | p50 ms | p99 ms | requests | non-2xx | socket errors | other CPU |",
+        f"| target | requests/s | {unit} | p50 ms | p99 ms | requests | non-2xx | socket errors | other CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, c in rows:

@@ -11,6 +11,7 @@ which the server may still complete. So
 from __future__ import annotations
 
 import http.client
+import re
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bench.server import Stack
+from bench.server import Stack, manage
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,29 @@ def counts(stack: Stack) -> Counts:
     return Counts(int(row[0]), int(row[1]))
 
 
+# (events written, seconds) of every drain of the buffered intake: the rate the writer sustains.
+DRAINS: list[tuple[int, float]] = []
+
+
+def drain(stack: Stack) -> None:
+    """Write the buffered intake to PostgreSQL (what the Celery drain task does in production), timed."""
+    out = manage(stack, "drain_intake")
+    found = re.search(r"Wrote (\d+) error events in ([\d.]+) s", out)
+    if found and int(found[1]):
+        DRAINS.append((int(found[1]), float(found[2])))
+
+
+def drain_rate() -> float:
+    written = sum(n for n, _ in DRAINS)
+    seconds = sum(s for _, s in DRAINS)
+    return written / seconds if seconds else 0.0
+
+
 def settled_counts(stack: Stack, interval_s: float = 0.3, timeout_s: float = 15.0) -> Counts:
-    """Counts once the server has finished the requests wrk abandoned: two equal readings in a row."""
+    """Counts once the server has finished the requests wrk abandoned and the buffer is written: two equal
+    readings in a row after a drain."""
+    time.sleep(interval_s)
+    drain(stack)
     previous = counts(stack)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -58,6 +58,10 @@ class Env(BaseSettings):
     BREAKER_STREAM_MAX_SECONDS: float = Field(default=300.0, gt=0, le=3600)
     OUTCOMES_BATCH_MAX: int = Field(default=5000, ge=1, le=100_000)
 
+    # Error intake: "buffered" queues reports in Redis and a worker writes them to PostgreSQL; "sync" writes in
+    # the request; "auto" buffers when Redis and PostgreSQL are both configured.
+    INTAKE_MODE: Literal["auto", "buffered", "sync"] = "auto"
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
     PROMETHEUS_MULTIPROC_DIR: str = ""

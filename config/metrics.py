@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import socket
 
+_HOST = socket.gethostname()
+
 
 def process_id(pid: int | None = None) -> str:
-    return f"{socket.gethostname()}_{pid if pid is not None else os.getpid()}"
+    # Called on every metric change: the host name is read once per process.
+    return f"{_HOST}_{pid if pid is not None else os.getpid()}"
 
 
 def use_multiprocess_dir(path: str) -> None:

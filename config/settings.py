@@ -185,6 +185,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recovery.tasks.prune_error_events",
         "schedule": timedelta(hours=1),
     },
+    "drain-error-intake": {
+        "task": "recovery.tasks.drain_error_intake",
+        "schedule": timedelta(seconds=5),
+    },
     "expire-breaker-overrides": {
         "task": "recovery.tasks.expire_breaker_overrides",
         "schedule": timedelta(seconds=30),
@@ -211,6 +215,7 @@ REBOUND: dict[str, Any] = {
     "BREAKER_FAIL_MODE_NON_CRITICAL": ENV.BREAKER_FAIL_MODE_NON_CRITICAL,
     "BREAKER_EVENTS_MAX_WAIT_SECONDS": ENV.BREAKER_EVENTS_MAX_WAIT_SECONDS,
     "OUTCOMES_BATCH_MAX": ENV.OUTCOMES_BATCH_MAX,
+    "INTAKE_MODE": ENV.INTAKE_MODE,
     "BREAKER_STREAM_MAX_SECONDS": ENV.BREAKER_STREAM_MAX_SECONDS,
 }
 

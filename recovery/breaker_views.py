@@ -10,7 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -87,6 +87,7 @@ PERMIT_EXAMPLES = [
 
 class PermitView(APIView):
     permission_classes = [AgentOrOperator]
+    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only
 
     @extend_schema(
         operation_id="request_permit",
@@ -104,6 +105,7 @@ class PermitView(APIView):
 
 class OutcomesView(APIView):
     permission_classes = [AgentOrOperator]
+    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only
 
     @extend_schema(
         operation_id="report_outcomes",

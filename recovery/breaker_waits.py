@@ -12,8 +12,9 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from config import redisconn
 from recovery import selectors
-from recovery.breakers import CHANNEL, redis_client, transition_json
+from recovery.breakers import CHANNEL, transition_json
 from recovery.models import BreakerTransition
 
 POLL_SECONDS = 0.25
@@ -26,7 +27,7 @@ class _Waker:
         self.pubsub: Any = None
         if settings.REDIS_URL:
             try:
-                self.pubsub = redis_client().pubsub(ignore_subscribe_messages=True)
+                self.pubsub = redisconn.client().pubsub(ignore_subscribe_messages=True)
                 self.pubsub.subscribe(CHANNEL)
             except redis.RedisError:
                 self.pubsub = None

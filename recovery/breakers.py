@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from config import redisconn
 from config.errors import InvalidInput, NotFound
 from healing import services as audit
 from healing.services import Actor
@@ -34,19 +35,12 @@ _store_lock = threading.Lock()
 _store: BreakerStore | None = None
 
 
-def redis_client() -> redis.Redis:
-    # Short timeouts: when Redis is gone the API must still answer quickly (with the documented fail mode).
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=30
-    )
-
-
 def store() -> BreakerStore:
     global _store
     if _store is None:
         with _store_lock:
             if _store is None:
-                _store = RedisStore(redis_client()) if settings.REDIS_URL else DatabaseStore()
+                _store = RedisStore(redisconn.client()) if settings.REDIS_URL else DatabaseStore()
     return _store
 
 
@@ -297,7 +291,7 @@ def announce(rows: list[BreakerTransition]) -> None:
     if not settings.REDIS_URL or not rows:
         return
     try:
-        client = redis_client()
+        client = redisconn.client()
         pipe = client.pipeline(transaction=False)
         for row in rows:
             pipe.publish(CHANNEL, json.dumps(transition_json(row)))

@@ -31,3 +31,7 @@ breaker_store_errors_total = Counter(
     "Decisions taken without the breaker store (Redis unreachable), by criticality and the fail mode used.",
     ["criticality", "decision"],
 )
+intake_dead_letters_total = Counter(
+    "intake_dead_letters_total",
+    "Buffered error reports that could not be written and were set aside in rebound:intake:dead.",
+)

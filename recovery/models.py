@@ -131,17 +131,19 @@ class ClassificationRule(models.Model):
 class ErrorPattern(models.Model):
     """Errors grouped by fingerprint. One row per fingerprint, counted atomically by an upsert."""
 
+    # Only the fingerprint is indexed: the table holds one row per kind of error (small), and a counted
+    # repeat then changes no indexed column, so PostgreSQL updates the row in place (a HOT update).
     fingerprint = models.CharField(max_length=64, unique=True)
-    service = models.CharField(max_length=100, db_index=True)
+    service = models.CharField(max_length=100)
     operation = models.CharField(max_length=200, blank=True)
-    error_class = models.CharField(max_length=20, choices=ErrorClass.choices, db_index=True)
-    severity = models.CharField(max_length=10, choices=Severity.choices, db_index=True)
+    error_class = models.CharField(max_length=20, choices=ErrorClass.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
     kind = models.CharField(max_length=30, choices=ErrorKind.choices)
     type_name = models.CharField(max_length=200, blank=True)
     message_template = models.TextField(blank=True)
     sample_message = models.TextField(blank=True)
     first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField(db_index=True)
+    last_seen_at = models.DateTimeField()
     total_count = models.BigIntegerField(default=0)
 
     class Meta:
@@ -154,8 +156,11 @@ class ErrorPattern(models.Model):
 class ErrorEvent(models.Model):
     """One reported error. Pruned after ERROR_EVENT_RETENTION_DAYS; the pattern keeps the totals."""
 
-    pattern = models.ForeignKey(ErrorPattern, on_delete=models.CASCADE, related_name="events")
-    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The (pattern, occurred_at) index serves the pattern look-ups; fewer indexes, cheaper inserts.
+    pattern = models.ForeignKey(ErrorPattern, on_delete=models.CASCADE, related_name="events", db_index=False)
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     occurred_at = models.DateTimeField(db_index=True)
     service = models.CharField(max_length=100)
     operation = models.CharField(max_length=200, blank=True)
@@ -168,6 +173,9 @@ class ErrorEvent(models.Model):
     rule_name = models.CharField(max_length=100, blank=True)
     context = models.JSONField(default=dict, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
+    # Buffered intake: the stream entry and position an event came from. Unique, so a redelivered batch
+    # inserts nothing twice and counts nothing twice.
+    intake_key = models.CharField(max_length=48, null=True, blank=True, unique=True)
 
     class Meta:
         ordering = ["-occurred_at"]

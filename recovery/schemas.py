@@ -92,7 +92,9 @@ class ErrorBatchIn(BaseModel):
 
 
 class PatternRef(BaseModel):
-    id: int
+    id: int | None = Field(
+        description="null while a new pattern's first reports are queued (buffered intake)"
+    )
     total_count: int
 
 

@@ -18,3 +18,12 @@ def expire_breaker_overrides() -> int:
     from recovery import breakers
 
     return breakers.expire_overrides()
+
+
+@shared_task(
+    acks_late=True, reject_on_worker_lost=True, time_limit=60, soft_time_limit=50, ignore_result=True
+)
+def drain_error_intake() -> int:
+    from recovery import intake
+
+    return intake.drain() if intake.enabled() else 0

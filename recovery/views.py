@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
 from rest_framework import generics, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -80,6 +81,8 @@ def _out(recorded: services.Recorded) -> dict[str, Any]:
 
 class ErrorsView(APIView):
     permission_classes = [AgentOrOperator]
+    # Agents' hot path: JSON only, so content negotiation has one renderer to consider.
+    renderer_classes = [JSONRenderer]
 
     @extend_schema(
         operation_id="report_errors",
