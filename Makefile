@@ -38,7 +38,9 @@ ci:
 	bash .ci/run
 
 bench: install
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.intake --write-docs
+	$(PY) -m bench.breakers --write-docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

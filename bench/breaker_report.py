@@ -262,7 +262,11 @@ class Findings:
                 {k: {**asdict(x), "per_s": x.per_s} for k, x in r.items()} for r in self.redis_rounds
             ],
             "after_load": self.after_load,
-            "exact": {**asdict(self.exact), "ok": self.exact.ok},
+            "exact": {
+                **{k: v for k, v in vars(self.exact).items() if k != "statuses"},
+                "statuses": {str(k): v for k, v in self.exact.statuses.items()},
+                "ok": self.exact.ok,
+            },
             "correct": self.correct,
         }
         path.write_text(json.dumps(data, indent=2, default=str))
@@ -333,8 +337,9 @@ How comparable the baselines are:
   one client, no pipelining, a round trip per decision in both. Records: `RedisStore.record_many` of
   {pipeline} outcomes (2% failures, one service) against `-c 1 -P {pipeline}`: one pipeline of {pipeline}
   EVALSHAs per round trip in both; redis-py's pipeline also sends `SCRIPT EXISTS` before each.
-- Both use the API's own store and client (`recovery.breakers.store()`: 0.5 s timeouts, health checks) on
-  Redis db 13, with the default settings (count window of 20, 10 calls minimum, 50%, 5 consecutive).
+- The Python loops use the API's own store and its client (`recovery.breakers.store()`: one pool, 0.5 s
+  timeouts, health checks) on Redis db 13, with the default settings (count window of 20, 10 calls minimum,
+  50%, 5 consecutive), and a fresh process each.
 - The peer: `pybreaker.CircuitBreaker(fail_max=5, reset_timeout=30, state_storage=CircuitRedisStorage(
   STATE_CLOSED, client, namespace=<per run>))` with the same client, `.call(no_op)`. Rebound's guarded call:
   `RedisStore.permit`, the no-op, its outcome queued; every {pipeline} calls the queue is flushed with one
