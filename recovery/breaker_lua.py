@@ -29,25 +29,28 @@ local consecutive = tonumber(st.consecutive or 0)
 local ho_ok = tonumber(st.ho_ok or 0)
 local wf = tonumber(st.wf or 0)
 local wtype = st.win_type or 'count'
+local wlen = -1  -- the count window's length, read once and then kept here (not an LLEN per step)
 local trans = {}
 
 local function note(from, to, why)
   trans[#trans + 1] = from; trans[#trans + 1] = to; trans[#trans + 1] = why
 end
 local function reset_window()
-  redis.call('DEL', WL, WH); wf = 0; consecutive = 0
+  redis.call('DEL', WL, WH); wf = 0; wlen = 0; consecutive = 0
 end
 local function fit_window()
-  if wtype ~= cfg.wtype then redis.call('DEL', WL, WH); wf = 0; wtype = cfg.wtype end
+  if wtype ~= cfg.wtype then redis.call('DEL', WL, WH); wf = 0; wlen = 0; wtype = cfg.wtype end
   if wtype == 'count' then
-    while redis.call('LLEN', WL) > cfg.wsize do
+    if wlen < 0 then wlen = redis.call('LLEN', WL) end
+    while wlen > cfg.wsize do
       if redis.call('LPOP', WL) == '1' then wf = wf - 1 end
+      wlen = wlen - 1
     end
   end
 end
 local function counts()
   fit_window()
-  if wtype == 'count' then return redis.call('LLEN', WL), wf end
+  if wtype == 'count' then return wlen, wf end
   local oldest = math.floor(now / 1000) - cfg.wsize
   local h = redis.call('HGETALL', WH)
   local c, f, dead = 0, 0, {}
@@ -62,7 +65,7 @@ end
 local function push(failed)
   fit_window()
   if wtype == 'count' then
-    redis.call('RPUSH', WL, failed and '1' or '0')
+    wlen = redis.call('RPUSH', WL, failed and '1' or '0')
     if failed then wf = wf + 1 end
     fit_window()
   else
@@ -122,49 +125,82 @@ return {state, allowed, retry, pid, reason, c, f, consecutive, -1, -1, unpack(tr
 """
 )
 
-RECORD = (
-    PRELUDE
-    + r"""
-advance()
-if ARGV[13] ~= '' then redis.call('ZREM', TR, ARGV[13]) end
-local failure, ignored, ra, frozen = ARGV[14] == '1', ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17] == '1'
-local sc, sf = -1, -1
-if not ignored then
-  local prev = state
-  if ra > 0 and not frozen then
-    if prev ~= 'open' or now + ra > open_until then
-      sc, sf = counts()
-      open(math.max(wait_ms, cfg.wait), now + ra)
-      if prev ~= 'open' then note(prev, 'open', string.format('rate limited: Retry-After %g s', ra / 1000)) end
-    end
-  elseif prev == 'open' then
-    -- a straggler's outcome: the window starts afresh at half-open
-  elseif prev == 'half_open' and not frozen then
-    if failure then
-      local w = math.min(math.floor(math.max(wait_ms, cfg.wait) * cfg.mult), cfg.maxwait)
-      sc, sf = counts()
-      open(w)
-      note('half_open', 'open', string.format('a trial call failed: open for %g s', w / 1000))
+# One outcome: ARGV[13..17] = permit_id, failure, ignored, retry_after_ms, frozen. RECORD_MANY applies the same
+# step to n outcomes of one service in order (ARGV[13] = n, then five values per outcome), reading and writing the
+# state once: a batch of outcomes costs one script call per service instead of one per outcome.
+RECORD_STEP = r"""
+local function record_one(pid, failure, ignored, ra, frozen)
+  trans = {}
+  advance()
+  if pid ~= '' then redis.call('ZREM', TR, pid) end
+  local sc, sf = -1, -1
+  if not ignored then
+    local prev = state
+    if ra > 0 and not frozen then
+      if prev ~= 'open' or now + ra > open_until then
+        sc, sf = counts()
+        open(math.max(wait_ms, cfg.wait), now + ra)
+        if prev ~= 'open' then note(prev, 'open', string.format('rate limited: Retry-After %g s', ra / 1000)) end
+      end
+    elseif prev == 'open' then
+      -- a straggler's outcome: the window starts afresh at half-open
+    elseif prev == 'half_open' and not frozen then
+      if failure then
+        local w = math.min(math.floor(math.max(wait_ms, cfg.wait) * cfg.mult), cfg.maxwait)
+        sc, sf = counts()
+        open(w)
+        note('half_open', 'open', string.format('a trial call failed: open for %g s', w / 1000))
+      else
+        ho_ok = ho_ok + 1
+        if ho_ok >= cfg.hosucc then
+          state = 'closed'; wait_ms = 0; ho_ok = 0; redis.call('DEL', TR); reset_window()
+          note('half_open', 'closed', cfg.hosucc .. ' trial calls succeeded')
+        end
+      end
     else
-      ho_ok = ho_ok + 1
-      if ho_ok >= cfg.hosucc then
-        state = 'closed'; wait_ms = 0; ho_ok = 0; redis.call('DEL', TR); reset_window()
-        note('half_open', 'closed', cfg.hosucc .. ' trial calls succeeded')
+      push(failure)
+      if failure then consecutive = consecutive + 1 else consecutive = 0 end
+      if not frozen and prev == 'closed' then
+        local c, f = counts()
+        local why = trip(c, f)
+        if why then sc, sf = c, f; open(cfg.wait); note('closed', 'open', why) end
       end
     end
-  else
-    push(failure)
-    if failure then consecutive = consecutive + 1 else consecutive = 0 end
-    if not frozen and prev == 'closed' then
-      local c, f = counts()
-      local why = trip(c, f)
-      if why then sc, sf = c, f; open(cfg.wait); note('closed', 'open', why) end
-    end
   end
+  local c, f = counts()
+  return c, f, sc, sf
 end
-local c, f = counts()
+"""
+
+# The single-outcome form: bench/breakers.py runs it under redis-benchmark for comparison.
+RECORD = (
+    PRELUDE
+    + RECORD_STEP
+    + r"""
+local c, f, sc, sf = record_one(ARGV[13], ARGV[14] == '1', ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17] == '1')
 save()
 return {state, 1, 0, '', '', c, f, consecutive, sc, sf, unpack(trans)}
+"""
+)
+
+# Returns, per outcome: state, calls, failures, consecutive, snapshot calls, snapshot failures, the number of
+# transitions, then from, to, why for each.
+RECORD_MANY = (
+    PRELUDE
+    + RECORD_STEP
+    + r"""
+local out = {}
+local n = tonumber(ARGV[13])
+for i = 0, n - 1 do
+  local b = 14 + 5 * i
+  local c, f, sc, sf = record_one(ARGV[b], ARGV[b + 1] == '1', ARGV[b + 2] == '1', tonumber(ARGV[b + 3]),
+    ARGV[b + 4] == '1')
+  out[#out + 1] = state; out[#out + 1] = c; out[#out + 1] = f; out[#out + 1] = consecutive
+  out[#out + 1] = sc; out[#out + 1] = sf; out[#out + 1] = #trans / 3
+  for _, v in ipairs(trans) do out[#out + 1] = v end
+end
+save()
+return out
 """
 )
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
 from django.db import transaction
 
+from config.redisconn import Scripts
 from recovery import breaker_logic as logic
-from recovery.breaker_lua import PEEK, PERMIT, RECORD
+from recovery.breaker_lua import PEEK, PERMIT, RECORD_MANY
 from recovery.models import BreakerState, Service
 
 Clock = Callable[[], int]
@@ -113,8 +115,8 @@ class RedisStore:
         self.client = client
         self.clock = clock
         self.prefix = prefix
-        self._permit = client.register_script(PERMIT)
-        self._record = client.register_script(RECORD)
+        self.scripts = Scripts(client)
+        self._record_many = client.register_script(RECORD_MANY)
         self._peek = client.register_script(PEEK)
 
     def keys(self, service: Service) -> list[str]:
@@ -124,36 +126,30 @@ class RedisStore:
     def _args(self, cfg: logic.Config) -> list[Any]:
         return [
             self.clock() if self.clock else 0,
-            cfg.window_type,
-            cfg.window_size,
-            cfg.threshold,
-            cfg.minimum_calls,
-            cfg.consecutive,
-            cfg.wait_ms,
-            cfg.half_open_max,
-            cfg.success_threshold,
-            cfg.multiplier,
-            cfg.max_wait_ms,
-            cfg.trial_ttl_ms,
+            *_config_args(cfg),
         ]
 
     def permit(self, service: Service, cfg: logic.Config, permit_id: str) -> logic.Result:
-        reply = self._permit(keys=self.keys(service), args=[*self._args(cfg), permit_id])
-        return _result(reply)
+        return _result(self.scripts.run(PERMIT, self.keys(service), [*self._args(cfg), permit_id]))
 
     def record_many(self, items: list[tuple[Service, logic.Config, logic.Outcome]]) -> list[logic.Result]:
+        """One script call per service, in one pipeline: each applies that service's outcomes in order."""
+        by_service: dict[str, list[int]] = {}
+        for index, (service, _, _) in enumerate(items):
+            by_service.setdefault(service.name, []).append(index)
         pipe = self.client.pipeline(transaction=False)
-        for service, cfg, outcome in items:
-            args = [
-                *self._args(cfg),
-                outcome.permit_id,
-                int(outcome.failure),
-                int(outcome.ignored),
-                outcome.retry_after_ms,
-                int(outcome.frozen),
-            ]
-            self._record(keys=self.keys(service), args=args, client=pipe)
-        return [_result(reply) for reply in pipe.execute()]
+        for indexes in by_service.values():
+            service, cfg, _ = items[indexes[0]]
+            args: list[Any] = [*self._args(cfg), len(indexes)]
+            for i in indexes:
+                o = items[i][2]
+                args += [o.permit_id, int(o.failure), int(o.ignored), o.retry_after_ms, int(o.frozen)]
+            self._record_many(keys=self.keys(service), args=args, client=pipe)
+        results: list[logic.Result | None] = [None] * len(items)
+        for indexes, reply in zip(by_service.values(), pipe.execute(), strict=True):
+            for i, result in zip(indexes, _many_results(reply), strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
 
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
         reply = self._peek(
@@ -174,6 +170,49 @@ class RedisStore:
 
     def reset(self, service: Service) -> None:
         self.client.delete(*self.keys(service))
+
+
+@lru_cache(maxsize=1024)
+def _config_args(cfg: logic.Config) -> tuple[Any, ...]:
+    # The same settings go with every call of a service: converted once per settings, not per call.
+    return (
+        cfg.window_type,
+        cfg.window_size,
+        cfg.threshold,
+        cfg.minimum_calls,
+        cfg.consecutive,
+        cfg.wait_ms,
+        cfg.half_open_max,
+        cfg.success_threshold,
+        cfg.multiplier,
+        cfg.max_wait_ms,
+        cfg.trial_ttl_ms,
+    )
+
+
+def _many_results(reply: list[Any]) -> list[logic.Result]:
+    """RECORD_MANY's flat reply: per outcome, state, calls, failures, consecutive, snapshot calls and failures,
+    the number of transitions, then three values per transition."""
+    results, i = [], 0
+    while i < len(reply):
+        state, calls, failures, consecutive, sc, sf, count = reply[i : i + 7]
+        i += 7
+        trans = reply[i : i + 3 * int(count)]
+        i += 3 * int(count)
+        results.append(
+            logic.Result(
+                state=_text(state),
+                calls=int(calls),
+                failures=int(failures),
+                consecutive=int(consecutive),
+                snapshot=(int(sc), int(sf)) if int(sc) >= 0 else None,
+                transitions=[
+                    (_text(trans[j]), _text(trans[j + 1]), _text(trans[j + 2]))
+                    for j in range(0, len(trans), 3)
+                ],
+            )
+        )
+    return results
 
 
 def _text(value: Any) -> str:

@@ -80,8 +80,8 @@ def enqueue(
     """Queue one request's reports; returns fingerprint -> (pattern id if already written, count so far)."""
     payload = json.dumps({"patterns": pattern_rows, "events": events}, default=str)
     counts = [(row[0], row[11]) for row in pattern_rows]
-    reply: Any = _script(ENQUEUE)(
-        keys=[STREAM, PENDING, BASE, DRAIN_FLAG], args=[payload, *[v for pair in counts for v in pair]]
+    reply: Any = redisconn.scripts().run(
+        ENQUEUE, [STREAM, PENDING, BASE, DRAIN_FLAG], [payload, *[v for pair in counts for v in pair]]
     )
     if reply[0]:
         _schedule_drain()
@@ -90,18 +90,6 @@ def enqueue(
         pattern_id, total = _parse_base(reply[1 + 2 * index])
         answer[fingerprint] = (pattern_id, total + int(reply[2 + 2 * index]))
     return answer
-
-
-_scripts: dict[tuple[int, str], Any] = {}
-
-
-def _script(source: str) -> Any:
-    # Registered once per client: EVALSHA after the first call, the script text is not sent again.
-    client = redisconn.client()
-    key = (id(client), source)
-    if key not in _scripts:
-        _scripts[key] = client.register_script(source)
-    return _scripts[key]
 
 
 def _parse_base(value: bytes | None) -> tuple[int | None, int]:

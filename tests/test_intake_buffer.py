@@ -84,7 +84,8 @@ def _decode(batch: Any) -> tuple[list[list[Any]], list[dict[str, Any]]]:
 def test_it_writes_in_the_request_when_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     from config import redisconn
 
-    monkeypatch.setattr(redisconn, "client", lambda: redis.Redis(port=1, socket_connect_timeout=0.2))
+    dead = redisconn.Scripts(redis.Redis(port=1, socket_connect_timeout=0.2))
+    monkeypatch.setattr(redisconn, "scripts", lambda: dead)
     recorded = services.record_errors([TIMEOUT], agent=None)[0]
     assert recorded.pattern_id == ErrorPattern.objects.get().pk
     assert ErrorEvent.objects.count() == 1
