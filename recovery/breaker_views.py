@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from config.conf import rebound
 from config.errors import InvalidInput, NotFound
+from config.negotiation import JsonOnly
 from config.validation import parse
 from healing.permissions import AgentOrOperator, IsOperator, ReadOrOperator
 from healing.services import Actor
@@ -87,7 +88,8 @@ PERMIT_EXAMPLES = [
 
 class PermitView(APIView):
     permission_classes = [AgentOrOperator]
-    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only
+    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only, with no content negotiation
+    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="request_permit",
@@ -105,7 +107,8 @@ class PermitView(APIView):
 
 class OutcomesView(APIView):
     permission_classes = [AgentOrOperator]
-    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only
+    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only, with no content negotiation
+    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="report_outcomes",

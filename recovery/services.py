@@ -355,7 +355,12 @@ def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Re
     else:
         record = _record_postgres if connection.vendor == "postgresql" else _record_portable
         patterns = dict(record(classified, events, now))
-    transaction.on_commit(lambda: _count(classified))
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: _count(classified))
+    else:
+        # Not through on_commit: outside a transaction it would check the database connection (a round trip
+        # on a path that, buffered, never touches the database).
+        _count(classified)
     return [Recorded(c, *patterns[c.fingerprint]) for c in classified]
 
 

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from config.conf import rebound
 from config.errors import InvalidInput
+from config.negotiation import JsonOnly
 from config.validation import parse
 from healing import roles
 from healing.permissions import AgentOrOperator, ReadOrOperator
@@ -81,8 +82,9 @@ def _out(recorded: services.Recorded) -> dict[str, Any]:
 
 class ErrorsView(APIView):
     permission_classes = [AgentOrOperator]
-    # Agents' hot path: JSON only, so content negotiation has one renderer to consider.
+    # Agents' hot path: JSON only, with no content negotiation.
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="report_errors",
