@@ -149,6 +149,22 @@ class ReadOnlyAdmin(RoleAdmin):
         return False
 
 
+class ReadOnlyInlineMixin:
+    """An inline of rows edited elsewhere (keys by actions, transitions by the breakers): shown, never edited."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return roles.is_viewer(request.user)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 # --- Saving through services -----------------------------------------------------------------------------
 
 

@@ -27,10 +27,10 @@ from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
 from config.errors import DomainError
-from healing import roles
 from healing.admin import (
     CHANGE_FORM_WITH_ACTIONS,
     ReadOnlyAdmin,
+    ReadOnlyInlineMixin,
     ReasonForm,
     RoleAdmin,
     ServiceAdmin,
@@ -66,7 +66,7 @@ class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
         self.fields["reason"].required = self.instance.pk is not None
 
 
-class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
+class ApiKeyInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
     """An agent's keys, newest first, read-only: keys are issued and revoked by actions, never edited."""
 
     model = ApiKey
@@ -79,18 +79,6 @@ class ApiKeyInline(admin.TabularInline):  # type: ignore[type-arg]
     @admin.display(description="key")
     def key(self, api_key: ApiKey) -> str:
         return str(api_key)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return roles.is_viewer(request.user)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Agent)

@@ -26,11 +26,11 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
-from healing import roles
 from healing.admin import (
     CHANGE_FORM_WITH_ACTIONS,
     CONFIRMED,
     ReadOnlyAdmin,
+    ReadOnlyInlineMixin,
     ReasonForm,
     ServiceAdmin,
     admin_actor,
@@ -169,7 +169,7 @@ class LatestTransitions(BaseInlineFormSet):  # type: ignore[type-arg]
         return self._latest
 
 
-class TransitionInline(admin.TabularInline):  # type: ignore[type-arg]
+class TransitionInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
     model = BreakerTransition
     formset = LatestTransitions
     verbose_name_plural = f"transitions (the latest {TRANSITIONS_SHOWN})"
@@ -194,18 +194,6 @@ class TransitionInline(admin.TabularInline):  # type: ignore[type-arg]
     @admin.display(description="window")
     def window_label(self, transition: BreakerTransition) -> str:
         return window_summary(transition.window)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return roles.is_viewer(request.user)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(BreakerTransition)

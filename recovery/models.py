@@ -128,6 +128,26 @@ class ClassificationRule(models.Model):
             raise ValidationError({"type_names": "must be a list of strings"})
 
 
+# What an operator may set on a rule (the API, the admin and the audit trail's before and after).
+RULE_FIELDS = [
+    "name",
+    "description",
+    "enabled",
+    "priority",
+    "type_names",
+    "status_min",
+    "status_max",
+    "message_regex",
+    "service",
+    "error_class",
+    "severity",
+    "kind",
+    "retryable",
+    "counts_toward_breaker",
+    "needs_human",
+]
+
+
 class ErrorPattern(models.Model):
     """Errors grouped by fingerprint. One row per fingerprint, counted atomically by an upsert."""
 

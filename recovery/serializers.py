@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from recovery.models import ClassificationRule, ErrorPattern
+from recovery.models import RULE_FIELDS, ClassificationRule, ErrorPattern
 from recovery.schemas import SLUG
 from recovery.taxonomy import ErrorClass, Severity
 
@@ -49,27 +49,7 @@ class RuleSerializer(serializers.ModelSerializer[ClassificationRule]):
 
     class Meta:
         model = ClassificationRule
-        fields = [
-            "id",
-            "name",
-            "description",
-            "enabled",
-            "priority",
-            "builtin",
-            "type_names",
-            "status_min",
-            "status_max",
-            "message_regex",
-            "service",
-            "error_class",
-            "severity",
-            "kind",
-            "retryable",
-            "counts_toward_breaker",
-            "needs_human",
-            "created_at",
-            "updated_at",
-        ]
+        fields = ["id", *RULE_FIELDS, "builtin", "created_at", "updated_at"]
         read_only_fields = ["id", "builtin", "created_at", "updated_at"]
 
 

@@ -20,7 +20,7 @@ from healing import services as audit
 from healing.services import Actor
 from recovery import authentication, intake, keys, metrics, rules_cache
 from recovery.classification import ErrorReport, Verdict, classify, fingerprint, message_template
-from recovery.models import Agent, ApiKey, ClassificationRule, ErrorEvent, ErrorPattern
+from recovery.models import RULE_FIELDS, Agent, ApiKey, ClassificationRule, ErrorEvent, ErrorPattern
 from recovery.taxonomy import Severity
 
 log = logging.getLogger(__name__)
@@ -126,24 +126,6 @@ def revoke_key(*, api_key: ApiKey, actor: Actor, reason: str) -> bool:
 
 
 # --- Classification rules --------------------------------------------------------------------------------
-
-RULE_FIELDS = [
-    "name",
-    "description",
-    "enabled",
-    "priority",
-    "type_names",
-    "status_min",
-    "status_max",
-    "message_regex",
-    "service",
-    "error_class",
-    "severity",
-    "kind",
-    "retryable",
-    "counts_toward_breaker",
-    "needs_human",
-]
 
 
 def create_rule(*, data: dict[str, Any], actor: Actor, reason: str) -> ClassificationRule:

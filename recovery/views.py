@@ -65,8 +65,8 @@ def _parse_errors(data: Any) -> tuple[list[ErrorIn], int, bool]:
     return items, successes, True
 
 
-def _out(recorded: services.Recorded) -> dict[str, Any]:
-    c = recorded.classified
+def _verdict(c: services.Classified) -> dict[str, Any]:
+    """What every answer about an error says: its classification, Retry-After and fingerprint."""
     return {
         "error_class": c.verdict.error_class,
         "severity": c.verdict.severity,
@@ -76,6 +76,13 @@ def _out(recorded: services.Recorded) -> dict[str, Any]:
         "needs_human": c.verdict.needs_human,
         "retry_after_s": c.report.retry_after_s,
         "fingerprint": c.fingerprint,
+    }
+
+
+def _out(recorded: services.Recorded) -> dict[str, Any]:
+    c = recorded.classified
+    return {
+        **_verdict(c),
         "pattern": {"id": recorded.pattern_id, "total_count": recorded.pattern_total},
     }
 
@@ -183,14 +190,7 @@ class ClassifyView(APIView):
         rule = c.verdict.rule
         return Response(
             {
-                "error_class": c.verdict.error_class,
-                "severity": c.verdict.severity,
-                "kind": c.verdict.kind,
-                "retryable": c.verdict.retryable,
-                "counts_toward_breaker": c.verdict.counts_toward_breaker,
-                "needs_human": c.verdict.needs_human,
-                "retry_after_s": c.report.retry_after_s,
-                "fingerprint": c.fingerprint,
+                **_verdict(c),
                 "pattern": None,
                 "matched_rule": {"id": rule.id, "name": rule.name, "priority": rule.priority}
                 if rule
