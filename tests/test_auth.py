@@ -164,3 +164,15 @@ def test_create_user_key_prints_a_key_acting_as_the_user(operator_user: Any) -> 
     key = out.getvalue().strip().splitlines()[-1]
     assert _client(key).get("/api/v1/me").json()["operator"] is True
     assert AuditEvent.objects.get(action="apikey.issue").actor_user == operator_user
+
+
+def test_seed_demo_creates_users_services_agents_and_errors() -> None:
+    from recovery.models import ErrorEvent, Service
+
+    call_command("seed_demo", "--errors", "12", stdout=StringIO())
+    call_command("seed_demo", "--errors", "0", stdout=StringIO())  # idempotent for users, services and agents
+    assert Service.objects.count() == 5
+    assert Service.objects.get(name="openai").criticality == "essential"
+    assert Agent.objects.count() == 3
+    assert ErrorEvent.objects.count() == 12
+    assert AuditEvent.objects.filter(action="service.create").count() == 5

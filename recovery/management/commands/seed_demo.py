@@ -12,14 +12,27 @@ from django.core.management.base import BaseCommand, CommandParser
 from healing.models import AuditEvent
 from healing.roles import OPERATORS, VIEWERS
 from healing.services import Actor
-from recovery import services
+from recovery import breakers, services
 from recovery.classification import ErrorReport
-from recovery.models import Agent
+from recovery.models import Agent, Service
 
 AGENTS = [
     ("research-agent", "Reads the web and summarises sources."),
     ("billing-agent", "Reconciles invoices against the ledger."),
     ("triage-agent", "Labels incoming support tickets."),
+]
+
+SERVICES = [
+    (
+        "openai",
+        Service.Kind.MODEL_PROVIDER,
+        Service.Criticality.ESSENTIAL,
+        "Chat completions for every agent.",
+    ),
+    ("github-mcp", Service.Kind.MCP_SERVER, Service.Criticality.NON_CRITICAL, "Issues and pull requests."),
+    ("postgres-ledger", Service.Kind.DATABASE, Service.Criticality.ESSENTIAL, "The accounting ledger."),
+    ("stripe", Service.Kind.HTTP_API, Service.Criticality.ESSENTIAL, "Invoices and payments."),
+    ("web-search", Service.Kind.TOOL, Service.Criticality.NON_CRITICAL, "Search for the research agent."),
 ]
 
 ERRORS = [
@@ -84,6 +97,13 @@ class Command(BaseCommand):
                 user.save()
             user.groups.add(Group.objects.get(name=group))
         actor = Actor(source=AuditEvent.Source.CLI)
+        for name, kind, criticality, description in SERVICES:
+            if not Service.objects.filter(name=name).exists():
+                breakers.create_service(
+                    data={"name": name, "kind": kind, "criticality": criticality, "description": description},
+                    actor=actor,
+                    reason="demo data",
+                )
         agents = []
         for name, description in AGENTS:
             agent = Agent.objects.filter(name=name).first()
@@ -91,4 +111,6 @@ class Command(BaseCommand):
         rng = random.Random(7)
         for _ in range(errors):
             services.record_errors([rng.choice(ERRORS)], agent=rng.choice(agents))
-        self.stdout.write(f"Demo data: users admin/operator/viewer, {len(agents)} agents, {errors} errors.")
+        self.stdout.write(
+            f"Demo data: users admin/operator/viewer, {len(SERVICES)} services, {len(agents)} agents, {errors} errors."
+        )
