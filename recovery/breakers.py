@@ -22,7 +22,7 @@ from config.errors import InvalidInput, NotFound
 from healing import services as audit
 from healing.services import Actor
 from recovery import breaker_logic as logic
-from recovery import metrics, registry
+from recovery import intake, metrics, registry
 from recovery.breaker_store import BreakerStore, DatabaseStore, RedisStore
 from recovery.classification import ErrorReport
 from recovery.models import BreakerTransition, ErrorEvent, Service
@@ -146,8 +146,10 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[
         metrics.breaker_store_errors_total.labels(criticality="any", decision="unrecorded").inc(len(items))
         log.warning("breaker store unreachable, %d outcomes not counted: %s", len(items), error)
         results = [None] * len(items)
+    # Buffered intake: this batch's errors are not in the database yet, but they are why a breaker trips now.
+    queued = _queued_patterns(reports, verdicts, recorded, failed) if intake.enabled() else {}
     transitions = _write_transitions_many(
-        [(s, r) for (s, _, _), r in zip(items, results, strict=True) if r], actor
+        [(s, r) for (s, _, _), r in zip(items, results, strict=True) if r], actor, queued
     )
     answers = []
     for i, (service, _, _) in enumerate(items):
@@ -191,17 +193,27 @@ def _as_outcome(report: OutcomeReport, cfg: logic.Config, classified: Any, servi
 # --- transitions -----------------------------------------------------------------------------------------
 
 
-def recent_patterns(service: str, limit: int = 3) -> list[dict[str, Any]]:
-    """The patterns behind a service's recent failures: the 'why' of a trip."""
+PATTERNS_SHOWN = 3
+
+
+def recent_patterns(service: str, queued: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The patterns behind a service's failures of the last five minutes, written or still queued: the 'why'
+    of a trip."""
     since = timezone.now() - timedelta(minutes=5)
     rows = (
         ErrorEvent.objects.filter(service=service, occurred_at__gte=since)
-        .values("pattern_id", "pattern__error_class", "pattern__message_template", "pattern__type_name")
+        .values(
+            "pattern_id",
+            "pattern__fingerprint",
+            "pattern__error_class",
+            "pattern__message_template",
+            "pattern__type_name",
+        )
         .annotate(count=Count("id"))
-        .order_by("-count")[:limit]
+        .order_by("-count")[: PATTERNS_SHOWN * 2]
     )
-    return [
-        {
+    merged: dict[str, dict[str, Any]] = {
+        r["pattern__fingerprint"]: {
             "pattern": r["pattern_id"],
             "error_class": r["pattern__error_class"],
             "type_name": r["pattern__type_name"],
@@ -209,7 +221,36 @@ def recent_patterns(service: str, limit: int = 3) -> list[dict[str, Any]]:
             "count": r["count"],
         }
         for r in rows
-    ]
+    }
+    for item in queued or []:
+        known = merged.setdefault(
+            item["fingerprint"], {k: v for k, v in item.items() if k != "fingerprint"} | {"count": 0}
+        )
+        known["count"] += item["count"]
+    return sorted(merged.values(), key=lambda p: -p["count"])[:PATTERNS_SHOWN]
+
+
+def _queued_patterns(
+    reports: list[OutcomeReport], verdicts: dict[int, Any], recorded: list[Any], failed: list[int]
+) -> dict[str, list[dict[str, Any]]]:
+    """This batch's errors by service and pattern, for transitions written before the errors' rows are."""
+    by_service: dict[str, dict[str, dict[str, Any]]] = {}
+    pattern_ids = {i: rec.pattern_id for i, rec in zip(failed, recorded, strict=True)}
+    for i, classified in verdicts.items():
+        patterns = by_service.setdefault(reports[i].service, {})
+        entry = patterns.setdefault(
+            classified.fingerprint,
+            {
+                "fingerprint": classified.fingerprint,
+                "pattern": pattern_ids.get(i),
+                "error_class": classified.verdict.error_class,
+                "type_name": classified.report.type_name,
+                "message_template": classified.template,
+                "count": 0,
+            },
+        )
+        entry["count"] += 1
+    return {service: list(patterns.values()) for service, patterns in by_service.items()}
 
 
 def _window(result: logic.Result, patterns: list[dict[str, Any]]) -> dict[str, Any]:
@@ -237,7 +278,9 @@ def _write_transitions(service: Service, results: list[logic.Result], actor: Act
 
 
 def _write_transitions_many(
-    pairs: list[tuple[Service, logic.Result]], actor: Actor
+    pairs: list[tuple[Service, logic.Result]],
+    actor: Actor,
+    queued: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Write one row per transition; returns, by index of the pair, the last transition as the API shows it."""
     if not any(r.transitions for _, r in pairs):
@@ -248,7 +291,7 @@ def _write_transitions_many(
     for index, (service, result) in enumerate(pairs):
         for from_state, to_state, reason in result.transitions:
             if service.name not in patterns:
-                patterns[service.name] = recent_patterns(service.name)
+                patterns[service.name] = recent_patterns(service.name, (queued or {}).get(service.name))
             rows.append(
                 (
                     index,

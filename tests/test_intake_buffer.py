@@ -135,3 +135,29 @@ def test_an_entry_that_cannot_be_written_is_set_aside_and_the_rest_goes_on() -> 
     dead = _client().xrange(intake.DEAD)
     assert len(dead) == 1 and dead[0][1][b"v"] == b"{not json"
     assert _client().xlen(intake.STREAM) == 0
+
+
+@override_settings(REBOUND=BUFFERED)
+def test_a_trip_explains_itself_with_errors_still_queued() -> None:
+    from healing.services import Actor
+    from recovery import breakers
+    from recovery.breaker_store import RedisStore
+    from recovery.models import BreakerTransition, Service
+
+    breakers.use_store(RedisStore(_client()))
+    Service.objects.create(name="svc", minimum_calls=3, consecutive_failures=0)
+    failure = breakers.OutcomeReport("svc", "", False, None, ErrorReport(service="svc", status_code=503), "")
+    answers = breakers.record_outcomes([failure] * 3, actor=Actor())
+    assert answers[-1]["state"] == "open"
+    assert ErrorEvent.objects.count() == 0  # still queued
+    window = BreakerTransition.objects.get().window
+    assert window["patterns"] == [
+        {
+            "pattern": None,
+            "error_class": "external_service",
+            "type_name": "",
+            "message_template": "",
+            "count": 3,
+        }
+    ]
+    breakers.use_store(None)
