@@ -29,7 +29,7 @@ format: install
 	$(PY) -m ruff format .
 
 typecheck: install
-	$(PY) -m mypy config recovery healing
+	$(PY) -m mypy config recovery healing bench
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run

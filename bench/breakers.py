@@ -31,7 +31,7 @@ import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -314,20 +314,16 @@ def prepare(stack: server.Stack, client: redis.Redis) -> str:
 def measure_http(
     stack: server.Stack, key: str, target: Target, body: Path | None, opts: Options
 ) -> tuple[Measurement | None, Measurement]:
-    def load(seconds: int) -> Measurement:
-        return loadgen.run(
-            target,
-            base_url=stack.base_url,
-            key=key,
-            body_file=body,
-            duration_s=seconds,
-            connections=opts.connections,
-        )
-
-    warm = load(opts.warmup) if opts.warmup else None
-    before = cpu.sample(SERVERS)
-    timed = load(opts.duration)
-    return warm, replace(timed, other_cpu_pct=cpu.other_share(before, cpu.sample(SERVERS)))
+    return loadgen.warm_then_timed(
+        target,
+        base_url=stack.base_url,
+        key=key,
+        body_file=body,
+        connections=opts.connections,
+        warmup_s=opts.warmup,
+        duration_s=opts.duration,
+        servers=SERVERS,
+    )
 
 
 def http_round(
@@ -605,7 +601,8 @@ def _environment(stack: server.Stack, client: redis.Redis) -> dict[str, str]:
     env = report.machine()
     env["postgresql"] = server.postgres_version(stack)
     env["wrk"] = loadgen.wrk_version()
-    env["redis"] = str(client.info("server").get("redis_version", "?"))
+    info: Any = client.info("server")  # a dict: this client is synchronous
+    env["redis"] = str(info.get("redis_version", "?"))
     env["redis_benchmark"] = redisbench.version()
     for package in ("redis", "hiredis", "pybreaker"):
         env[f"py_{package}"] = report._version(package)

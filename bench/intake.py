@@ -18,13 +18,13 @@ import shutil
 import signal
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
 
-from bench import cpu, loadgen, payloads, report, server, verify
+from bench import loadgen, payloads, report, server, verify
 from bench.loadgen import Measurement, Target
 
 GOAL = 0.5
@@ -113,23 +113,15 @@ def measure(
     stack: server.Stack, key: str, target: Target, body: Path | None, opts: Options
 ) -> tuple[Measurement | None, Measurement]:
     """A warm-up run, then the timed run: (warm-up, timed)."""
-
-    def load(seconds: int) -> Measurement:
-        return loadgen.run(
-            target,
-            base_url=stack.base_url,
-            key=key,
-            body_file=body,
-            duration_s=seconds,
-            connections=opts.connections,
-        )
-
-    # Warm-up fills the key and rule caches, PostgreSQL's buffers and the connections, and lets the previous
-    # target's abandoned requests finish before the clock starts.
-    warm = load(opts.warmup) if opts.warmup else None
-    before = cpu.sample()
-    timed = load(opts.duration)
-    return warm, replace(timed, other_cpu_pct=cpu.other_share(before, cpu.sample()))
+    return loadgen.warm_then_timed(
+        target,
+        base_url=stack.base_url,
+        key=key,
+        body_file=body,
+        connections=opts.connections,
+        warmup_s=opts.warmup,
+        duration_s=opts.duration,
+    )
 
 
 def run_round(

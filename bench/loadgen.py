@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parent / "target.lua"
@@ -132,3 +132,36 @@ def _parse(target: Target, raw: dict[str, float]) -> Measurement:
         socket_errors=int(raw["connect_errors"] + raw["read_errors"] + raw["write_errors"] + raw["timeouts"]),
         errors_per_request=target.errors_per_request,
     )
+
+
+def warm_then_timed(
+    target: Target,
+    *,
+    base_url: str,
+    key: str,
+    body_file: Path | None,
+    connections: int,
+    warmup_s: int,
+    duration_s: int,
+    servers: tuple[str, ...] = (),
+) -> tuple[Measurement | None, Measurement]:
+    """A warm-up run, then the timed run with the CPU other processes took meanwhile: (warm-up, timed).
+
+    The warm-up fills the key and rule caches, the databases' buffers and the connections, and lets the
+    previous target's abandoned requests finish before the clock starts."""
+    from bench import cpu
+
+    def load(seconds: int) -> Measurement:
+        return run(
+            target,
+            base_url=base_url,
+            key=key,
+            body_file=body_file,
+            duration_s=seconds,
+            connections=connections,
+        )
+
+    warm = load(warmup_s) if warmup_s else None
+    before = cpu.sample(servers)
+    timed = load(duration_s)
+    return warm, replace(timed, other_cpu_pct=cpu.other_share(before, cpu.sample(servers)))
