@@ -18,15 +18,12 @@ Four measurements, each against a baseline measured in the same run:
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
@@ -361,19 +358,8 @@ def _get_json(stack: server.Stack, key: str, path: str) -> Any:
 
 
 def _post(port: int, key: str, body: bytes) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        headers = {
-            "Authorization": f"Bearer {key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-        conn.request("POST", "/api/v1/outcomes", body=body, headers=headers)
-        answer = conn.getresponse()
-        data = answer.read()
-        return answer.status, json.loads(data) if answer.status == 200 else data
-    finally:
-        conn.close()
+    status, data = server.post_json(port, key, "/api/v1/outcomes", body)
+    return status, json.loads(data) if status == 200 else data
 
 
 def transitions(stack: server.Stack) -> int:
@@ -524,21 +510,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\n\n".join(hints), file=sys.stderr)
         return 2
     wait_for_other_benchmarks()
-    workdir = Path(tempfile.mkdtemp(prefix="rebound-bench-breakers-"))
-    stack = server.Stack(
+    with server.scratch_stack(
+        prefix="rebound-bench-breakers-",
         pg_admin_url=opts.pg_admin_url,
         db_name=opts.db_name,
-        redis_url=server.DEFAULT_REDIS_URL,
-        workdir=workdir,
         workers=opts.workers,
-    )
-    try:
+        keep_workdir=opts.keep_workdir,
+    ) as stack:
         return _run(stack, opts)
-    finally:
-        if opts.keep_workdir:
-            print(f"scratch folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(stack: server.Stack, opts: Options) -> int:

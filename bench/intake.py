@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,21 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     if loadgen.wrk_path() is None:
         print(loadgen.INSTALL_HINT, file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="rebound-bench-"))
-    stack = server.Stack(
+    with server.scratch_stack(
+        prefix="rebound-bench-",
         pg_admin_url=opts.pg_admin_url,
         db_name=opts.db_name,
-        redis_url=server.DEFAULT_REDIS_URL,
-        workdir=workdir,
         workers=opts.workers,
-    )
-    try:
+        keep_workdir=opts.keep_workdir,
+    ) as stack:
         return _run(stack, opts)
-    finally:
-        if opts.keep_workdir:
-            print(f"scratch folder kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run(stack: server.Stack, opts: Options) -> int:

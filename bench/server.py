@@ -8,12 +8,15 @@ the figures describe the real configuration rather than a test settings module.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -192,3 +195,40 @@ def postgres_version(stack: Stack) -> str:
     with psycopg.connect(stack.pg_admin_url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split(" ")[0] if row else "?"
+
+
+def post_json(port: int, key: str, path: str, body: bytes, timeout_s: float = 60) -> tuple[int, bytes]:
+    """One authenticated JSON POST on a fresh connection: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout_s)
+    try:
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        conn.request("POST", path, body=body, headers=headers)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def scratch_stack(
+    *, prefix: str, pg_admin_url: str, db_name: str, workers: int, keep_workdir: bool
+) -> Iterator[Stack]:
+    """A stack with its own scratch folder, removed afterwards unless asked to keep it."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield Stack(
+            pg_admin_url=pg_admin_url,
+            db_name=db_name,
+            redis_url=DEFAULT_REDIS_URL,
+            workdir=workdir,
+            workers=workers,
+        )
+    finally:
+        if keep_workdir:
+            print(f"scratch folder kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -10,7 +10,6 @@ which the server may still complete. So
 
 from __future__ import annotations
 
-import http.client
 import re
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from bench.server import Stack, manage
+from bench.server import Stack, manage, post_json
 
 
 @dataclass(frozen=True)
@@ -103,19 +102,7 @@ class ExactCheck:
 
 
 def _post(port: int, key: str, body: bytes) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {
-            "Authorization": f"Bearer {key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-        conn.request("POST", "/api/v1/errors", body=body, headers=headers)
-        answer = conn.getresponse()
-        answer.read()
-        return answer.status
-    finally:
-        conn.close()
+    return post_json(port, key, "/api/v1/errors", body, timeout_s=30)[0]
 
 
 def exact_pass(

@@ -4,7 +4,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.views import APIView
 
 
 class JsonOnly(DefaultContentNegotiation):
@@ -16,3 +17,10 @@ class JsonOnly(DefaultContentNegotiation):
     ) -> tuple[BaseRenderer, str]:
         renderer = next(iter(renderers))
         return renderer, renderer.media_type
+
+
+class JsonOnlyView(APIView):
+    """Base of the agents' hot endpoints (errors, permits, outcomes): JSON answers, no negotiation."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly

@@ -10,14 +10,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.conf import rebound
 from config.errors import InvalidInput, NotFound
-from config.negotiation import JsonOnly
+from config.negotiation import JsonOnlyView
 from config.validation import parse
 from healing.permissions import AgentOrOperator, IsOperator, ReadOrOperator
 from healing.services import Actor
@@ -86,10 +86,8 @@ PERMIT_EXAMPLES = [
 ]
 
 
-class PermitView(APIView):
+class PermitView(JsonOnlyView):
     permission_classes = [AgentOrOperator]
-    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only, with no content negotiation
-    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="request_permit",
@@ -105,10 +103,8 @@ class PermitView(APIView):
         return Response(answer.__dict__)
 
 
-class OutcomesView(APIView):
+class OutcomesView(JsonOnlyView):
     permission_classes = [AgentOrOperator]
-    renderer_classes = [JSONRenderer]  # agents' hot path: JSON only, with no content negotiation
-    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="report_outcomes",

@@ -8,14 +8,13 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
 from rest_framework import generics, status
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.conf import rebound
 from config.errors import InvalidInput
-from config.negotiation import JsonOnly
+from config.negotiation import JsonOnlyView
 from config.validation import parse
 from healing import roles
 from healing.permissions import AgentOrOperator, ReadOrOperator
@@ -87,11 +86,8 @@ def _out(recorded: services.Recorded) -> dict[str, Any]:
     }
 
 
-class ErrorsView(APIView):
+class ErrorsView(JsonOnlyView):
     permission_classes = [AgentOrOperator]
-    # Agents' hot path: JSON only, with no content negotiation.
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = JsonOnly
 
     @extend_schema(
         operation_id="report_errors",
