@@ -261,6 +261,32 @@ class Service(models.Model):
     wait_multiplier = models.FloatField(default=1.0, validators=[MinValueValidator(1)])
     max_wait_s = models.FloatField(default=300, validators=[MinValueValidator(0.001)])
 
+    # Retry budget (as Envoy has): retries may be at most this share of the calls of the last window, with a
+    # floor so that a quiet service can still retry; beyond it the planner falls back or fails fast.
+    retry_budget_percent = models.FloatField(
+        default=20,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Percent of recent calls.",
+    )
+    retry_budget_min_retries = models.PositiveIntegerField(
+        default=3, help_text="Retries always allowed per window."
+    )
+    retry_budget_window_s = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(3600)], help_text="Seconds."
+    )
+    # Degradation: from which level agents should skip this service. Blank: non-critical services from
+    # "minimal", essential ones never.
+    skip_from_level = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=[
+            ("degraded", "degraded"),
+            ("minimal", "minimal"),
+            ("emergency", "emergency"),
+            ("never", "never"),
+        ],
+    )
+
     override = models.CharField(max_length=20, choices=Override.choices, default=Override.AUTO)
     override_reason = models.TextField(blank=True)
     override_until = models.DateTimeField(null=True, blank=True)
@@ -317,3 +343,45 @@ class BreakerTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service}: {self.from_state} → {self.to_state}"
+
+
+# The models of recovery decisions live in their own module; importing them here registers them.
+from recovery.decision_models import (  # noqa: E402
+    GLOBAL_SCOPE,
+    LEVEL_RANK,
+    DegradationEvent,
+    DegradationLevel,
+    DegradationRule,
+    DegradationState,
+    FallbackInvocation,
+    FallbackOption,
+    Operation,
+    RecoveryPlan,
+    RetryAttempt,
+    RetryJob,
+    RetryPolicy,
+)
+
+__all__ = [
+    "GLOBAL_SCOPE",
+    "LEVEL_RANK",
+    "Agent",
+    "ApiKey",
+    "BreakerState",
+    "BreakerTransition",
+    "ClassificationRule",
+    "DegradationEvent",
+    "DegradationLevel",
+    "DegradationRule",
+    "DegradationState",
+    "ErrorEvent",
+    "ErrorPattern",
+    "FallbackInvocation",
+    "FallbackOption",
+    "Operation",
+    "RecoveryPlan",
+    "RetryAttempt",
+    "RetryJob",
+    "RetryPolicy",
+    "Service",
+]
