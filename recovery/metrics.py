@@ -1,7 +1,7 @@
 """Rebound's own Prometheus metrics. Safe under several gunicorn workers and Celery processes when
 PROMETHEUS_MULTIPROC_DIR is set (see README, Operations)."""
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 errors_total = Counter(
     "errors_total", "Errors reported by agents, by class and severity.", ["error_class", "severity"]
@@ -34,4 +34,53 @@ breaker_store_errors_total = Counter(
 intake_dead_letters_total = Counter(
     "intake_dead_letters_total",
     "Buffered error reports that could not be written and were set aside in rebound:intake:dead.",
+)
+
+# --- recovery decisions (issue 4) ---------------------------------------------------------------------------
+retries_total = Counter(
+    "retries_total",
+    "Retries: planner decisions (outcome=planned, or refused by the budget) and server-side attempts "
+    "(outcome=success or failure).",
+    ["operation", "outcome"],
+)
+fallback_invocations_total = Counter(
+    "fallback_invocations_total",
+    "Fallbacks used, by service and option kind ('exhausted': none left).",
+    ["service", "kind"],
+)
+recovery_plans_total = Counter("recovery_plans_total", "Recovery plans answered, by action.", ["action"])
+degradation_events_total = Counter(
+    "degradation_events_total",
+    "Changes of a degradation level, by new level and source.",
+    ["level", "source"],
+)
+# The numeric encoding of degradation_level (documented in docs/recovery.md).
+DEGRADATION_LEVEL_VALUES = {"normal": 0, "degraded": 1, "minimal": 2, "emergency": 3}
+degradation_level = Gauge(
+    "degradation_level",
+    "Degradation level in force: 0 normal, 1 degraded, 2 minimal, 3 emergency; scope '*' is the fleet.",
+    ["scope"],
+    multiprocess_mode="mostrecent",
+)
+recovery_success_rate = Gauge(
+    "recovery_success_rate",
+    "Share of the last hour's recovery plans whose follow-up outcome succeeded, of those with an outcome.",
+    ["action"],
+    multiprocess_mode="mostrecent",
+)
+
+# --- state recovery (issue 5) -------------------------------------------------------------------------------
+checkpoints_written_total = Counter("checkpoints_written_total", "Task checkpoints saved.")
+checkpoint_bytes = Histogram(
+    "checkpoint_bytes",
+    "Size of saved checkpoints' canonical JSON, before compression.",
+    buckets=(1_000, 10_000, 100_000, 1_000_000, 10_000_000),
+)
+transactions_total = Counter(
+    "transactions_total",
+    "Transactions ended, by outcome (committed, rolled_back, rollback_failed).",
+    ["outcome"],
+)
+compensations_total = Counter(
+    "compensations_total", "Compensation attempts, by outcome (success, failure).", ["outcome"]
 )

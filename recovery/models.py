@@ -361,6 +361,13 @@ from recovery.decision_models import (  # noqa: E402
     RetryJob,
     RetryPolicy,
 )
+from recovery.state_models import (  # noqa: E402
+    Checkpoint,
+    CompensationAttempt,
+    Task,
+    Transaction,
+    TransactionStep,
+)
 
 __all__ = [
     "GLOBAL_SCOPE",
@@ -369,7 +376,9 @@ __all__ = [
     "ApiKey",
     "BreakerState",
     "BreakerTransition",
+    "Checkpoint",
     "ClassificationRule",
+    "CompensationAttempt",
     "DegradationEvent",
     "DegradationLevel",
     "DegradationRule",
@@ -384,4 +393,7 @@ __all__ = [
     "RetryJob",
     "RetryPolicy",
     "Service",
+    "Task",
+    "Transaction",
+    "TransactionStep",
 ]

@@ -1,0 +1,205 @@
+"""Models of state recovery: agents' tasks with their checkpoints, and transactions whose steps carry
+compensations (sagas). Imported by recovery.models, so Django sees them as the recovery app's."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from recovery.taxonomy import ErrorClass, ErrorKind
+
+
+class Task(models.Model):
+    """One agent job. Its id is the agent's own, unique per agent."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        ABANDONED = "abandoned"
+
+    agent = models.ForeignKey("recovery.Agent", on_delete=models.CASCADE, related_name="tasks")
+    task_id = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    metadata = models.JSONField(default=dict, blank=True)
+    forked_from = models.ForeignKey(
+        "recovery.Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    last_seq = models.PositiveIntegerField(default=0, help_text="The newest checkpoint's sequence number.")
+    started_at = models.DateTimeField()
+    last_checkpoint_at = models.DateTimeField(null=True, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stale_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when a running task went quiet for too long."
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [models.UniqueConstraint(fields=["agent", "task_id"], name="task_unique_per_agent")]
+        indexes = [
+            models.Index(fields=["status", "finished_at"]),
+            models.Index(fields=["status", "stale_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent}/{self.task_id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != self.Status.RUNNING
+
+
+class Checkpoint(models.Model):
+    """A task's saved state: canonical JSON, compressed, with its SHA-256 and size checked on every read."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="checkpoints")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField(help_text="The compressed canonical JSON of the state.")
+    encoding = models.CharField(max_length=10, default="zlib")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveIntegerField(help_text="Canonical JSON, before compression.")
+    stored_bytes = models.PositiveIntegerField()
+    progress = models.FloatField(default=0, validators=[MinValueValidator(0), MaxValueValidator(100)])
+    step = models.CharField(max_length=200, blank=True)
+    completed_steps = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["task", "-seq"]
+        constraints = [models.UniqueConstraint(fields=["task", "seq"], name="checkpoint_unique_seq")]
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.task} #{self.seq}"
+
+
+class Transaction(models.Model):
+    """A saga: completed steps, each with the compensation that undoes it, run in reverse on rollback."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        COMMITTED = "committed"
+        ROLLING_BACK = "rolling_back"
+        ROLLED_BACK = "rolled_back"
+        ROLLBACK_FAILED = "rollback_failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(
+        "recovery.Agent", null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    name = models.CharField(max_length=200)
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="transactions"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    rollback_reason = models.TextField(blank=True)
+    needs_human = models.BooleanField(default=False, db_index=True)
+    # The Celery task id allowed to drive the rollback: a duplicate or stale delivery finds another id and exits.
+    fence = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "deadline_at"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(status__in=["rolling_back", "rolled_back", "rollback_failed"])
+                | ~Q(rollback_reason=""),
+                name="transaction_rollback_has_reason",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+
+class TransactionStep(models.Model):
+    """A completed step and its compensation: an HTTP request or a registered Celery task."""
+
+    class Status(models.TextChoices):
+        DONE = "done"
+        COMPENSATING = "compensating"
+        COMPENSATED = "compensated"
+        COMPENSATION_FAILED = "compensation_failed"
+
+    class CompensationKind(models.TextChoices):
+        HTTP = "http"
+        TASK = "task"
+        NONE = "none"  # nothing to undo (a read, say); recorded so the history is whole
+
+    transaction = models.ForeignKey(Transaction, on_delete=models.CASCADE, related_name="steps")
+    seq = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    idempotency_key = models.CharField(max_length=200)
+    compensation_kind = models.CharField(max_length=10, choices=CompensationKind.choices)
+    compensation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="HTTP: method, url, headers, body, success_statuses; task: name, args.",
+    )
+    policy = models.ForeignKey(
+        "recovery.RetryPolicy", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    policy_snapshot = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DONE)
+    attempts = models.PositiveIntegerField(default=0)
+    fence = models.CharField(max_length=64, blank=True)
+    last_error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    compensated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["transaction", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["transaction", "seq"], name="transactionstep_unique_seq"),
+            models.UniqueConstraint(
+                fields=["transaction", "idempotency_key"], name="transactionstep_unique_idempotency_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.transaction_id} #{self.seq} {self.name}: {self.status}"
+
+
+class CompensationAttempt(models.Model):
+    """One attempt at a step's compensation, with its outcome and classification."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running"
+        SUCCESS = "success"
+        FAILURE = "failure"
+
+    step = models.ForeignKey(TransactionStep, on_delete=models.CASCADE, related_name="attempt_rows")
+    number = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_class = models.CharField(max_length=20, choices=ErrorClass.choices, blank=True)
+    kind = models.CharField(max_length=30, choices=ErrorKind.choices, blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "number"], name="compensationattempt_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_id} #{self.number}: {self.outcome}"
