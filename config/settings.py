@@ -158,12 +158,14 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = ENV.broker_url
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = DATA_DIR / "broker"
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Broadcast (control) messages: kombu's default is ./control, in whatever directory the process started.
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
