@@ -30,6 +30,7 @@ format: install
 
 typecheck: install
 	$(PY) -m mypy config recovery healing bench
+	$(PY) -m mypy --strict rebound_client
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
@@ -41,6 +42,8 @@ bench: install
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	$(PY) -m bench.intake --write-docs
 	$(PY) -m bench.breakers --write-docs
+	$(PY) -m bench.sdk --write-docs
+	$(PY) -m bench.checkpoints --write-docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -57,10 +57,48 @@ class Env(BaseSettings):
     BREAKER_EVENTS_MAX_WAIT_SECONDS: float = Field(default=25.0, ge=0, le=120)
     BREAKER_STREAM_MAX_SECONDS: float = Field(default=300.0, gt=0, le=3600)
     OUTCOMES_BATCH_MAX: int = Field(default=5000, ge=1, le=100_000)
+    # The result cache behind "cache" fallbacks: how long an agent's last good result is kept, and the largest
+    # result (as JSON) an outcome may carry.
+    RESULT_CACHE_TTL_SECONDS: int = Field(default=86_400, ge=1, le=30 * 86_400)
+    RESULT_CACHE_MAX_BYTES: int = Field(default=65_536, ge=256, le=1_048_576)
 
     # Error intake: "buffered" queues reports in Redis and a worker writes them to PostgreSQL; "sync" writes in
     # the request; "auto" buffers when Redis and PostgreSQL are both configured.
     INTAKE_MODE: Literal["auto", "buffered", "sync"] = "auto"
+
+    # Degradation: an automatic level falls only once the lower level the rules ask for has held this long
+    # (hysteresis: a breaker that flaps must not make the fleet's level flap).
+    DEGRADATION_RECOVERY_SECONDS: float = Field(default=60.0, ge=0, le=3600)
+
+    # Outbound calls (server-side retries, later compensations, health checks, healing): the hosts Rebound may
+    # call, comma-separated (`api.example.com`, `*.internal.example`, `127.0.0.1:8080`); empty: none at all.
+    OUTBOUND_ALLOWED_HOSTS: str = ""
+    # At most 200 s: a call must end well within the retry task's soft time limit (240 s).
+    OUTBOUND_MAX_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=200)
+    OUTBOUND_MAX_RESPONSE_BYTES: int = Field(default=1_048_576, ge=1024, le=100 * 1_048_576)
+    # Celery tasks agents may hand to Rebound, comma-separated, beside the built-in demo tasks.
+    REGISTERED_TASKS: str = ""
+    # A pending retry attempt this late is enqueued again (a lost message, a dead worker).
+    RETRY_REQUEUE_AFTER_SECONDS: float = Field(default=30.0, ge=1, le=3600)
+    # The longest a retry job may run, whatever its policy's deadline (waits for an open breaker included).
+    RETRY_JOB_MAX_SECONDS: float = Field(default=86_400.0, ge=1, le=30 * 86_400)
+
+    # Checkpoints (docs/checkpoints.md): the largest state (canonical JSON, before compression); how many
+    # checkpoints a succeeded task keeps; how long a failed or abandoned task keeps all of them; the age past
+    # which any checkpoint goes (but a running task's newest); how long a running task may stay quiet.
+    CHECKPOINT_MAX_BYTES: int = Field(default=4 * 1_048_576, ge=1024, le=64 * 1_048_576)
+    CHECKPOINT_KEEP_AFTER_SUCCESS: int = Field(default=1, ge=0, le=1000)
+    CHECKPOINT_KEEP_FAILED_DAYS: float = Field(default=7.0, ge=0, le=3650)
+    CHECKPOINT_MAX_AGE_DAYS: float = Field(default=30.0, gt=0, le=3650)
+    TASK_STALE_SECONDS: float = Field(default=900.0, ge=10, le=30 * 86_400)
+
+    # Transactions (docs/sagas.md): the longest deadline a transaction may be given; how long a compensation
+    # attempt may be under way before a rollback takes it for lost (its worker died) and sends it again with the
+    # same idempotency key (more than the rollback task's 300 s hard time limit: no live attempt is taken for
+    # lost); how long a rolling-back transaction may go without progress before beat drives it again.
+    SAGA_MAX_DEADLINE_SECONDS: float = Field(default=7 * 86_400.0, ge=1, le=365 * 86_400)
+    SAGA_ATTEMPT_LEASE_SECONDS: float = Field(default=330.0, ge=1, le=86_400)
+    SAGA_STALE_SECONDS: float = Field(default=120.0, ge=1, le=86_400)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
@@ -104,6 +142,14 @@ class Env(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.DATABASE_URL or f"sqlite:///{self.DATA_DIR / 'rebound.sqlite3'}"
+
+    @property
+    def outbound_allowed_hosts(self) -> list[str]:
+        return [h.strip().lower() for h in self.OUTBOUND_ALLOWED_HOSTS.split(",") if h.strip()]
+
+    @property
+    def registered_tasks(self) -> list[str]:
+        return [t.strip() for t in self.REGISTERED_TASKS.split(",") if t.strip()]
 
     @property
     def broker_url(self) -> str:

@@ -11,6 +11,8 @@ from config import logging as rebound_logging
 
 # A caller's id is reused only if it is short and plain, so it cannot inject anything into log lines.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Saving a checkpoint carries an agent's whole state: its own, larger limit (CHECKPOINT_MAX_BODY_BYTES).
+_CHECKPOINT_WRITE = re.compile(r"^/api/v1/tasks/[^/]+/checkpoints$")
 
 
 class RequestIdMiddleware:
@@ -38,6 +40,8 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         limit = settings.API_MAX_BODY_BYTES
+        if request.method == "POST" and _CHECKPOINT_WRITE.match(request.path):
+            limit = settings.CHECKPOINT_MAX_BODY_BYTES
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -109,6 +109,9 @@ WHITENOISE_USE_FINDERS = ENV.embedded
 # Bodies over the limit get a 413 from BodySizeLimitMiddleware before anything is parsed.
 API_MAX_BODY_BYTES = ENV.API_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.API_MAX_BODY_BYTES
+# A checkpoint's body carries a state of up to CHECKPOINT_MAX_BYTES as canonical JSON; the same state as a
+# client sends it may be up to twice that (escaped non-ASCII, spaces), plus the envelope (progress, step, ...).
+CHECKPOINT_MAX_BODY_BYTES = 2 * ENV.CHECKPOINT_MAX_BYTES + 65_536
 
 if REBOUND_MODE == "production":
     # Behind TLS the cookies must be secure; SECURE_COOKIES=false is for trying docker-compose on plain http.
@@ -183,6 +186,20 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
+    # Transactions: open ones past their deadline are rolled back; stalled rollbacks are driven again.
+    "rollback-overdue-transactions": {
+        "task": "recovery.saga_tasks.rollback_overdue_transactions",
+        "schedule": timedelta(seconds=15),
+    },
+    "resume-stuck-rollbacks": {
+        "task": "recovery.saga_tasks.resume_stuck_rollbacks",
+        "schedule": timedelta(seconds=60),
+    },
+    # Degradation levels from the breakers and errors, and the expiry of operators' forced levels.
+    "evaluate-degradation": {
+        "task": "recovery.degradation_tasks.evaluate_degradation",
+        "schedule": timedelta(seconds=10),
+    },
     "prune-error-events": {
         "task": "recovery.tasks.prune_error_events",
         "schedule": timedelta(hours=1),
@@ -194,6 +211,24 @@ CELERY_BEAT_SCHEDULE = {
     "expire-breaker-overrides": {
         "task": "recovery.tasks.expire_breaker_overrides",
         "schedule": timedelta(seconds=30),
+    },
+    # recovery_success_rate over the last hour, also refreshed when plan results arrive.
+    "refresh-recovery-success-rate": {
+        "task": "recovery.tasks.refresh_recovery_success_rate",
+        "schedule": timedelta(seconds=30),
+    },
+    "requeue-overdue-retries": {
+        "task": "recovery.retry_tasks.requeue_overdue_retries",
+        "schedule": timedelta(seconds=30),
+    },
+    # Checkpoints: retention in bounded batches, and running tasks that went quiet marked stale.
+    "enforce-checkpoint-retention": {
+        "task": "recovery.checkpoint_tasks.enforce_checkpoint_retention",
+        "schedule": timedelta(minutes=10),
+    },
+    "mark-stale-tasks": {
+        "task": "recovery.checkpoint_tasks.mark_stale_tasks",
+        "schedule": timedelta(seconds=60),
     },
 }
 
@@ -218,7 +253,24 @@ REBOUND: dict[str, Any] = {
     "BREAKER_EVENTS_MAX_WAIT_SECONDS": ENV.BREAKER_EVENTS_MAX_WAIT_SECONDS,
     "OUTCOMES_BATCH_MAX": ENV.OUTCOMES_BATCH_MAX,
     "INTAKE_MODE": ENV.INTAKE_MODE,
+    "RESULT_CACHE_TTL_SECONDS": ENV.RESULT_CACHE_TTL_SECONDS,
+    "RESULT_CACHE_MAX_BYTES": ENV.RESULT_CACHE_MAX_BYTES,
+    "DEGRADATION_RECOVERY_SECONDS": ENV.DEGRADATION_RECOVERY_SECONDS,
     "BREAKER_STREAM_MAX_SECONDS": ENV.BREAKER_STREAM_MAX_SECONDS,
+    "OUTBOUND_ALLOWED_HOSTS": ENV.outbound_allowed_hosts,
+    "OUTBOUND_MAX_TIMEOUT_SECONDS": ENV.OUTBOUND_MAX_TIMEOUT_SECONDS,
+    "OUTBOUND_MAX_RESPONSE_BYTES": ENV.OUTBOUND_MAX_RESPONSE_BYTES,
+    "REGISTERED_TASKS": ENV.registered_tasks,
+    "RETRY_REQUEUE_AFTER_SECONDS": ENV.RETRY_REQUEUE_AFTER_SECONDS,
+    "RETRY_JOB_MAX_SECONDS": ENV.RETRY_JOB_MAX_SECONDS,
+    "CHECKPOINT_MAX_BYTES": ENV.CHECKPOINT_MAX_BYTES,
+    "CHECKPOINT_KEEP_AFTER_SUCCESS": ENV.CHECKPOINT_KEEP_AFTER_SUCCESS,
+    "CHECKPOINT_KEEP_FAILED_DAYS": ENV.CHECKPOINT_KEEP_FAILED_DAYS,
+    "CHECKPOINT_MAX_AGE_DAYS": ENV.CHECKPOINT_MAX_AGE_DAYS,
+    "TASK_STALE_SECONDS": ENV.TASK_STALE_SECONDS,
+    "SAGA_MAX_DEADLINE_SECONDS": ENV.SAGA_MAX_DEADLINE_SECONDS,
+    "SAGA_ATTEMPT_LEASE_SECONDS": ENV.SAGA_ATTEMPT_LEASE_SECONDS,
+    "SAGA_STALE_SECONDS": ENV.SAGA_STALE_SECONDS,
 }
 
 # --- Logging: JSON lines with the request id, in web and Celery processes alike --------------------------

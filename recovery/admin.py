@@ -679,5 +679,12 @@ class ErrorEventAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">Classify this error again (dry run)</a>', url)
 
 
-# Last: the breaker admin imports this module's neighbours, and registers on import.
-from recovery import breaker_admin  # noqa: E402, F401
+# Last: the breaker and degradation admins import this module's neighbours, and register on import.
+from recovery import (  # noqa: E402, F401
+    breaker_admin,
+    checkpoint_admin,
+    degradation_admin,
+    recovery_admin,
+    retry_admin,
+    saga_admin,
+)

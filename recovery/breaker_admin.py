@@ -41,7 +41,7 @@ from healing.admin import (
     render_reason_page,
     truncated,
 )
-from recovery import breakers, registry, selectors
+from recovery import breakers, recovery_admin, registry, selectors
 from recovery.breakers import SETTINGS_FIELDS
 from recovery.models import BreakerTransition, Service
 
@@ -398,7 +398,9 @@ class BreakerServiceAdmin(ServiceAdmin):
         return [*fields, "name"] if obj is not None else fields
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
-        return [TransitionInline] if obj is not None else []
+        if obj is None:
+            return []
+        return [TransitionInline, *recovery_admin.service_inlines(request)]  # operations, fallbacks, policies
 
     # Services are never deleted: transitions and audit events point at them, and an agent's next call would
     # register the name again with default settings.

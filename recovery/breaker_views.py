@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.db.models import Max
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from pydantic import TypeAdapter
@@ -23,7 +25,7 @@ from healing.permissions import AgentOrOperator, IsOperator, ReadOrOperator
 from healing.services import Actor
 from recovery import breaker_waits, breakers, selectors
 from recovery.breakers import SETTINGS_FIELDS
-from recovery.models import Service
+from recovery.models import BreakerTransition, Service
 from recovery.schemas import SLUG, OutcomeBatchIn, OutcomeIn, OutcomeOut, OverrideIn, PermitOut
 
 _SLUG = re.compile(SLUG)
@@ -111,7 +113,9 @@ class OutcomesView(JsonOnlyView):
         summary="Report the outcome of one call or a batch",
         description='Send one outcome, a list, or `{"outcomes": [...]}`. Each counts into its service\'s breaker; '
         "a failure's `error` is classified and recorded as in `POST /errors`. Validation and authentication "
-        "errors do not count (the caller's fault). All outcomes are validated before any is counted.",
+        "errors do not count (the caller's fault). All outcomes are validated before any is counted. "
+        "`plan_id` names the recovery plan the call followed (the first outcome naming it sets whether it "
+        "worked); a success's `result` is kept under `cache_key` for cache fallbacks.",
         request=PolymorphicProxySerializer(
             component_name="OutcomeReport",
             serializers=[OutcomeIn, OutcomeBatchIn],  # type: ignore[list-item]
@@ -122,6 +126,19 @@ class OutcomesView(JsonOnlyView):
             OpenApiExample(
                 "A success",
                 value={"service": "github-mcp", "operation": "search", "success": True, "duration_ms": 182},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A success after a recovery plan, with a result to cache",
+                value={
+                    "service": "github-mcp",
+                    "operation": "search",
+                    "success": True,
+                    "duration_ms": 240,
+                    "plan_id": "6f1c2a9e-5b3d-4c6e-8a0b-1c2d3e4f5a6b",
+                    "cache_key": "repo:rebound is:open",
+                    "result": {"total": 12, "titles": ["Breakers flap under load"]},
+                },
                 request_only=True,
             ),
             OpenApiExample(
@@ -157,6 +174,10 @@ class OutcomesView(JsonOnlyView):
                 i.duration_ms,
                 i.error.to_report() if i.error else None,
                 i.permit_id,
+                plan_id=str(i.plan_id) if i.plan_id else "",
+                cache_key=i.cache_key,
+                result=i.result,
+                has_result="result" in i.model_fields_set,
             )
             for i in items
         ]
@@ -234,6 +255,33 @@ class BreakerListView(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response([selectors.breaker_view(s) for s in selectors.services()])
+
+
+class BreakerSnapshotView(JsonOnlyView):
+    @extend_schema(
+        operation_id="breaker_snapshot",
+        summary="Every breaker at once, and the id of the last transition before it (SDKs' live views)",
+        description="Read the breakers here, then long-poll `/breakers/events?after=<last_event_id>`: no "
+        "transition is missed in between (one committed while the states are read comes again as an event). "
+        "`server_time` lets a client convert `open_until` to its own clock.",
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[
+            OpenApiExample(
+                "Snapshot",
+                value={
+                    "last_event_id": 41,
+                    "server_time": "2026-11-22T09:00:05Z",
+                    "breakers": [BREAKER_EXAMPLE],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        # The id before the states: a transition committed in between is delivered again, never lost.
+        last = BreakerTransition.objects.aggregate(last=Max("id"))["last"] or 0
+        breakers = [selectors.breaker_view(s) for s in selectors.services()]
+        return Response({"last_event_id": last, "server_time": timezone.now(), "breakers": breakers})
 
 
 class BreakerDetailView(APIView):
@@ -388,6 +436,41 @@ class StatusView(APIView):
                 response_only=True,
                 value={
                     "breakers": {"closed": 11, "open": 1},
+                    "degradation": {
+                        "scope": "*",
+                        "level": "degraded",
+                        "source": "automatic",
+                        "reason": "rule 'essential breaker open': 1 essential breaker(s) open (openai)",
+                        "since": "2026-11-22T09:00:02Z",
+                        "until": None,
+                    },
+                    "retries_needing_human": {
+                        "count": 1,
+                        "newest": [
+                            {
+                                "id": "5f0c2b1e-8d7a-4c1b-9a3e-2b6d7f8e9a01",
+                                "service": "stripe",
+                                "operation": "invoices.create",
+                                "kind": "http",
+                                "attempts": 3,
+                                "error_class": "external_service",
+                                "why": "the policy's 3 attempts are spent",
+                                "finished_at": "2026-11-22T09:03:10Z",
+                            }
+                        ],
+                    },
+                    "rollbacks_needing_human": {"count": 0, "newest": []},
+                    "stale_tasks": {
+                        "count": 1,
+                        "oldest": [
+                            {
+                                "agent": "research-agent",
+                                "task_id": "digest-2026-11-22",
+                                "stale_at": "2026-11-22T08:55:00Z",
+                                "last_seq": 7,
+                            }
+                        ],
+                    },
                     "errors_last_5m": {"rate_limit": 4},
                     "errors_last_60m": {"rate_limit": 40, "transient": 7},
                     "top_patterns": [

@@ -127,6 +127,11 @@ class OutcomeReport:
     duration_ms: float | None
     error: ErrorReport | None
     permit_id: str
+    # Recovery (recovery.plans.after_outcomes): the plan this call followed, and a success's result to cache.
+    plan_id: str = ""
+    cache_key: str = ""
+    result: Any = None
+    has_result: bool = False
 
 
 def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[str, Any]]:
@@ -169,6 +174,9 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[
                 "counted": bool(result) and not items[i][2].ignored,
             }
         )
+    from recovery.plans import after_outcomes  # the recovery side: budget calls, cached results, plan results
+
+    after_outcomes(reports, services, actor=actor)
     return answers
 
 
@@ -331,6 +339,10 @@ def announce(rows: list[BreakerTransition]) -> None:
         metrics.breaker_transitions_total.labels(
             service=row.service.name, from_state=row.from_state, to_state=row.to_state
         ).inc()
+    if rows:
+        from recovery.degradation_tasks import evaluate_soon
+
+        evaluate_soon()  # the degradation level follows the breakers: re-evaluate now the transitions are in
     if not settings.REDIS_URL or not rows:
         return
     try:

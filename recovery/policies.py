@@ -10,9 +10,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from django.db import transaction
+from django.db.models import Model
+
 from config.conf import rebound
+from config.errors import Conflict
+from healing import services as audit
+from healing.services import Actor
 from recovery.models import RetryPolicy, Service
 
 Strategy = RetryPolicy.Strategy
@@ -56,20 +63,39 @@ def forget() -> None:
     _cache = None
 
 
+@dataclass(frozen=True)
+class Step:
+    """One rung of the precedence chain: what was looked for, and the policy found there (if any)."""
+
+    scope: str  # operation, service, kind, error_class, global
+    looked_for: str
+    policy: RetryPolicy | None
+
+
+def explain(service: Service | None, operation: str, error_class: str, kind: str) -> list[Step]:
+    """The precedence chain for this call and error, most specific first; the first step with a policy wins.
+    Rungs that do not apply (no service, no operation, ...) are left out."""
+    table = _policies()
+    service_id = service.pk if service is not None else None
+    name = service.name if service is not None else ""
+    rungs = [
+        ("operation", f"service {name}, operation {operation}", (service_id, operation, "", ""))
+        if service_id and operation
+        else None,
+        ("service", f"service {name}", (service_id, "", "", "")) if service_id else None,
+        ("kind", f"kind {kind}", (None, "", "", kind)) if kind else None,
+        ("error_class", f"error class {error_class}", (None, "", error_class, "")) if error_class else None,
+        ("global", "the global default", (None, "", "", "")),
+    ]
+    return [Step(scope, looked_for, table.get(key)) for scope, looked_for, key in filter(None, rungs)]
+
+
 def resolve(service: Service | None, operation: str, error_class: str, kind: str) -> RetryPolicy:
     """The policy for this call and error. There is always one: a built-in global default is migrated in,
     and if an operator deleted it the answer is an unsaved policy that never retries."""
-    table = _policies()
-    service_id = service.pk if service is not None else None
-    for key in (
-        (service_id, operation, "", "") if service_id and operation else None,
-        (service_id, "", "", "") if service_id else None,
-        (None, "", "", kind) if kind else None,
-        (None, "", error_class, "") if error_class else None,
-        (None, "", "", ""),
-    ):
-        if key is not None and key in table:
-            return table[key]
+    for step in explain(service, operation, error_class, kind):
+        if step.policy is not None:
+            return step.policy
     return RetryPolicy(
         name="no policy", strategy=Strategy.NONE, max_attempts=1, base_delay_s=0, max_delay_s=0
     )
@@ -132,3 +158,60 @@ def delay_s(
     if policy.honour_retry_after and retry_after_s:
         delay = max(delay, retry_after_s)
     return round(delay, 3)
+
+
+# --- Operators' writes (the admin): audited, and in force here at once, elsewhere within the cache time ----
+
+POLICY_FIELDS = [
+    "name",
+    "description",
+    "service",
+    "operation",
+    "error_class",
+    "kind",
+    "strategy",
+    "max_attempts",
+    "base_delay_s",
+    "multiplier",
+    "max_delay_s",
+    "deadline_s",
+    "honour_retry_after",
+    "retry_on",
+]
+
+
+def audited_save(obj: Model, fields: list[str], *, actor: Actor, reason: str, action: str) -> Model:
+    """Validate and save an operator's configuration row, with an audit event saying what changed and why.
+    `obj` carries the new values; its stored row (if any) is the audit's "before"."""
+    reason = audit.require_reason(reason)
+    with transaction.atomic():
+        stored = type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first() if obj.pk else None
+        before = audit.snapshot(stored, fields) if stored is not None else None
+        audit.full_clean(obj)
+        obj.save()
+        verb = "update" if stored is not None else "create"
+        audit.record(
+            actor, f"{action}.{verb}", obj, reason=reason, before=before, after=audit.snapshot(obj, fields)
+        )
+    return obj
+
+
+def audited_delete(obj: Model, fields: list[str], *, actor: Actor, reason: str, action: str) -> None:
+    reason = audit.require_reason(reason)
+    with transaction.atomic():
+        audit.record(actor, f"{action}.delete", obj, reason=reason, before=audit.snapshot(obj, fields))
+        obj.delete()
+
+
+def save_policy(policy: RetryPolicy, *, actor: Actor, reason: str) -> RetryPolicy:
+    audited_save(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
+    forget()
+    return policy
+
+
+def delete_policy(policy: RetryPolicy, *, actor: Actor, reason: str) -> None:
+    if policy.builtin:
+        # The built-in defaults are sources 003 and 004's numbers: edit them, never lose them.
+        raise Conflict(f"{policy.name!r} is a built-in policy: edit it instead of deleting it.")
+    audited_delete(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
+    forget()

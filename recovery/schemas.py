@@ -7,6 +7,7 @@ drf-spectacular documents these models directly.
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from pydantic import (
     AwareDatetime,
@@ -163,6 +164,27 @@ class OutcomeIn(BaseModel):
     duration_ms: float | None = Field(default=None, ge=0)
     error: ErrorIn | None = None
     permit_id: Annotated[str, StringConstraints(max_length=64)] = ""
+    plan_id: UUID | None = Field(
+        default=None,
+        description="The recovery plan this call followed: its result says whether the plan worked.",
+    )
+    cache_key: Annotated[str, StringConstraints(max_length=500)] = Field(
+        default="",
+        description="What the result belongs to (a query, a date); empty: the operation's last result.",
+    )
+    result: Any = Field(
+        default=None,
+        description="A success's result, kept for cache fallbacks (at most RESULT_CACHE_MAX_BYTES as JSON).",
+    )
+
+    @field_validator("result")
+    @classmethod
+    def _result_size(cls, value: Any) -> Any:
+        from recovery.fallbacks import too_large
+
+        if value is not None and (problem := too_large(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +202,8 @@ class OutcomeIn(BaseModel):
     def _error_only_on_failure(self) -> OutcomeIn:
         if self.success and self.error is not None:
             raise ValueError("a successful outcome carries no error")
+        if not self.success and "result" in self.model_fields_set:
+            raise ValueError("only a successful outcome carries a result")
         if self.error is not None and self.error.service != self.service:
             raise ValueError("the error's service must be the outcome's service")
         return self

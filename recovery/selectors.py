@@ -114,8 +114,20 @@ def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition
     )
 
 
+def _stale_tasks(stale: QuerySet[Any], limit: int = 5) -> dict[str, Any]:
+    """Running tasks that went quiet: how many, and the longest quiet few."""
+    return {
+        "count": stale.count(),
+        "oldest": [
+            {"agent": t.agent.name, "task_id": t.task_id, "stale_at": t.stale_at, "last_seq": t.last_seq}
+            for t in stale[:limit]
+        ],
+    }
+
+
 def fleet_status() -> dict[str, Any]:
     """The fleet at a glance: breakers by state, errors by class over 5 and 60 minutes, the top patterns."""
+    from recovery import checkpoint_selectors, degradation, retry_selectors, saga_selectors
     from recovery.breakers import effective_state
 
     now = timezone.now()
@@ -136,6 +148,10 @@ def fleet_status() -> dict[str, Any]:
     top = recent.order_by("-recent_60m", "-last_seen_at")[:5]
     return {
         "breakers": by_state,
+        "degradation": degradation.level_json(degradation.current()),
+        "retries_needing_human": retry_selectors.needing_human(),
+        "rollbacks_needing_human": saga_selectors.needing_human(),
+        "stale_tasks": _stale_tasks(checkpoint_selectors.stale_tasks()),
         "errors_last_5m": by_class(5),
         "errors_last_60m": by_class(60),
         "top_patterns": [

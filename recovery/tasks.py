@@ -5,7 +5,13 @@ from __future__ import annotations
 from celery import shared_task
 
 from config.conf import rebound
-from recovery import services
+from recovery import (
+    checkpoint_tasks,  # noqa: F401
+    degradation_tasks,  # noqa: F401
+    retry_tasks,  # noqa: F401
+    saga_tasks,  # noqa: F401
+    services,
+)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=600, soft_time_limit=540)
@@ -27,3 +33,13 @@ def drain_error_intake() -> int:
     from recovery import intake
 
     return intake.drain() if intake.enabled() else 0
+
+
+@shared_task(
+    acks_late=True, reject_on_worker_lost=True, time_limit=30, soft_time_limit=25, ignore_result=True
+)
+def refresh_recovery_success_rate() -> None:
+    # Beat, every 30 s: the hour's window slides even when no plan result arrives.
+    from recovery import plans
+
+    plans.refresh_success_rate()

@@ -8,7 +8,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from recovery import authentication, breakers, registry, rules_cache
+from recovery import authentication, breakers, budget, fallbacks, policies, registry, rules_cache
 from tests import factories
 
 SKIP_REASONS: dict[str, str] = {}
@@ -47,6 +47,9 @@ def _forget_everything() -> None:
     rules_cache.invalidate()
     registry.forget()
     breakers.use_store(None)
+    policies.forget()
+    budget.use_store(None)
+    fallbacks.use_results(None)
 
 
 @pytest.fixture(autouse=True)

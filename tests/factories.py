@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from healing.roles import OPERATORS, VIEWERS
 from healing.services import Actor
 from recovery import services
-from recovery.models import Agent, ClassificationRule
+from recovery.models import Agent, ClassificationRule, DegradationRule
 
 
 class AgentFactory(factory.django.DjangoModelFactory):
@@ -60,6 +60,16 @@ class RuleFactory(factory.django.DjangoModelFactory):
     message_regex = "custom failure"
 
 
+class DegradationRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = DegradationRule
+
+    name = factory.Sequence(lambda n: f"degradation-rule-{n}")
+    signal = DegradationRule.Signal.ERRORS_PER_MINUTE
+    threshold = 1.0
+    level = "degraded"
+
+
 def rebound_settings(**changes: Any) -> dict[str, Any]:
     """settings.REBOUND with some values changed, for override_settings."""
     return {**settings.REBOUND, **changes}
@@ -74,3 +84,13 @@ def agent_key(agent: Agent | None = None) -> tuple[Agent, str]:
 def user_key(user: Any) -> str:
     _, plaintext = services.issue_key(actor=Actor(user=user, source="cli"), user=user)
     return plaintext
+
+
+def task(agent: Agent | None = None, task_id: str = "job-1", **fields: Any) -> Any:
+    """A running task of an agent (new agent if none), as the first checkpoint or heartbeat would create."""
+    from django.utils import timezone
+
+    from recovery.models import Task
+
+    fields.setdefault("started_at", timezone.now())
+    return Task.objects.create(agent=agent or AgentFactory(), task_id=task_id, **fields)

@@ -167,12 +167,19 @@ def test_create_user_key_prints_a_key_acting_as_the_user(operator_user: Any) -> 
 
 
 def test_seed_demo_creates_users_services_agents_and_errors() -> None:
-    from recovery.models import ErrorEvent, Service
+    from recovery.models import ErrorEvent, FallbackOption, Operation, Service
 
     call_command("seed_demo", "--errors", "12", stdout=StringIO())
     call_command("seed_demo", "--errors", "0", stdout=StringIO())  # idempotent for users, services and agents
-    assert Service.objects.count() == 5
+    assert Service.objects.count() == 6
     assert Service.objects.get(name="openai").criticality == "essential"
     assert Agent.objects.count() == 3
     assert ErrorEvent.objects.count() == 12
-    assert AuditEvent.objects.filter(action="service.create").count() == 5
+    assert AuditEvent.objects.filter(action="service.create").count() == 6
+    assert Operation.objects.get(service__name="stripe", name="invoices.create").idempotent is False
+    chain = FallbackOption.objects.filter(service__name="openai").order_by("position")
+    assert [(o.kind, o.target_service and o.target_service.name) for o in chain] == [
+        ("service", "anthropic"),
+        ("cache", None),
+    ]
+    assert FallbackOption.objects.count() == 5

@@ -12,9 +12,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from healing.models import AuditEvent
 from healing.roles import OPERATORS, VIEWERS
 from healing.services import Actor
-from recovery import breakers, services
+from recovery import breakers, fallbacks, services
 from recovery.classification import ErrorReport
-from recovery.models import Agent, Service
+from recovery.models import Agent, FallbackOption, Operation, Service
 
 AGENTS = [
     ("research-agent", "Reads the web and summarises sources."),
@@ -33,6 +33,28 @@ SERVICES = [
     ("postgres-ledger", Service.Kind.DATABASE, Service.Criticality.ESSENTIAL, "The accounting ledger."),
     ("stripe", Service.Kind.HTTP_API, Service.Criticality.ESSENTIAL, "Invoices and payments."),
     ("web-search", Service.Kind.TOOL, Service.Criticality.NON_CRITICAL, "Search for the research agent."),
+    (
+        "anthropic",
+        Service.Kind.MODEL_PROVIDER,
+        Service.Criticality.NON_CRITICAL,
+        "The second model provider.",
+    ),
+]
+
+# (service, operation, idempotent, critical, description)
+OPERATIONS = [
+    ("openai", "chat.completions", True, True, "A chat completion."),
+    ("stripe", "invoices.create", False, True, "Creates an invoice: retried only with an idempotency key."),
+    ("web-search", "query", True, False, "Search results enrich a summary; the summary can do without."),
+]
+
+# (service, operation, position, kind, extra fields)
+FALLBACKS: list[tuple[str, str, int, str, dict[str, Any]]] = [
+    ("openai", "chat.completions", 1, "service", {"target": "anthropic", "target_operation": "messages"}),
+    ("openai", "chat.completions", 2, "cache", {"max_age_s": 3600}),
+    ("web-search", "", 1, "cache", {"max_age_s": 86400}),
+    ("web-search", "", 2, "skip", {"warning": "Search is unavailable: the summary uses no fresh sources."}),
+    ("github-mcp", "", 1, "static", {"static_value": {"issues": [], "note": "GitHub is unavailable."}}),
 ]
 
 ERRORS = [
@@ -104,6 +126,7 @@ class Command(BaseCommand):
                     actor=actor,
                     reason="demo data",
                 )
+        _seed_recovery(actor)
         agents = []
         for name, description in AGENTS:
             agent = Agent.objects.filter(name=name).first()
@@ -114,3 +137,33 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo data: users admin/operator/viewer, {len(SERVICES)} services, {len(agents)} agents, {errors} errors."
         )
+
+
+def _seed_recovery(actor: Actor) -> None:
+    """Operations and fallback chains, so the planner has something to choose from in the demo."""
+    by_name = {s.name: s for s in Service.objects.all()}
+    for service, name, idempotent, critical, description in OPERATIONS:
+        if not Operation.objects.filter(service=by_name[service], name=name).exists():
+            op = Operation(
+                service=by_name[service],
+                name=name,
+                idempotent=idempotent,
+                critical=critical,
+                description=description,
+            )
+            fallbacks.save_operation(op, actor=actor, reason="demo data")
+    for service, operation, position, kind, extra in FALLBACKS:
+        if FallbackOption.objects.filter(
+            service=by_name[service], operation=operation, position=position
+        ).exists():
+            continue
+        target = extra.pop("target", None)
+        option = FallbackOption(
+            service=by_name[service],
+            operation=operation,
+            position=position,
+            kind=kind,
+            target_service=by_name[target] if target else None,
+            **extra,
+        )
+        fallbacks.save_option(option, actor=actor, reason="demo data")

@@ -1,0 +1,177 @@
+"""Following the planner's plans: given the answer (or none, when Rebound cannot be reached), the next step.
+
+Pure: the sync and the async client run the steps (sleep, call again, call a fallback, return, raise).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rebound_client._describe import describe
+from rebound_client.errors import (
+    CircuitOpenError,
+    DegradedError,
+    EscalatedError,
+    FallbackUnavailableError,
+    ReboundError,
+    RecoveryAbortedError,
+    RetriesExhaustedError,
+)
+from rebound_client.plans import PartialResult, Plan
+
+RETRY, VALUE, FALLBACK, RAISE = "retry", "value", "fallback", "raise"
+SAFETY_ATTEMPTS = 20  # whatever the plans say, no call loops for ever
+
+Fallbacks = Mapping[str | tuple[str, str], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # retry | value | fallback | raise
+    delay_s: float = 0.0
+    value: Any = None
+    fallback: Callable[..., Any] | None = None
+    service: str | None = None  # the fallback's service, guarded; None for the caller's own fallback
+    operation: str = ""
+    error: BaseException | None = None
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The caller's limits and local policy: `max_attempts` calls at most (None: as the plans say), no wait
+    longer than `max_delay_s`, and the local exponential backoff used while the planner cannot be asked."""
+
+    max_attempts: int | None = None
+    max_delay_s: float | None = None
+    base_delay_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    local_attempts: int = 3
+    fallbacks: Fallbacks | None = None
+    fallback: Callable[..., Any] | None = None  # with_fallback's: used whenever nothing better is left
+
+
+def next_step(
+    plan: Plan | None,
+    *,
+    error: BaseException,
+    attempt: int,
+    rules: Rules,
+    used: set[tuple[str, str]],
+    service: str,
+    operation: str,
+) -> Step:
+    limit = min(rules.max_attempts or SAFETY_ATTEMPTS, SAFETY_ATTEMPTS)
+    if plan is None:
+        return _local(error, attempt, rules, limit)
+    action = plan.action
+    if action in ("retry", "wait"):
+        delay = plan.wait_s
+        if attempt >= limit:
+            return _last_resort(rules, error, plan, f"{attempt} attempts made", exhausted=attempt)
+        if rules.max_delay_s is not None and delay > rules.max_delay_s:
+            why = f"the plan waits {delay:g} s, longer than max_delay_s={rules.max_delay_s:g}"
+            return _last_resort(rules, error, plan, why, exhausted=attempt)
+        return Step(RETRY, delay_s=delay, plan=plan)
+    if action == "fallback" or (
+        action == "degrade" and plan.fallback is not None and plan.fallback.kind == "skip"
+    ):
+        # The planner answers a skip option as `degrade` with that option: continue with a partial result.
+        return _fallback(plan, error, rules, used, service, operation)
+    if rules.fallback is not None:
+        return Step(FALLBACK, fallback=rules.fallback, plan=plan)
+    text = f"{service}: {plan.reason or action}"
+    if action == "degrade":
+        return Step(RAISE, error=DegradedError(text, plan=plan, error=error), plan=plan)
+    if action == "escalate":
+        return Step(RAISE, error=EscalatedError(text, plan=plan, error=error), plan=plan)
+    return Step(RAISE, error=RecoveryAbortedError(text, plan=plan, error=error), plan=plan)
+
+
+def _fallback(
+    plan: Plan,
+    error: BaseException,
+    rules: Rules,
+    used: set[tuple[str, str]],
+    service: str,
+    operation: str,
+) -> Step:
+    option = plan.fallback
+    if option is None:
+        return _last_resort(rules, error, plan, "the plan names no fallback")
+    if option.kind in ("cache", "static"):
+        return Step(VALUE, value=option.value, plan=plan)
+    if option.kind == "skip":
+        warning = option.warning or plan.reason or f"{service} skipped"
+        return Step(VALUE, value=PartialResult(warning=warning, plan=plan), plan=plan)
+    target = option.service or ""
+    target_op = option.operation if option.operation is not None else operation
+    registered = _lookup(rules.fallbacks, target, target_op)
+    if registered is None or (target, target_op) in used:
+        why = (
+            f"the fallback {target}/{target_op} failed already"
+            if (target, target_op) in used
+            else f"no fallback callable registered for {target!r} (pass fallbacks={{{target!r}: fn}})"
+        )
+        return _last_resort(rules, error, plan, why)
+    return Step(FALLBACK, fallback=registered, service=target, operation=target_op, plan=plan)
+
+
+def _lookup(fallbacks: Fallbacks | None, service: str, operation: str) -> Callable[..., Any] | None:
+    if not fallbacks:
+        return None
+    return fallbacks.get((service, operation)) or fallbacks.get(service)
+
+
+def _last_resort(
+    rules: Rules, error: BaseException, plan: Plan | None, why: str, exhausted: int | None = None
+) -> Step:
+    if rules.fallback is not None:
+        return Step(FALLBACK, fallback=rules.fallback, plan=plan)
+    if exhausted is not None:
+        return Step(
+            RAISE,
+            error=RetriesExhaustedError(why, attempts=exhausted, plan=plan, error=error),
+            plan=plan,
+        )
+    return Step(RAISE, error=FallbackUnavailableError(why, plan=plan, error=error), plan=plan)
+
+
+def retryable_locally(error: BaseException) -> float | None:
+    """Whether to try again without a plan, and the least wait: a breaker's refusal after its Retry-After,
+    a rate limit after its Retry-After, any other failure but the caller's own (4xx) after the backoff."""
+    if isinstance(error, CircuitOpenError):
+        return error.retry_after_s
+    if isinstance(error, ReboundError):
+        return None
+    described = describe(error)
+    status = described.get("status_code")
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+        return None
+    from rebound_client._describe import retry_after_s
+
+    return retry_after_s(described) or 0.0
+
+
+def _local(error: BaseException, attempt: int, rules: Rules, limit: int) -> Step:
+    """Rebound cannot be asked: retry with exponential backoff (full jitter above half), then give up."""
+    least = retryable_locally(error)
+    attempts = min(limit, rules.max_attempts or rules.local_attempts)
+    if least is None:
+        if rules.fallback is not None:
+            return Step(FALLBACK, fallback=rules.fallback)
+        return Step(RAISE, error=error)
+    if attempt >= attempts:
+        return _last_resort(rules, error, None, f"{attempt} attempts made (Rebound unreachable)", attempt)
+    backoff = min(rules.base_delay_s * 2 ** (attempt - 1), rules.backoff_cap_s)
+    delay = max(least, backoff * random.uniform(0.5, 1.0))
+    if rules.max_delay_s is not None and delay > rules.max_delay_s:
+        if least > rules.max_delay_s:
+            return _last_resort(
+                rules, error, None, f"the wait of {least:g} s is longer than max_delay_s", attempt
+            )
+        delay = rules.max_delay_s
+    return Step(RETRY, delay_s=delay)

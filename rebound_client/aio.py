@@ -1,0 +1,657 @@
+"""The asynchronous client: `AsyncClient(base_url, api_key)`, for asyncio code.
+
+The same decision core as the sync client; the background work (the live view's long-poll, the flusher) runs
+as asyncio tasks on the loop that first uses the client, with httpx.AsyncClient. Use it from that loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+
+from rebound_client import _follow
+from rebound_client._breaker import LocalBreaker
+from rebound_client._common import (
+    CacheKey,
+    Settings,
+    check,
+    check_status,
+    jittered,
+    key_for,
+    open_error,
+    plan_body,
+    transitions_in,
+    unavailable,
+)
+from rebound_client._core import ALLOW, ASK, LOCAL, REFUSE, CallState, Change, Core, Decision, Encoder
+from rebound_client._follow import FALLBACK, RETRY, VALUE, Fallbacks, Rules
+from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundError, ReboundUnavailableError
+from rebound_client.plans import Plan
+
+log = logging.getLogger("rebound_client")
+perf_counter = time.perf_counter
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AsyncGuard:
+    """`async with client.guard("svc", operation="op") as g:` or `@client.guard("svc")` on a coroutine
+    function. One per `async with`; as a decorator it is made once."""
+
+    __slots__ = ("_client", "_slow", "_started", "cache_key", "operation", "plan_id", "service")
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        service: str,
+        operation: str,
+        cache_key: str | None = None,
+        plan_id: str | None = None,
+    ) -> None:
+        self._client = client
+        self.service = service
+        self.operation = operation
+        self.cache_key = cache_key
+        self.plan_id = plan_id
+
+    async def __aenter__(self) -> AsyncGuard:
+        if self.service in self._client._fast and self.cache_key is None and self.plan_id is None:
+            self._slow: CallState | None = None
+        else:
+            self._slow = CallState(*await self._client._admit(self.service))
+        self._started = perf_counter()
+        return self
+
+    @property
+    def permit_id(self) -> str:
+        return self._slow.permit_id if self._slow is not None else ""
+
+    def set_result(self, value: Any) -> None:
+        """The call's result, sent with the success outcome when the guard has a `cache_key`."""
+        if self.cache_key is not None and self._slow is not None:
+            self._slow.result = (value,)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        duration = perf_counter() - self._started
+        client = self._client
+        if error is None:
+            if self._slow is None:
+                items = client._items
+                items.append((self.service, self.operation, duration))
+                if len(items) >= client._flush_at:
+                    client._core.buffer.full()
+            else:
+                client._report(self, duration, None)
+        elif isinstance(error, Exception) and not isinstance(error, CircuitOpenError):
+            client._report(self, duration, error)
+        else:
+            return  # cancelled, interrupted: the call did not finish; nothing to report
+        if client.settings.test_mode:
+            await client.flush()
+
+    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        return self._client._decorate(fn, self.service, self.operation, self.cache_key)
+
+
+class AsyncClient:
+    """A Rebound client for asyncio code. `async with AsyncClient(url, key) as client:`, or call `await
+    client.start()` (the first guarded call starts it otherwise) and `await client.aclose()`.
+
+    The same options as `Client`; `test_mode=True` sleeps nowhere (waits go to `recorded_delays`) and sends
+    each outcome before the guarded block returns.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        test_mode: bool = False,
+        timeout_s: float = 5.0,
+        flush_interval_s: float = 0.2,
+        flush_at: int = 1000,
+        buffer_size: int = 50_000,
+        max_batch: int = 2000,
+        refresh_s: float = 30.0,
+        events_wait_s: float = 25.0,
+        max_backoff_s: float = 5.0,
+        on_change: Callable[[Change], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = Settings(
+            base_url,
+            api_key,
+            test_mode=test_mode,
+            timeout_s=timeout_s,
+            flush_interval_s=flush_interval_s,
+            flush_at=flush_at,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
+            refresh_s=refresh_s,
+            events_wait_s=events_wait_s,
+            max_backoff_s=max_backoff_s,
+        )
+        self.recorded_delays: list[float] = []
+        self._transport = transport
+        self._wake: asyncio.Event | None = None
+        self._core = Core(
+            capacity=self.settings.buffer_size, flush_at=self.settings.flush_at, wake=self._poke
+        )
+        if on_change is not None:
+            self._core.listeners.append(on_change)
+        self._fast = self._core.fast
+        self._items = self._core.buffer.items
+        self._flush_at = self._core.buffer.check_at
+        self._encoder = Encoder(self.settings.max_batch)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: httpx.AsyncClient | None = None
+        self._flush_http: httpx.AsyncClient | None = None
+        self._view_http: httpx.AsyncClient | None = None
+        self._flush_lock: asyncio.Lock | None = None
+        self._started = False
+        self._closed = False
+
+    # --- life --------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the fleet's breakers (one request) and start the background tasks."""
+        if self._started:
+            return
+        self._started = True
+        s = self.settings
+
+        def http(read_s: float) -> httpx.AsyncClient:
+            timeout = httpx.Timeout(s.timeout_s, read=read_s)
+            return httpx.AsyncClient(
+                base_url=s.base_url, headers=s.headers, timeout=timeout, transport=self._transport
+            )
+
+        self._http = http(s.timeout_s)
+        self._flush_http = http(max(s.timeout_s, 10.0))
+        self._view_http = http(s.events_wait_s + s.timeout_s + 5)
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        try:
+            await self._refresh()
+        except ReboundError as error:
+            log.warning(
+                "rebound_client: no view of the fleet yet (%s); local fail-safe breakers decide", error
+            )
+        self._tasks.append(asyncio.create_task(self._view_loop(), name="rebound-view"))
+        if not s.test_mode:
+            self._tasks.append(asyncio.create_task(self._flush_loop(), name="rebound-flush"))
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Stop the background tasks and send what is queued (for at most `timeout_s`)."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.flush(timeout_s)
+        for client in (self._view_http, self._flush_http, self._http):
+            if client is not None:
+                await client.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # --- public ------------------------------------------------------------------------------------------
+
+    def guard(
+        self,
+        service: str,
+        operation: str = "",
+        *,
+        cache_key: str | None = None,
+        plan_id: str | None = None,
+    ) -> AsyncGuard:
+        if service not in self._core.names:  # checked once per name: this is on the hot path
+            self._core.check_name(service)
+        return AsyncGuard(self, service, operation, cache_key, plan_id)
+
+    def with_circuit_breaker(
+        self, service: str, operation: str = "", *, cache_key: CacheKey = None
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        self._core.check_name(service)
+        return lambda fn: self._decorate(fn, service, operation, cache_key)
+
+    def with_retry(
+        self,
+        service: str,
+        operation: str = "",
+        *,
+        max_attempts: int = 3,
+        max_delay_s: float | None = None,
+        base_delay_s: float = 1.0,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        rules = Rules(max_attempts=max_attempts, max_delay_s=max_delay_s, base_delay_s=base_delay_s)
+        return self._following(service, operation, rules, task_id, idempotency_key)
+
+    def with_fallback(
+        self,
+        service: str,
+        fallback: Callable[..., Any],
+        operation: str = "",
+        *,
+        max_attempts: int = 1,
+        fallbacks: Fallbacks | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        rules = Rules(max_attempts=max_attempts, fallbacks=fallbacks, fallback=fallback)
+        return self._following(service, operation, rules, None, None)
+
+    async def call(
+        self,
+        service: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        operation: str = "",
+        fallbacks: Fallbacks | None = None,
+        cache_key: str | None = None,
+        max_attempts: int | None = None,
+        max_delay_s: float | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """As `Client.call`; `fn` and the fallbacks may be coroutine functions or plain ones."""
+        self._core.check_name(service)
+        rules = Rules(max_attempts=max_attempts, max_delay_s=max_delay_s, fallbacks=fallbacks)
+        return await self._follow(
+            service, operation, fn, args, kwargs, rules, cache_key, task_id, idempotency_key
+        )
+
+    async def plan(
+        self,
+        service: str,
+        error: BaseException,
+        *,
+        operation: str = "",
+        attempt: int = 1,
+        elapsed_s: float = 0.0,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        cache_key: str | None = None,
+    ) -> Plan:
+        await self.start()
+        assert self._http is not None
+        body = plan_body(service, operation, error, attempt, elapsed_s, task_id, idempotency_key, cache_key)
+        try:
+            data = check(await self._http.post("/api/v1/recovery/plan", json=body))
+        except httpx.HTTPError as failure:
+            raise unavailable(failure) from failure
+        return Plan.from_json(data)
+
+    def state(self, service: str) -> str:
+        return self._core.state_of(service)
+
+    @property
+    def connected(self) -> bool:
+        return self._core.connected
+
+    def stats(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "connected": core.connected,
+            "buffered": len(core.buffer) + core.in_flight,
+            "sent": core.sent,
+            "dropped": core.buffer.dropped,
+            "rejected": core.rejected,
+            "last_event_id": core.last_event_id,
+        }
+
+    async def flush(self, timeout_s: float | None = None) -> bool:
+        """Send every queued outcome now; False if some could not be sent (they stay queued)."""
+        if not self._started:
+            await self.start()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return await self._flush_all(deadline)
+
+    # --- deciding and reporting --------------------------------------------------------------------------
+
+    async def _admit(self, service: str) -> tuple[str, tuple[LocalBreaker, str] | None]:
+        if not self._started:
+            await self.start()
+            if service in self._fast:
+                return "", None
+        decision = self._core.decide(service)
+        if decision.kind == ALLOW:
+            return "", None
+        if decision.kind == REFUSE:
+            raise open_error(service, decision)
+        if decision.kind == ASK:
+            assert self._http is not None
+            try:
+                answer = check(await self._http.post(f"/api/v1/breakers/{service}/permit"))
+            except (httpx.HTTPError, ReboundUnavailableError) as error:
+                log.warning(
+                    "rebound_client: no permit for %s (%s); the local breaker decides", service, error
+                )
+                decision = Decision(LOCAL)
+            else:
+                self._core.apply_permit(service, answer)
+                if answer.get("allowed"):
+                    return str(answer.get("permit_id") or ""), None
+                retry = answer.get("retry_after_s")
+                raise CircuitOpenError(
+                    service,
+                    state=str(answer.get("state")),
+                    retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+                    reason=str(answer.get("reason") or ""),
+                )
+        local = self._core.local_breaker(service)
+        result = local.permit()
+        if not result.allowed:
+            raise CircuitOpenError(
+                service,
+                state=result.state,
+                retry_after_s=result.retry_after_ms / 1000,
+                reason=f"local fail-safe breaker: {result.reason}",
+            )
+        return "", (local, result.permit_id)
+
+    def _report(self, guard: AsyncGuard, duration: float, error: Exception | None) -> None:
+        self._core.report(
+            guard.service, guard.operation, guard.plan_id, guard.cache_key, guard._slow, duration, error
+        )
+
+    def _decorate(
+        self, fn: Callable[P, Awaitable[R]], service: str, operation: str, cache_key: CacheKey
+    ) -> Callable[P, Awaitable[R]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise TypeError("AsyncClient guards coroutine functions; use Client for synchronous ones")
+        core, fast, items, buffer, flush_at = (
+            self._core,
+            self._fast,
+            self._items,
+            self._core.buffer,
+            self._flush_at,
+        )
+        test_mode = self.settings.test_mode
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if cache_key is None and service in fast and not test_mode:
+                started = perf_counter()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as error:
+                    if not isinstance(error, CircuitOpenError):
+                        core.report(service, operation, None, None, None, perf_counter() - started, error)
+                    raise
+                items.append((service, operation, perf_counter() - started))
+                if len(items) >= flush_at:
+                    buffer.full()
+                return result
+            async with AsyncGuard(self, service, operation, key_for(cache_key, args, kwargs), None) as guard:
+                result = await fn(*args, **kwargs)
+                guard.set_result(result)
+            return result
+
+        return guarded
+
+    # --- following plans ---------------------------------------------------------------------------------
+
+    def _following(
+        self,
+        service: str,
+        operation: str,
+        rules: Rules,
+        task_id: str | None,
+        idempotency_key: str | None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        self._core.check_name(service)
+
+        def decorator(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError("AsyncClient decorates coroutine functions; use Client for synchronous ones")
+
+            @functools.wraps(fn)
+            async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+                result: R = await self._follow(
+                    service, operation, fn, args, kwargs, rules, None, task_id, idempotency_key
+                )
+                return result
+
+            return run
+
+        return decorator
+
+    async def _follow(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        rules: Rules,
+        cache_key: str | None,
+        task_id: str | None,
+        idempotency_key: str | None,
+    ) -> Any:
+        started = time.monotonic()
+        attempt, plan_id = 1, None
+        target, target_op, call_fn = service, operation, fn
+        used: set[tuple[str, str]] = set()
+        primary: BaseException | None = None
+        while True:
+            try:
+                async with self.guard(
+                    target, target_op, cache_key=cache_key if target == service else None, plan_id=plan_id
+                ) as guard:
+                    result = await _maybe_await(call_fn(*args, **kwargs))
+                    guard.set_result(result)
+                return result
+            except Exception as error:
+                if target == service:
+                    primary = error
+                else:
+                    used.add((target, target_op))
+                assert primary is not None
+                plan = await self._plan_or_none(
+                    service,
+                    primary,
+                    operation=operation,
+                    attempt=attempt,
+                    elapsed_s=time.monotonic() - started,
+                    task_id=task_id,
+                    idempotency_key=idempotency_key,
+                    cache_key=cache_key,
+                )
+                step = _follow.next_step(
+                    plan,
+                    error=error,
+                    attempt=attempt,
+                    rules=rules,
+                    used=used,
+                    service=service,
+                    operation=operation,
+                )
+                if step.kind == VALUE:
+                    return step.value
+                if step.kind == FALLBACK and step.service is None:
+                    assert step.fallback is not None
+                    return await _maybe_await(step.fallback(*args, **kwargs))
+                if step.kind == FALLBACK:
+                    assert step.fallback is not None and step.service is not None
+                    target, target_op, call_fn = step.service, step.operation, step.fallback
+                elif step.kind == RETRY:
+                    await self._sleep(step.delay_s)
+                    target, target_op, call_fn = service, operation, fn
+                    attempt += 1
+                else:
+                    assert step.error is not None
+                    if step.error is error:
+                        raise
+                    raise step.error from error
+                plan_id = step.plan.plan_id if step.plan is not None else None
+
+    async def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
+        try:
+            return await self.plan(service, error, **kwargs)
+        except ReboundUnavailableError as failure:
+            log.warning("rebound_client: the planner is unreachable (%s); local backoff", failure)
+            return None
+
+    async def _sleep(self, seconds: float) -> None:
+        if self.settings.test_mode:
+            self.recorded_delays.append(seconds)
+        elif seconds > 0:
+            await asyncio.sleep(seconds)
+
+    # --- the view task -----------------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        assert self._view_http is not None
+        sent = time.time()
+        try:
+            data = check(await self._view_http.get("/api/v1/breakers/snapshot"))
+        except httpx.HTTPError as error:
+            raise unavailable(error) from error
+        self._core.apply_snapshot(data, sent, time.time())
+
+    async def _details(self, services: set[str], http: httpx.AsyncClient) -> None:
+        for service in services:
+            try:
+                self._core.apply_detail(check(await http.get(f"/api/v1/breakers/{service}")))
+            except (httpx.HTTPError, ReboundError) as error:
+                log.info("rebound_client: no details of %s (%s)", service, error)
+
+    async def _view_loop(self) -> None:
+        s = self.settings
+        assert self._view_http is not None
+        backoff = 0.25
+        next_refresh = time.monotonic() + s.refresh_s
+        while True:
+            try:
+                if not self._core.connected or time.monotonic() >= next_refresh:
+                    reconnecting = not self._core.connected
+                    await self._refresh()
+                    next_refresh = time.monotonic() + s.refresh_s
+                    if reconnecting:
+                        self._poke()  # Rebound is back: send what waited for it now
+                wait = max(0.0, min(s.events_wait_s, next_refresh - time.monotonic()))
+                params = {"after": self._core.last_event_id, "wait": round(wait, 1)}
+                data = check(await self._view_http.get("/api/v1/breakers/events", params=params))
+                await self._details(self._core.apply_events(data.get("events") or []), self._view_http)
+                backoff = 0.25
+            except (httpx.HTTPError, ReboundUnavailableError) as error:
+                self._core.disconnect()
+                log.info("rebound_client: view: %s; again in about %.1f s", error, backoff)
+                await asyncio.sleep(jittered(backoff))
+                backoff = min(backoff * 2, s.max_backoff_s)
+            except ReboundAPIError as error:
+                log.error("rebound_client: the view was refused: %s", error)
+                self._core.disconnect()
+                await asyncio.sleep(s.max_backoff_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rebound_client: the view failed")
+                await asyncio.sleep(s.max_backoff_s)
+
+    # --- the flusher -------------------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        s = self.settings
+        assert self._wake is not None
+        backoff = 0.0
+        while True:
+            if backoff:
+                await asyncio.sleep(jittered(backoff))  # after a failure: not cut short by every new outcome
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), s.flush_interval_s)
+            self._wake.clear()
+            try:
+                ok = await self._flush_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rebound_client: the flush failed")
+                ok = False
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.25), s.max_backoff_s)
+
+    async def _flush_all(self, deadline: float | None = None) -> bool:
+        buffer = self._core.buffer
+        assert self._flush_lock is not None
+        async with self._flush_lock:
+            while len(buffer):
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                batch = buffer.take(self.settings.max_batch * 4)
+                self._core.in_flight = len(batch)
+                try:
+                    left = await self._send_items(batch)
+                    if left:
+                        buffer.give_back(left)
+                        return False
+                finally:
+                    self._core.in_flight = 0
+        return True
+
+    async def _send_items(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        bodies = self._encoder.bodies(items)
+        for index, (body, part) in enumerate(bodies):
+            left = await self._send(body, part)
+            if left:
+                return left + [item for _, rest in bodies[index + 1 :] for item in rest]
+        return []
+
+    async def _send(self, body: bytes, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        http = self._flush_http
+        assert http is not None
+        try:
+            response = await http.post(
+                "/api/v1/outcomes", content=body, headers={"Content-Type": "application/json"}
+            )
+            check_status(response)
+        except httpx.ConnectError as error:
+            self._core.disconnect()
+            log.info("rebound_client: outcomes not sent: %s", error)
+            return items
+        except (httpx.HTTPError, ReboundUnavailableError) as error:
+            log.info("rebound_client: outcomes not sent: %s", error)
+            return items
+        except ReboundAPIError as error:
+            if error.status_code in (401, 403):
+                log.error("rebound_client: outcomes refused: %s", error)
+                return items
+            if len(items) > 1:
+                middle = len(items) // 2
+                left = await self._send_items(items[:middle])
+                return left + items[middle:] if left else await self._send_items(items[middle:])
+            self._core.rejected += 1
+            log.error("rebound_client: an outcome was refused and dropped: %s", error)
+            return []
+        self._core.sent += len(items)
+        results = transitions_in(response)
+        if results:
+            await self._details(self._core.apply_outcome_answers(results), http)
+        return []
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value

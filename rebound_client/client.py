@@ -1,0 +1,675 @@
+"""The synchronous client: `Client(base_url, api_key)`, its guard, decorators and `call`.
+
+Two daemon threads do the network work: the view thread keeps the live view of the fleet's breakers (a
+snapshot at start and every `refresh_s`, transitions by long-poll in between) and the flusher sends queued
+outcomes in batches. A guarded call on a closed breaker touches neither: it looks the service up in a dict,
+calls, and appends its outcome to a deque.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar, cast
+
+import httpx
+
+from rebound_client import _follow
+from rebound_client._breaker import LocalBreaker
+from rebound_client._common import (
+    CacheKey,
+    Settings,
+    check,
+    check_status,
+    jittered,
+    key_for,
+    open_error,
+    plan_body,
+    transitions_in,
+    unavailable,
+)
+from rebound_client._core import ALLOW, ASK, LOCAL, REFUSE, CallState, Change, Core, Decision, Encoder
+from rebound_client._follow import FALLBACK, RETRY, VALUE, Fallbacks, Rules
+from rebound_client.errors import (
+    CircuitOpenError,
+    ReboundAPIError,
+    ReboundError,
+    ReboundUnavailableError,
+)
+from rebound_client.plans import Plan
+
+log = logging.getLogger("rebound_client")
+perf_counter = time.perf_counter
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Guard:
+    """`with client.guard("svc", operation="op") as g:` or `@client.guard("svc")`.
+
+    Before the call it decides locally (CircuitOpenError when the breaker refuses); after it, it queues the
+    outcome. One Guard object per `with` (they are cheap); as a decorator it is made once.
+    """
+
+    __slots__ = ("_client", "_slow", "_started", "cache_key", "operation", "plan_id", "service")
+
+    def __init__(
+        self,
+        client: Client,
+        service: str,
+        operation: str,
+        cache_key: str | None = None,
+        plan_id: str | None = None,
+    ) -> None:
+        self._client = client
+        self.service = service
+        self.operation = operation
+        self.cache_key = cache_key
+        self.plan_id = plan_id
+
+    def __enter__(self) -> Guard:
+        if self.service in self._client._fast and self.cache_key is None and self.plan_id is None:
+            self._slow: CallState | None = None  # the hot path: nothing to ask, nothing to remember
+        else:
+            self._slow = CallState(*self._client._admit(self.service))
+        self._started = perf_counter()
+        return self
+
+    @property
+    def permit_id(self) -> str:
+        """The server's trial permit this call went ahead on ('' when none was needed)."""
+        return self._slow.permit_id if self._slow is not None else ""
+
+    def set_result(self, value: Any) -> None:
+        """The call's result, sent with the success outcome when the guard has a `cache_key` (the planner's
+        cache fallback serves it when the service fails later); without one it is not kept."""
+        if self.cache_key is not None and self._slow is not None:
+            self._slow.result = (value,)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        duration = perf_counter() - self._started
+        if error is None:
+            if self._slow is None:
+                client = self._client
+                items = client._items
+                items.append((self.service, self.operation, duration))
+                if len(items) >= client._flush_at:
+                    client._core.buffer.full()
+            else:
+                self._client._report(self, duration, None)
+        elif isinstance(error, Exception) and not isinstance(error, CircuitOpenError):
+            self._client._report(self, duration, error)
+        # KeyboardInterrupt, SystemExit, GeneratorExit: the call did not finish; nothing to report.
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+        return self._client._decorate(fn, self.service, self.operation, self.cache_key)
+
+
+class Client:
+    """A Rebound client for synchronous code (and async functions it decorates).
+
+    `Client("http://rebound:8000", "rb_...")` loads the fleet's breakers (one request) and starts two daemon
+    threads. `test_mode=True` sleeps nowhere (waits are appended to `recorded_delays`) and sends every outcome
+    before the guarded block returns. Use it as a context manager, or call `close()`, to send what is queued.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        test_mode: bool = False,
+        timeout_s: float = 5.0,
+        flush_interval_s: float = 0.2,
+        flush_at: int = 1000,
+        buffer_size: int = 50_000,
+        max_batch: int = 2000,
+        refresh_s: float = 30.0,
+        events_wait_s: float = 25.0,
+        max_backoff_s: float = 5.0,
+        on_change: Callable[[Change], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = Settings(
+            base_url,
+            api_key,
+            test_mode=test_mode,
+            timeout_s=timeout_s,
+            flush_interval_s=flush_interval_s,
+            flush_at=flush_at,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
+            refresh_s=refresh_s,
+            events_wait_s=events_wait_s,
+            max_backoff_s=max_backoff_s,
+        )
+        s = self.settings
+        self.recorded_delays: list[float] = []
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._core = Core(
+            capacity=s.buffer_size, flush_at=s.flush_at, wake=self._flush_now if test_mode else self._wake.set
+        )
+        if on_change is not None:
+            self._core.listeners.append(on_change)
+        self._fast = self._core.fast
+        self._items = self._core.buffer.items
+        self._flush_at = self._core.buffer.check_at
+        self._encoder = Encoder(s.max_batch)
+
+        def http(read_s: float) -> httpx.Client:
+            timeout = httpx.Timeout(s.timeout_s, read=read_s)
+            return httpx.Client(base_url=s.base_url, headers=s.headers, timeout=timeout, transport=transport)
+
+        self._http = http(s.timeout_s)  # permits and plans, from the callers' threads
+        self._flush_http = http(max(s.timeout_s, 10.0))
+        self._view_http = http(s.events_wait_s + s.timeout_s + 5)
+        try:
+            self._refresh()
+        except ReboundError as error:
+            log.warning(
+                "rebound_client: no view of the fleet yet (%s); local fail-safe breakers decide", error
+            )
+        self._threads = [
+            threading.Thread(target=self._view_loop, name="rebound-view", daemon=True),
+        ]
+        if not test_mode:
+            self._threads.append(threading.Thread(target=self._flush_loop, name="rebound-flush", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            client = ref()
+            if client is not None:
+                client.close(timeout_s=2.0)
+
+        self._at_exit = at_exit
+        atexit.register(at_exit)
+
+    # --- public ------------------------------------------------------------------------------------------
+
+    def guard(
+        self,
+        service: str,
+        operation: str = "",
+        *,
+        cache_key: str | None = None,
+        plan_id: str | None = None,
+    ) -> Guard:
+        if service not in self._core.names:  # checked once per name: this is on the hot path
+            self._core.check_name(service)
+        return Guard(self, service, operation, cache_key, plan_id)
+
+    def with_circuit_breaker(
+        self, service: str, operation: str = "", *, cache_key: CacheKey = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """`@client.with_circuit_breaker("svc")`: the guard as a decorator. `cache_key` may be a callable of
+        the function's arguments."""
+        self._core.check_name(service)
+        return lambda fn: self._decorate(fn, service, operation, cache_key)
+
+    def with_retry(
+        self,
+        service: str,
+        operation: str = "",
+        *,
+        max_attempts: int = 3,
+        max_delay_s: float | None = None,
+        base_delay_s: float = 1.0,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Retry the guarded call as the planner says after each failure (at most `max_attempts` calls), with
+        a local exponential backoff from `base_delay_s` while Rebound is unreachable."""
+        rules = Rules(max_attempts=max_attempts, max_delay_s=max_delay_s, base_delay_s=base_delay_s)
+        return self._following(service, operation, rules, task_id, idempotency_key)
+
+    def with_fallback(
+        self,
+        service: str,
+        fallback: Callable[..., Any],
+        operation: str = "",
+        *,
+        max_attempts: int = 1,
+        fallbacks: Fallbacks | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """On failure, use what the planner offers (a cached or static value, a skip, a registered fallback
+        service), else call `fallback` with the same arguments."""
+        rules = Rules(max_attempts=max_attempts, fallbacks=fallbacks, fallback=fallback)
+        return self._following(service, operation, rules, None, None)
+
+    def call(
+        self,
+        service: str,
+        fn: Callable[..., R],
+        *args: Any,
+        operation: str = "",
+        fallbacks: Fallbacks | None = None,
+        cache_key: str | None = None,
+        max_attempts: int | None = None,
+        max_delay_s: float | None = None,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> R | Any:
+        """Run `fn(*args, **kwargs)` under the guard and, on failure, follow the planner's plans: retry after
+        their delay, wait, use a fallback (cache/static: its value; service: `fallbacks[service]`; skip: a
+        PartialResult), or raise (degrade, escalate, abort) with the plan attached."""
+        self._core.check_name(service)
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError("call() on a coroutine function needs AsyncClient")
+        rules = Rules(max_attempts=max_attempts, max_delay_s=max_delay_s, fallbacks=fallbacks)
+        return self._follow(service, operation, fn, args, kwargs, rules, cache_key, task_id, idempotency_key)
+
+    def plan(
+        self,
+        service: str,
+        error: BaseException,
+        *,
+        operation: str = "",
+        attempt: int = 1,
+        elapsed_s: float = 0.0,
+        task_id: str | None = None,
+        idempotency_key: str | None = None,
+        cache_key: str | None = None,
+    ) -> Plan:
+        """Ask the planner what to do about `error` (ReboundUnavailableError when it cannot be asked)."""
+        body = plan_body(service, operation, error, attempt, elapsed_s, task_id, idempotency_key, cache_key)
+        try:
+            data = check(self._http.post("/api/v1/recovery/plan", json=body))
+        except httpx.HTTPError as failure:
+            raise unavailable(failure) from failure
+        return Plan.from_json(data)
+
+    def state(self, service: str) -> str:
+        """The breaker's state as this process sees it now."""
+        return self._core.state_of(service)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the live view is current (False: Rebound is unreachable and local breakers decide)."""
+        return self._core.connected
+
+    def stats(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "connected": core.connected,
+            "buffered": len(core.buffer) + core.in_flight,
+            "sent": core.sent,
+            "dropped": core.buffer.dropped,
+            "rejected": core.rejected,
+            "last_event_id": core.last_event_id,
+        }
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Send every queued outcome now; False if some could not be sent (they stay queued)."""
+        return self._flush_all(deadline=None if timeout_s is None else time.monotonic() + timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the threads and send what is queued (for at most `timeout_s`)."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        atexit.unregister(self._at_exit)
+        self.flush(timeout_s)
+        for client in (self._view_http, self._flush_http, self._http):
+            client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- deciding and reporting --------------------------------------------------------------------------
+
+    def _admit(self, service: str) -> tuple[str, tuple[LocalBreaker, str] | None]:
+        """The slow path before a call: (permit_id, (local breaker, its permit) in fail-safe)."""
+        decision = self._core.decide(service)
+        if decision.kind == ALLOW:
+            return "", None
+        if decision.kind == REFUSE:
+            raise open_error(service, decision)
+        if decision.kind == ASK:
+            try:
+                answer = check(self._http.post(f"/api/v1/breakers/{service}/permit"))
+            except (httpx.HTTPError, ReboundUnavailableError) as error:
+                log.warning(
+                    "rebound_client: no permit for %s (%s); the local breaker decides", service, error
+                )
+                decision = Decision(LOCAL)
+            else:
+                self._core.apply_permit(service, answer)
+                if answer.get("allowed"):
+                    return str(answer.get("permit_id") or ""), None
+                retry = answer.get("retry_after_s")
+                raise CircuitOpenError(
+                    service,
+                    state=str(answer.get("state")),
+                    retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+                    reason=str(answer.get("reason") or ""),
+                )
+        local = self._core.local_breaker(service)
+        result = local.permit()
+        if not result.allowed:
+            raise CircuitOpenError(
+                service,
+                state=result.state,
+                retry_after_s=result.retry_after_ms / 1000,
+                reason=f"local fail-safe breaker: {result.reason}",
+            )
+        return "", (local, result.permit_id)
+
+    def _report(self, guard: Guard, duration: float, error: Exception | None) -> None:
+        self._core.report(
+            guard.service, guard.operation, guard.plan_id, guard.cache_key, guard._slow, duration, error
+        )
+
+    def _decorate(
+        self, fn: Callable[P, R], service: str, operation: str, cache_key: CacheKey
+    ) -> Callable[P, R]:
+        core, fast, items, buffer, flush_at = (
+            self._core,
+            self._fast,
+            self._items,
+            self._core.buffer,
+            self._flush_at,
+        )
+        if inspect.iscoroutinefunction(fn):
+            return cast(Callable[P, R], self._decorate_async(fn, service, operation, cache_key))
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            if cache_key is None and service in fast:
+                started = perf_counter()
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as error:
+                    if not isinstance(error, CircuitOpenError):
+                        core.report(service, operation, None, None, None, perf_counter() - started, error)
+                    raise
+                items.append((service, operation, perf_counter() - started))
+                if len(items) >= flush_at:
+                    buffer.full()
+                return result
+            with Guard(self, service, operation, key_for(cache_key, args, kwargs)) as guard:
+                result = fn(*args, **kwargs)
+                guard.set_result(result)
+            return result
+
+        return guarded
+
+    def _decorate_async(
+        self, fn: Callable[..., Any], service: str, operation: str, cache_key: CacheKey
+    ) -> Callable[..., Any]:
+        import asyncio
+
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            key = key_for(cache_key, args, kwargs)
+            slow = None
+            if key is not None or service not in self._fast:
+                # The slow path may ask the server: in a thread, so that the event loop is not blocked.
+                slow = CallState(*await asyncio.to_thread(self._admit, service))
+            started = perf_counter()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as error:
+                if not isinstance(error, CircuitOpenError):
+                    self._core.report(service, operation, None, key, slow, perf_counter() - started, error)
+                raise
+            if slow is not None and key is not None:
+                slow.result = (result,)
+            self._core.report(service, operation, None, key, slow, perf_counter() - started, None)
+            return result
+
+        return guarded
+
+    # --- following plans ---------------------------------------------------------------------------------
+
+    def _following(
+        self,
+        service: str,
+        operation: str,
+        rules: Rules,
+        task_id: str | None,
+        idempotency_key: str | None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        self._core.check_name(service)
+
+        def decorator(fn: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(fn):
+                raise TypeError("with_retry and with_fallback on a coroutine function need AsyncClient")
+
+            @functools.wraps(fn)
+            def run(*args: P.args, **kwargs: P.kwargs) -> R:
+                return cast(
+                    R,
+                    self._follow(service, operation, fn, args, kwargs, rules, None, task_id, idempotency_key),
+                )
+
+            return run
+
+        return decorator
+
+    def _follow(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        rules: Rules,
+        cache_key: str | None,
+        task_id: str | None,
+        idempotency_key: str | None,
+    ) -> Any:
+        started = time.monotonic()
+        attempt, plan_id = 1, None
+        target, target_op, call_fn = service, operation, fn
+        used: set[tuple[str, str]] = set()
+        primary: BaseException | None = None
+        while True:
+            try:
+                with self.guard(
+                    target, target_op, cache_key=cache_key if target == service else None, plan_id=plan_id
+                ) as guard:
+                    result = call_fn(*args, **kwargs)
+                    guard.set_result(result)
+                return result
+            except Exception as error:
+                if target == service:
+                    primary = error
+                else:
+                    used.add((target, target_op))  # the fallback failed: the planner is asked again
+                assert primary is not None
+                plan = self._plan_or_none(
+                    service,
+                    primary,
+                    operation=operation,
+                    attempt=attempt,
+                    elapsed_s=time.monotonic() - started,
+                    task_id=task_id,
+                    idempotency_key=idempotency_key,
+                    cache_key=cache_key,
+                )
+                step = _follow.next_step(
+                    plan,
+                    error=error,
+                    attempt=attempt,
+                    rules=rules,
+                    used=used,
+                    service=service,
+                    operation=operation,
+                )
+                if step.kind == VALUE:
+                    return step.value
+                if step.kind == FALLBACK and step.service is None:
+                    assert step.fallback is not None
+                    return step.fallback(*args, **kwargs)
+                if step.kind == FALLBACK:
+                    assert step.fallback is not None and step.service is not None
+                    target, target_op, call_fn = step.service, step.operation, step.fallback
+                elif step.kind == RETRY:
+                    self._sleep(step.delay_s)
+                    target, target_op, call_fn = service, operation, fn
+                    attempt += 1
+                else:
+                    assert step.error is not None
+                    if step.error is error:
+                        raise
+                    raise step.error from error
+                plan_id = step.plan.plan_id if step.plan is not None else None
+
+    def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
+        try:
+            return self.plan(service, error, **kwargs)
+        except ReboundUnavailableError as failure:
+            log.warning("rebound_client: the planner is unreachable (%s); local backoff", failure)
+            return None
+
+    def _sleep(self, seconds: float) -> None:
+        if self.settings.test_mode:
+            self.recorded_delays.append(seconds)
+        elif seconds > 0:
+            time.sleep(seconds)
+
+    # --- the view thread ---------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        sent = time.time()
+        try:
+            data = check(self._view_http.get("/api/v1/breakers/snapshot"))
+        except httpx.HTTPError as error:
+            raise unavailable(error) from error
+        self._core.apply_snapshot(data, sent, time.time())
+
+    def _details(self, services: set[str], http: httpx.Client | None = None) -> None:
+        for service in services:
+            try:
+                self._core.apply_detail(check((http or self._view_http).get(f"/api/v1/breakers/{service}")))
+            except (httpx.HTTPError, ReboundError) as error:
+                log.info("rebound_client: no details of %s (%s)", service, error)
+
+    def _view_loop(self) -> None:
+        s = self.settings
+        backoff = 0.25
+        next_refresh = time.monotonic() + s.refresh_s
+        while not self._stop.is_set():
+            try:
+                if not self._core.connected or time.monotonic() >= next_refresh:
+                    reconnecting = not self._core.connected
+                    self._refresh()
+                    next_refresh = time.monotonic() + s.refresh_s
+                    if reconnecting:
+                        self._wake.set()  # Rebound is back: send what waited for it now
+                wait = max(0.0, min(s.events_wait_s, next_refresh - time.monotonic()))
+                params = {"after": self._core.last_event_id, "wait": round(wait, 1)}
+                data = check(self._view_http.get("/api/v1/breakers/events", params=params))
+                self._details(self._core.apply_events(data.get("events") or []))
+                backoff = 0.25
+            except (httpx.HTTPError, ReboundUnavailableError) as error:
+                if self._stop.is_set():
+                    return
+                self._core.disconnect()
+                log.info("rebound_client: view: %s; again in about %.1f s", error, backoff)
+                self._stop.wait(jittered(backoff))
+                backoff = min(backoff * 2, s.max_backoff_s)
+            except (
+                ReboundAPIError
+            ) as error:  # a revoked key, a missing permission: say so, keep trying slowly
+                log.error("rebound_client: the view was refused: %s", error)
+                self._core.disconnect()
+                self._stop.wait(s.max_backoff_s)
+            except Exception:  # the view must outlive a bug in one answer
+                log.exception("rebound_client: the view failed")
+                self._stop.wait(s.max_backoff_s)
+
+    # --- the flusher -------------------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        s = self.settings
+        backoff = 0.0
+        while not self._stop.is_set():
+            if backoff:
+                self._stop.wait(jittered(backoff))  # after a failure: not cut short by every new outcome
+            else:
+                self._wake.wait(s.flush_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                ok = self._flush_all()
+            except Exception:
+                log.exception("rebound_client: the flush failed")
+                ok = False
+            backoff = 0.0 if ok else min(max(backoff * 2, 0.25), s.max_backoff_s)
+
+    def _flush_now(self) -> None:
+        self._flush_all()
+
+    def _flush_all(self, deadline: float | None = None) -> bool:
+        buffer = self._core.buffer
+        with self._flush_lock:
+            while len(buffer):
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                batch = buffer.take(self.settings.max_batch * 4)
+                self._core.in_flight = len(batch)
+                try:
+                    left = self._send_items(batch)
+                    if left:
+                        buffer.give_back(left)
+                        return False
+                finally:
+                    self._core.in_flight = 0
+        return True
+
+    def _send_items(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Send outcomes in as many requests as they need; returns those not sent (Rebound unreachable)."""
+        bodies = self._encoder.bodies(items)
+        for index, (body, part) in enumerate(bodies):
+            left = self._send(body, part)
+            if left:
+                return left + [item for _, rest in bodies[index + 1 :] for item in rest]
+        return []
+
+    def _send(self, body: bytes, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        try:
+            response = self._flush_http.post(
+                "/api/v1/outcomes", content=body, headers={"Content-Type": "application/json"}
+            )
+            check_status(response)
+        except httpx.ConnectError as error:
+            self._core.disconnect()
+            log.info("rebound_client: outcomes not sent: %s", error)
+            return items
+        except (httpx.HTTPError, ReboundUnavailableError) as error:
+            log.info("rebound_client: outcomes not sent: %s", error)
+            return items
+        except ReboundAPIError as error:
+            if error.status_code in (401, 403):
+                log.error("rebound_client: outcomes refused: %s", error)
+                return items
+            if len(items) > 1:
+                # One invalid outcome refuses the whole request: halve until it is alone, send the rest.
+                middle = len(items) // 2
+                left = self._send_items(items[:middle])
+                return left + items[middle:] if left else self._send_items(items[middle:])
+            self._core.rejected += 1
+            log.error("rebound_client: an outcome was refused and dropped: %s", error)
+            return []
+        self._core.sent += len(items)
+        results = transitions_in(response)
+        if results:
+            self._details(self._core.apply_outcome_answers(results), self._flush_http)
+        return []
