@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -223,50 +221,14 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, one per core (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all targets; medians are reported")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
-    parser.add_argument("--pg", default=server.DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--db", default=DB_NAME, help="benchmark database (dropped and created)")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder (gunicorn log)")
+    server.add_stack_options(parser, DB_NAME)
     a = parser.parse_args(argv)
     if min(a.duration, a.connections, a.workers, a.rounds) < 1 or a.warmup < 0:
         parser.error("duration, connections, workers and rounds must be at least 1, warmup at least 0")
-    if not a.db.startswith(DB_NAME):
-        parser.error(f"the database's name must start with {DB_NAME}: it is dropped and created")
+    server.check_db_name(parser, a.db, DB_NAME)
     return Options(
         a.duration, a.warmup, a.connections, a.workers, a.rounds, a.write_docs, a.pg, a.db, a.keep_workdir
     )
-
-
-def other_benchmarks() -> list[int]:
-    """Other benchmark processes (bench.intake, bench.breakers) running now: they use the same Redis db 13 (the
-    breaker state, the buffered intake's stream, the API key cache), so two at once spoil each other."""
-    ancestors, pid = set(), os.getpid()
-    while pid > 1:  # this process and whatever started it (a `timeout` wrapper names the module too)
-        ancestors.add(pid)
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in ancestors:
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"bench.intake" in command or b"bench.breakers" in command:
-            found.append(int(entry.name))
-    return found
-
-
-def wait_for_other_benchmarks(timeout_s: float = 1800.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (others := other_benchmarks()) and time.monotonic() < deadline:
-        print(f"waiting for other benchmark processes {others} to finish: they share Redis db 13", flush=True)
-        time.sleep(10)
-    if others:
-        raise SystemExit(f"other benchmark processes {others} are still running; not starting")
 
 
 def missing_tools() -> list[str]:
@@ -509,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if hints:
         print("\n\n".join(hints), file=sys.stderr)
         return 2
-    wait_for_other_benchmarks()
+    server.wait_for_other_benchmarks(("intake", "breakers"))
     with server.scratch_stack(
         prefix="rebound-bench-breakers-",
         pg_admin_url=opts.pg_admin_url,

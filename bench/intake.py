@@ -82,12 +82,7 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers, one per core (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all targets; medians are reported")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
-    parser.add_argument("--pg", default=server.DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
-    parser.add_argument(
-        "--db", default=server.DEFAULT_DB_NAME, help="benchmark database (dropped and created)"
-    )
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder (gunicorn log)")
+    server.add_stack_options(parser)
     a = parser.parse_args(argv)
     if min(a.duration, a.connections, a.workers, a.rounds) < 1 or a.warmup < 0:
         parser.error("duration, connections, workers and rounds must be at least 1, warmup at least 0")

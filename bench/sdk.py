@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import random
 import signal
@@ -27,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -76,15 +74,11 @@ def parse_args(argv: list[str]) -> Options:
     parser.add_argument("--trials", type=int, default=30, help="breakers tripped, one after another")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, one per core)")
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (long-polls hold one)")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
-    parser.add_argument("--pg", default=server.DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--db", default=DB_NAME, help="benchmark database (dropped and created)")
-    parser.add_argument("--keep-workdir", action="store_true")
+    server.add_stack_options(parser, DB_NAME)
     a = parser.parse_args(argv)
     if min(a.rounds, a.clients, a.trials, a.workers, a.threads) < 1 or a.seconds <= 0 or a.warmup < 0:
         parser.error("rounds, clients, trials, workers and threads must be at least 1; seconds above 0")
-    if not a.db.startswith(DB_NAME):
-        parser.error(f"the database's name must start with {DB_NAME}: it is dropped and created")
+    server.check_db_name(parser, a.db, DB_NAME)
     return Options(
         a.rounds,
         a.seconds,
@@ -98,31 +92,6 @@ def parse_args(argv: list[str]) -> Options:
         a.db,
         a.keep_workdir,
     )
-
-
-def other_benchmarks() -> list[int]:
-    """Other benchmark processes: they share Redis db 13 (bench.breakers empties it) and the cores."""
-    mine = {os.getpid(), os.getppid()}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) in mine:
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes() + b"\x00"
-        except OSError:
-            continue
-        if b"-m\x00bench." in command:  # any benchmark: bench.intake, .breakers, .checkpoints, another .sdk
-            found.append(int(entry.name))
-    return found
-
-
-def wait_for_other_benchmarks(timeout_s: float = 1800.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while (others := other_benchmarks()) and time.monotonic() < deadline:
-        print(f"waiting for other benchmark processes {others}: they share Redis db 13", flush=True)
-        time.sleep(10)
-    if others:
-        raise SystemExit(f"other benchmark processes {others} are still running; not starting")
 
 
 CREATE_SERVICES = """
@@ -323,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    wait_for_other_benchmarks()
+    server.wait_for_other_benchmarks()
     with server.scratch_stack(
         prefix="rebound-bench-sdk-",
         pg_admin_url=opts.pg_admin_url,

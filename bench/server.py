@@ -7,6 +7,7 @@ the figures describe the real configuration rather than a test settings module.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import http.client
 import os
@@ -232,3 +233,53 @@ def scratch_stack(
             print(f"scratch folder kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- what every benchmark that runs its own stack shares -------------------------------------------------
+
+
+def add_stack_options(parser: argparse.ArgumentParser, db_name: str = DEFAULT_DB_NAME) -> None:
+    """--write-docs, --pg, --db (dropped and created) and --keep-workdir."""
+    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
+    parser.add_argument("--pg", default=DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
+    parser.add_argument("--db", default=db_name, help="benchmark database (dropped and created)")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder (gunicorn log)")
+
+
+def check_db_name(parser: argparse.ArgumentParser, db: str, prefix: str) -> None:
+    if not db.startswith(prefix):
+        parser.error(f"the database's name must start with {prefix}: it is dropped and created")
+
+
+def other_benchmarks(modules: tuple[str, ...] = ()) -> list[int]:
+    """Other benchmark processes running now (`-m bench.<module>` for one of `modules`; any benchmark when none
+    are named). They share Redis db 13 (the breaker state, the buffered intake's stream, the API key cache)
+    and the cores, so two at once spoil each other."""
+    ancestors, pid = set(), os.getpid()
+    while pid > 1:  # this process and whatever started it (a `timeout` wrapper names the module too)
+        ancestors.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    patterns = [f"-m\x00bench.{module}".encode() for module in modules] or [b"-m\x00bench."]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in ancestors:
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(pattern in command for pattern in patterns):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_for_other_benchmarks(modules: tuple[str, ...] = (), timeout_s: float = 1800.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (others := other_benchmarks(modules)) and time.monotonic() < deadline:
+        print(f"waiting for other benchmark processes {others} to finish: they share Redis db 13", flush=True)
+        time.sleep(10)
+    if others:
+        raise SystemExit(f"other benchmark processes {others} are still running; not starting")

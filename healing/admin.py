@@ -18,9 +18,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
@@ -65,6 +67,17 @@ def pretty_json(value: Any) -> SafeString | str:
     return format_html(
         '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
         json.dumps(value, indent=2, ensure_ascii=False),
+    )
+
+
+def pill(text: str, color: str, css_class: str = "") -> SafeString:
+    """A state as a coloured pill; its name stays in the text for readers without colour."""
+    return format_html(
+        '<span{} style="background: {}; color: #fff; padding: 1px 8px; border-radius: 10px; '
+        'white-space: nowrap; font-weight: 600">{}</span>',
+        format_html(' class="{}"', css_class) if css_class else "",
+        color,
+        text,
     )
 
 
@@ -309,6 +322,72 @@ def reasoned_action(
             model_admin.message_user(request, f"{obj}: {error.message}", messages.ERROR)
     model_admin.message_user(request, done(changed, len(objects)), messages.SUCCESS)
     return None
+
+
+class ReasonedDeleteMixin:
+    """Deleting always with a reason: Django's unaudited bulk delete action is dropped (subclasses offer an
+    action calling `_reasoned_delete_action` instead), and its delete page is replaced by one that asks why.
+    Subclasses write `_delete(request, obj, reason)` (through a service, which audits) and may reword the
+    page and the message."""
+
+    delete_title: str | None = None  # None: "Delete <verbose name>"
+    delete_intro = "You are about to delete:"
+
+    def _delete(self, request: HttpRequest, obj: Any, reason: str) -> bool:
+        raise NotImplementedError
+
+    def deleted_message(self, obj: Any, label: str) -> str:
+        return f"Deleted “{label}”."
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        actions.pop("delete_selected", None)
+        return actions
+
+    def _reasoned_delete_action(
+        self, request: HttpRequest, queryset: QuerySet[Any], action: str, title: str, plural: str
+    ) -> TemplateResponse | None:
+        return reasoned_action(
+            self,  # type: ignore[arg-type]
+            request,
+            queryset,
+            action=action,
+            title=title,
+            submit="Delete",
+            apply=lambda obj, reason: self._delete(request, obj, reason),
+            done=lambda changed, total: f"Deleted {changed} of {total} selected {plural}.",
+        )
+
+    @csrf_protect_m
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        model_admin: admin.ModelAdmin = self  # type: ignore[type-arg, assignment]
+        obj = model_admin.get_object(request, unquote(object_id))
+        if not model_admin.has_delete_permission(request, obj):
+            raise PermissionDenied
+        if obj is None:
+            raise Http404("No such object.")
+        form = ReasonForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            label = str(obj)
+            try:
+                self._delete(request, obj, form.cleaned_data["reason"])
+            except DomainError as error:
+                form.add_error("reason", error.message)
+            else:
+                model_admin.message_user(request, self.deleted_message(obj, label), messages.SUCCESS)
+                opts = model_admin.model._meta
+                return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        return render_reason_page(
+            model_admin,
+            request,
+            form,
+            objects=[obj],
+            title=self.delete_title or f"Delete {model_admin.model._meta.verbose_name}",
+            intro=self.delete_intro,
+            submit="Delete",
+        )
 
 
 # --- The audit trail -------------------------------------------------------------------------------------

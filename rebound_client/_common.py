@@ -1,17 +1,21 @@
-"""What both clients share: their settings, how an answer is read, the body of a plan request."""
+"""What both clients share: their settings, how an answer is read, the body of a plan request, and all they
+decide without I/O (the guard's bookkeeping, a permit's answer, what to keep of a batch that was not sent)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
-from rebound_client._core import Decision
+from rebound_client._breaker import LocalBreaker
+from rebound_client._core import REFUSE, CallState, Change, Core, Decision, Encoder
 from rebound_client._describe import describe
 from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundUnavailableError
 
+log = logging.getLogger("rebound_client")
 USER_AGENT = "rebound-client/0.1"
 CacheKey = str | Callable[..., str] | None
 
@@ -135,3 +139,168 @@ def key_for(cache_key: CacheKey, args: tuple[Any, ...], kwargs: Mapping[str, Any
     if cache_key is None or isinstance(cache_key, str):
         return cache_key
     return str(cache_key(*args, **kwargs))
+
+
+Items = list[tuple[Any, ...]]
+
+
+class ClientBase:
+    """What `Client` and `AsyncClient` hold and decide apart from their I/O: the settings, the decision core,
+    the encoder, the views of them, and what to make of the server's answers."""
+
+    settings: Settings
+
+    def _setup(
+        self, settings: Settings, on_change: Callable[[Change], None] | None, wake: Callable[[], None]
+    ) -> None:
+        self.settings = settings
+        self.recorded_delays: list[float] = []
+        self._core = Core(capacity=settings.buffer_size, flush_at=settings.flush_at, wake=wake)
+        if on_change is not None:
+            self._core.listeners.append(on_change)
+        # The hot path's lookups, bound once.
+        self._fast = self._core.fast
+        self._items = self._core.buffer.items
+        self._flush_at = self._core.buffer.check_at
+        self._encoder = Encoder(settings.max_batch)
+
+    def state(self, service: str) -> str:
+        """The breaker's state as this process sees it now."""
+        return self._core.state_of(service)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the live view is current (False: Rebound is unreachable and local breakers decide)."""
+        return self._core.connected
+
+    def stats(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "connected": core.connected,
+            "buffered": len(core.buffer) + core.in_flight,
+            "sent": core.sent,
+            "dropped": core.buffer.dropped,
+            "rejected": core.rejected,
+            "last_event_id": core.last_event_id,
+        }
+
+    # --- before a call on the slow path ------------------------------------------------------------------
+
+    def _decide(self, service: str) -> str:
+        """ALLOW, ASK (the server's permit) or LOCAL (the local fail-safe breaker); a refusal raises."""
+        decision = self._core.decide(service)
+        if decision.kind == REFUSE:
+            raise open_error(service, decision)
+        return decision.kind
+
+    def _permitted(self, service: str, answer: Any) -> tuple[str, None]:
+        """The server's answer to a permit request: its permit id, or CircuitOpenError."""
+        self._core.apply_permit(service, answer)
+        if answer.get("allowed"):
+            return str(answer.get("permit_id") or ""), None
+        retry = answer.get("retry_after_s")
+        raise CircuitOpenError(
+            service,
+            state=str(answer.get("state")),
+            retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+            reason=str(answer.get("reason") or ""),
+        )
+
+    def _no_permit(self, service: str, error: Exception) -> None:
+        log.warning("rebound_client: no permit for %s (%s); the local breaker decides", service, error)
+
+    def _local_permit(self, service: str) -> tuple[str, tuple[LocalBreaker, str]]:
+        """The local fail-safe breaker's permit (CircuitOpenError when it refuses)."""
+        local = self._core.local_breaker(service)
+        result = local.permit()
+        if not result.allowed:
+            raise CircuitOpenError(
+                service,
+                state=result.state,
+                retry_after_s=result.retry_after_ms / 1000,
+                reason=f"local fail-safe breaker: {result.reason}",
+            )
+        return "", (local, result.permit_id)
+
+    # --- after a flush -----------------------------------------------------------------------------------
+
+    def _not_sent(self, error: Exception, items: Items) -> Items:
+        """Rebound could not be reached (or was unavailable): the batch stays queued."""
+        if isinstance(error, httpx.ConnectError):
+            self._core.disconnect()
+        log.info("rebound_client: outcomes not sent: %s", error)
+        return items
+
+    def _refused(self, error: ReboundAPIError, items: Items) -> Items | None:
+        """What to keep of a batch Rebound refused: all of it (the key was refused), nothing (one invalid
+        outcome: dropped), or None: split it, since one invalid outcome refuses the whole request."""
+        if error.status_code in (401, 403):
+            log.error("rebound_client: outcomes refused: %s", error)
+            return items
+        if len(items) > 1:
+            return None
+        self._core.rejected += 1
+        log.error("rebound_client: an outcome was refused and dropped: %s", error)
+        return []
+
+    def _sent(self, items: Items, response: httpx.Response) -> set[str]:
+        """Count a batch the server accepted; the services whose details to fetch (a transition happened)."""
+        self._core.sent += len(items)
+        results = transitions_in(response)
+        return self._core.apply_outcome_answers(results) if results else set()
+
+
+class GuardBase:
+    """What `Guard` and `AsyncGuard` share: their fields, the permit, the result to cache, and queueing the
+    outcome after the call."""
+
+    __slots__ = ("_client", "_slow", "_started", "cache_key", "operation", "plan_id", "service")
+    _slow: CallState | None  # set on entry: None on the hot path
+    _started: float
+
+    def __init__(
+        self,
+        client: ClientBase,
+        service: str,
+        operation: str,
+        cache_key: str | None = None,
+        plan_id: str | None = None,
+    ) -> None:
+        self._client = client
+        self.service = service
+        self.operation = operation
+        self.cache_key = cache_key
+        self.plan_id = plan_id
+
+    @property
+    def permit_id(self) -> str:
+        """The server's trial permit this call went ahead on ('' when none was needed)."""
+        return self._slow.permit_id if self._slow is not None else ""
+
+    def _on_fast_path(self) -> bool:
+        # The hot path: nothing to ask, nothing to remember.
+        return self.service in self._client._fast and self.cache_key is None and self.plan_id is None
+
+    def set_result(self, value: Any) -> None:
+        """The call's result, sent with the success outcome when the guard has a `cache_key` (the planner's
+        cache fallback serves it when the service fails later); without one it is not kept."""
+        if self.cache_key is not None and self._slow is not None:
+            self._slow.result = (value,)
+
+    def _finish(self, duration: float, error: BaseException | None) -> bool:
+        """Queue the call's outcome; False when the call did not finish (KeyboardInterrupt, SystemExit,
+        GeneratorExit, a cancellation) and there is nothing to report."""
+        client = self._client
+        if error is None:
+            if self._slow is None:
+                items = client._items
+                items.append((self.service, self.operation, duration))
+                if len(items) >= client._flush_at:
+                    client._core.buffer.full()
+                return True
+        elif not isinstance(error, Exception) or isinstance(error, CircuitOpenError):
+            return False
+        client._core.report(
+            self.service, self.operation, self.plan_id, self.cache_key, self._slow, duration, error
+        )
+        return True

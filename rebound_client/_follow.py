@@ -6,6 +6,7 @@ Pure: the sync and the async client run the steps (sleep, call again, call a fal
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,77 @@ class Rules:
     local_attempts: int = 3
     fallbacks: Fallbacks | None = None
     fallback: Callable[..., Any] | None = None  # with_fallback's: used whenever nothing better is left
+
+
+class Following:
+    """One call that follows the planner's plans: what it calls now (the service, or a fallback service), after
+    how many attempts, on which plan. The clients do the I/O (the guarded call, the plan request, the wait)."""
+
+    def __init__(
+        self,
+        service: str,
+        operation: str,
+        fn: Callable[..., Any],
+        rules: Rules,
+        cache_key: str | None,
+        task_id: str | None,
+        idempotency_key: str | None,
+    ) -> None:
+        self.service, self.operation, self.fn, self.rules = service, operation, fn, rules
+        self.cache_key, self.task_id, self.idempotency_key = cache_key, task_id, idempotency_key
+        self.started = time.monotonic()
+        self.attempt = 1
+        self.plan_id: str | None = None
+        self.target, self.target_op, self.call_fn = service, operation, fn
+        self.used: set[tuple[str, str]] = set()
+        self.primary: BaseException | None = None
+
+    @property
+    def target_cache_key(self) -> str | None:
+        """The cache key goes with calls of the service itself, not with those of a fallback service."""
+        return self.cache_key if self.target == self.service else None
+
+    def failed(self, error: BaseException) -> BaseException:
+        """Note a failed call; the error to ask the planner about (the service's own, even after a fallback
+        service failed: that one is not asked for again)."""
+        if self.target == self.service:
+            self.primary = error
+        else:
+            self.used.add((self.target, self.target_op))
+        assert self.primary is not None
+        return self.primary
+
+    def plan_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the client's `plan` about the last failure."""
+        return {
+            "operation": self.operation,
+            "attempt": self.attempt,
+            "elapsed_s": time.monotonic() - self.started,
+            "task_id": self.task_id,
+            "idempotency_key": self.idempotency_key,
+            "cache_key": self.cache_key,
+        }
+
+    def next(self, plan: Plan | None, error: BaseException) -> Step:
+        """The step after `error` given the plan (None: the planner could not be asked), and the call to
+        make next when the step is a retry or a fallback service."""
+        step = next_step(
+            plan,
+            error=error,
+            attempt=self.attempt,
+            rules=self.rules,
+            used=self.used,
+            service=self.service,
+            operation=self.operation,
+        )
+        if step.kind == FALLBACK and step.service is not None:
+            assert step.fallback is not None
+            self.target, self.target_op, self.call_fn = step.service, step.operation, step.fallback
+        elif step.kind == RETRY:
+            self.target, self.target_op, self.call_fn = self.service, self.operation, self.fn
+            self.attempt += 1
+        self.plan_id = step.plan.plan_id if step.plan is not None else None
+        return step
 
 
 def next_step(

@@ -17,22 +17,22 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from rebound_client import _follow
 from rebound_client._breaker import LocalBreaker
 from rebound_client._common import (
     CacheKey,
+    ClientBase,
+    GuardBase,
+    Items,
     Settings,
     check,
     check_status,
     jittered,
     key_for,
-    open_error,
     plan_body,
-    transitions_in,
     unavailable,
 )
-from rebound_client._core import ALLOW, ASK, LOCAL, REFUSE, CallState, Change, Core, Decision, Encoder
-from rebound_client._follow import FALLBACK, RETRY, VALUE, Fallbacks, Rules
+from rebound_client._core import ALLOW, ASK, CallState, Change
+from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, Rules
 from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundError, ReboundUnavailableError
 from rebound_client.plans import Plan
 
@@ -42,66 +42,28 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncGuard:
+class AsyncGuard(GuardBase):
     """`async with client.guard("svc", operation="op") as g:` or `@client.guard("svc")` on a coroutine
     function. One per `async with`; as a decorator it is made once."""
 
-    __slots__ = ("_client", "_slow", "_started", "cache_key", "operation", "plan_id", "service")
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        service: str,
-        operation: str,
-        cache_key: str | None = None,
-        plan_id: str | None = None,
-    ) -> None:
-        self._client = client
-        self.service = service
-        self.operation = operation
-        self.cache_key = cache_key
-        self.plan_id = plan_id
+    __slots__ = ()
+    _client: AsyncClient
 
     async def __aenter__(self) -> AsyncGuard:
-        if self.service in self._client._fast and self.cache_key is None and self.plan_id is None:
-            self._slow: CallState | None = None
-        else:
-            self._slow = CallState(*await self._client._admit(self.service))
+        self._slow = None if self._on_fast_path() else CallState(*await self._client._admit(self.service))
         self._started = perf_counter()
         return self
 
-    @property
-    def permit_id(self) -> str:
-        return self._slow.permit_id if self._slow is not None else ""
-
-    def set_result(self, value: Any) -> None:
-        """The call's result, sent with the success outcome when the guard has a `cache_key`."""
-        if self.cache_key is not None and self._slow is not None:
-            self._slow.result = (value,)
-
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
-        duration = perf_counter() - self._started
-        client = self._client
-        if error is None:
-            if self._slow is None:
-                items = client._items
-                items.append((self.service, self.operation, duration))
-                if len(items) >= client._flush_at:
-                    client._core.buffer.full()
-            else:
-                client._report(self, duration, None)
-        elif isinstance(error, Exception) and not isinstance(error, CircuitOpenError):
-            client._report(self, duration, error)
-        else:
-            return  # cancelled, interrupted: the call did not finish; nothing to report
-        if client.settings.test_mode:
-            await client.flush()
+        # A cancelled or interrupted call did not finish: nothing to report, nothing to flush.
+        if self._finish(perf_counter() - self._started, error) and self._client.settings.test_mode:
+            await self._client.flush()
 
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         return self._client._decorate(fn, self.service, self.operation, self.cache_key)
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """A Rebound client for asyncio code. `async with AsyncClient(url, key) as client:`, or call `await
     client.start()` (the first guarded call starts it otherwise) and `await client.aclose()`.
 
@@ -126,7 +88,7 @@ class AsyncClient:
         on_change: Callable[[Change], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.settings = Settings(
+        settings = Settings(
             base_url,
             api_key,
             test_mode=test_mode,
@@ -139,18 +101,9 @@ class AsyncClient:
             events_wait_s=events_wait_s,
             max_backoff_s=max_backoff_s,
         )
-        self.recorded_delays: list[float] = []
         self._transport = transport
         self._wake: asyncio.Event | None = None
-        self._core = Core(
-            capacity=self.settings.buffer_size, flush_at=self.settings.flush_at, wake=self._poke
-        )
-        if on_change is not None:
-            self._core.listeners.append(on_change)
-        self._fast = self._core.fast
-        self._items = self._core.buffer.items
-        self._flush_at = self._core.buffer.check_at
-        self._encoder = Encoder(self.settings.max_batch)
+        self._setup(settings, on_change, self._poke)
         self._tasks: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
         self._flush_http: httpx.AsyncClient | None = None
@@ -304,24 +257,6 @@ class AsyncClient:
             raise unavailable(failure) from failure
         return Plan.from_json(data)
 
-    def state(self, service: str) -> str:
-        return self._core.state_of(service)
-
-    @property
-    def connected(self) -> bool:
-        return self._core.connected
-
-    def stats(self) -> dict[str, Any]:
-        core = self._core
-        return {
-            "connected": core.connected,
-            "buffered": len(core.buffer) + core.in_flight,
-            "sent": core.sent,
-            "dropped": core.buffer.dropped,
-            "rejected": core.rejected,
-            "last_event_id": core.last_event_id,
-        }
-
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Send every queued outcome now; False if some could not be sent (they stay queued)."""
         if not self._started:
@@ -336,46 +271,18 @@ class AsyncClient:
             await self.start()
             if service in self._fast:
                 return "", None
-        decision = self._core.decide(service)
-        if decision.kind == ALLOW:
+        kind = self._decide(service)
+        if kind == ALLOW:
             return "", None
-        if decision.kind == REFUSE:
-            raise open_error(service, decision)
-        if decision.kind == ASK:
+        if kind == ASK:
             assert self._http is not None
             try:
                 answer = check(await self._http.post(f"/api/v1/breakers/{service}/permit"))
             except (httpx.HTTPError, ReboundUnavailableError) as error:
-                log.warning(
-                    "rebound_client: no permit for %s (%s); the local breaker decides", service, error
-                )
-                decision = Decision(LOCAL)
+                self._no_permit(service, error)
             else:
-                self._core.apply_permit(service, answer)
-                if answer.get("allowed"):
-                    return str(answer.get("permit_id") or ""), None
-                retry = answer.get("retry_after_s")
-                raise CircuitOpenError(
-                    service,
-                    state=str(answer.get("state")),
-                    retry_after_s=float(retry) if isinstance(retry, int | float) else None,
-                    reason=str(answer.get("reason") or ""),
-                )
-        local = self._core.local_breaker(service)
-        result = local.permit()
-        if not result.allowed:
-            raise CircuitOpenError(
-                service,
-                state=result.state,
-                retry_after_s=result.retry_after_ms / 1000,
-                reason=f"local fail-safe breaker: {result.reason}",
-            )
-        return "", (local, result.permit_id)
-
-    def _report(self, guard: AsyncGuard, duration: float, error: Exception | None) -> None:
-        self._core.report(
-            guard.service, guard.operation, guard.plan_id, guard.cache_key, guard._slow, duration, error
-        )
+                return self._permitted(service, answer)
+        return self._local_permit(service)
 
     def _decorate(
         self, fn: Callable[P, Awaitable[R]], service: str, operation: str, cache_key: CacheKey
@@ -451,62 +358,29 @@ class AsyncClient:
         task_id: str | None,
         idempotency_key: str | None,
     ) -> Any:
-        started = time.monotonic()
-        attempt, plan_id = 1, None
-        target, target_op, call_fn = service, operation, fn
-        used: set[tuple[str, str]] = set()
-        primary: BaseException | None = None
+        f = Following(service, operation, fn, rules, cache_key, task_id, idempotency_key)
         while True:
             try:
                 async with self.guard(
-                    target, target_op, cache_key=cache_key if target == service else None, plan_id=plan_id
+                    f.target, f.target_op, cache_key=f.target_cache_key, plan_id=f.plan_id
                 ) as guard:
-                    result = await _maybe_await(call_fn(*args, **kwargs))
+                    result = await _maybe_await(f.call_fn(*args, **kwargs))
                     guard.set_result(result)
                 return result
             except Exception as error:
-                if target == service:
-                    primary = error
-                else:
-                    used.add((target, target_op))
-                assert primary is not None
-                plan = await self._plan_or_none(
-                    service,
-                    primary,
-                    operation=operation,
-                    attempt=attempt,
-                    elapsed_s=time.monotonic() - started,
-                    task_id=task_id,
-                    idempotency_key=idempotency_key,
-                    cache_key=cache_key,
-                )
-                step = _follow.next_step(
-                    plan,
-                    error=error,
-                    attempt=attempt,
-                    rules=rules,
-                    used=used,
-                    service=service,
-                    operation=operation,
-                )
+                step = f.next(await self._plan_or_none(service, f.failed(error), **f.plan_kwargs()), error)
                 if step.kind == VALUE:
                     return step.value
                 if step.kind == FALLBACK and step.service is None:
                     assert step.fallback is not None
                     return await _maybe_await(step.fallback(*args, **kwargs))
-                if step.kind == FALLBACK:
-                    assert step.fallback is not None and step.service is not None
-                    target, target_op, call_fn = step.service, step.operation, step.fallback
-                elif step.kind == RETRY:
+                if step.kind == RETRY:
                     await self._sleep(step.delay_s)
-                    target, target_op, call_fn = service, operation, fn
-                    attempt += 1
-                else:
+                elif step.kind == RAISE:
                     assert step.error is not None
                     if step.error is error:
                         raise
                     raise step.error from error
-                plan_id = step.plan.plan_id if step.plan is not None else None
 
     async def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
         try:
@@ -612,7 +486,7 @@ class AsyncClient:
                     self._core.in_flight = 0
         return True
 
-    async def _send_items(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    async def _send_items(self, items: Items) -> Items:
         bodies = self._encoder.bodies(items)
         for index, (body, part) in enumerate(bodies):
             left = await self._send(body, part)
@@ -620,7 +494,7 @@ class AsyncClient:
                 return left + [item for _, rest in bodies[index + 1 :] for item in rest]
         return []
 
-    async def _send(self, body: bytes, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    async def _send(self, body: bytes, items: Items) -> Items:
         http = self._flush_http
         assert http is not None
         try:
@@ -628,28 +502,16 @@ class AsyncClient:
                 "/api/v1/outcomes", content=body, headers={"Content-Type": "application/json"}
             )
             check_status(response)
-        except httpx.ConnectError as error:
-            self._core.disconnect()
-            log.info("rebound_client: outcomes not sent: %s", error)
-            return items
         except (httpx.HTTPError, ReboundUnavailableError) as error:
-            log.info("rebound_client: outcomes not sent: %s", error)
-            return items
+            return self._not_sent(error, items)
         except ReboundAPIError as error:
-            if error.status_code in (401, 403):
-                log.error("rebound_client: outcomes refused: %s", error)
-                return items
-            if len(items) > 1:
-                middle = len(items) // 2
-                left = await self._send_items(items[:middle])
-                return left + items[middle:] if left else await self._send_items(items[middle:])
-            self._core.rejected += 1
-            log.error("rebound_client: an outcome was refused and dropped: %s", error)
-            return []
-        self._core.sent += len(items)
-        results = transitions_in(response)
-        if results:
-            await self._details(self._core.apply_outcome_answers(results), http)
+            kept = self._refused(error, items)
+            if kept is not None:
+                return kept
+            middle = len(items) // 2
+            left = await self._send_items(items[:middle])
+            return left + items[middle:] if left else await self._send_items(items[middle:])
+        await self._details(self._sent(items, response), http)
         return []
 
 

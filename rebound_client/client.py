@@ -20,22 +20,22 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import httpx
 
-from rebound_client import _follow
 from rebound_client._breaker import LocalBreaker
 from rebound_client._common import (
     CacheKey,
+    ClientBase,
+    GuardBase,
+    Items,
     Settings,
     check,
     check_status,
     jittered,
     key_for,
-    open_error,
     plan_body,
-    transitions_in,
     unavailable,
 )
-from rebound_client._core import ALLOW, ASK, LOCAL, REFUSE, CallState, Change, Core, Decision, Encoder
-from rebound_client._follow import FALLBACK, RETRY, VALUE, Fallbacks, Rules
+from rebound_client._core import ALLOW, ASK, CallState, Change
+from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, Rules
 from rebound_client.errors import (
     CircuitOpenError,
     ReboundAPIError,
@@ -50,68 +50,33 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Guard:
+class Guard(GuardBase):
     """`with client.guard("svc", operation="op") as g:` or `@client.guard("svc")`.
 
     Before the call it decides locally (CircuitOpenError when the breaker refuses); after it, it queues the
     outcome. One Guard object per `with` (they are cheap); as a decorator it is made once.
     """
 
-    __slots__ = ("_client", "_slow", "_started", "cache_key", "operation", "plan_id", "service")
-
-    def __init__(
-        self,
-        client: Client,
-        service: str,
-        operation: str,
-        cache_key: str | None = None,
-        plan_id: str | None = None,
-    ) -> None:
-        self._client = client
-        self.service = service
-        self.operation = operation
-        self.cache_key = cache_key
-        self.plan_id = plan_id
+    __slots__ = ()
+    _client: Client
 
     def __enter__(self) -> Guard:
+        # The hot path, kept inline (no method call): nothing to ask, nothing to remember.
         if self.service in self._client._fast and self.cache_key is None and self.plan_id is None:
-            self._slow: CallState | None = None  # the hot path: nothing to ask, nothing to remember
+            self._slow = None
         else:
             self._slow = CallState(*self._client._admit(self.service))
         self._started = perf_counter()
         return self
 
-    @property
-    def permit_id(self) -> str:
-        """The server's trial permit this call went ahead on ('' when none was needed)."""
-        return self._slow.permit_id if self._slow is not None else ""
-
-    def set_result(self, value: Any) -> None:
-        """The call's result, sent with the success outcome when the guard has a `cache_key` (the planner's
-        cache fallback serves it when the service fails later); without one it is not kept."""
-        if self.cache_key is not None and self._slow is not None:
-            self._slow.result = (value,)
-
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
-        duration = perf_counter() - self._started
-        if error is None:
-            if self._slow is None:
-                client = self._client
-                items = client._items
-                items.append((self.service, self.operation, duration))
-                if len(items) >= client._flush_at:
-                    client._core.buffer.full()
-            else:
-                self._client._report(self, duration, None)
-        elif isinstance(error, Exception) and not isinstance(error, CircuitOpenError):
-            self._client._report(self, duration, error)
-        # KeyboardInterrupt, SystemExit, GeneratorExit: the call did not finish; nothing to report.
+        self._finish(perf_counter() - self._started, error)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         return self._client._decorate(fn, self.service, self.operation, self.cache_key)
 
 
-class Client:
+class Client(ClientBase):
     """A Rebound client for synchronous code (and async functions it decorates).
 
     `Client("http://rebound:8000", "rb_...")` loads the fleet's breakers (one request) and starts two daemon
@@ -136,7 +101,7 @@ class Client:
         on_change: Callable[[Change], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.settings = Settings(
+        s = Settings(
             base_url,
             api_key,
             test_mode=test_mode,
@@ -149,20 +114,10 @@ class Client:
             events_wait_s=events_wait_s,
             max_backoff_s=max_backoff_s,
         )
-        s = self.settings
-        self.recorded_delays: list[float] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._core = Core(
-            capacity=s.buffer_size, flush_at=s.flush_at, wake=self._flush_now if test_mode else self._wake.set
-        )
-        if on_change is not None:
-            self._core.listeners.append(on_change)
-        self._fast = self._core.fast
-        self._items = self._core.buffer.items
-        self._flush_at = self._core.buffer.check_at
-        self._encoder = Encoder(s.max_batch)
+        self._setup(s, on_change, self._flush_now if test_mode else self._wake.set)
 
         def http(read_s: float) -> httpx.Client:
             timeout = httpx.Timeout(s.timeout_s, read=read_s)
@@ -289,26 +244,6 @@ class Client:
             raise unavailable(failure) from failure
         return Plan.from_json(data)
 
-    def state(self, service: str) -> str:
-        """The breaker's state as this process sees it now."""
-        return self._core.state_of(service)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the live view is current (False: Rebound is unreachable and local breakers decide)."""
-        return self._core.connected
-
-    def stats(self) -> dict[str, Any]:
-        core = self._core
-        return {
-            "connected": core.connected,
-            "buffered": len(core.buffer) + core.in_flight,
-            "sent": core.sent,
-            "dropped": core.buffer.dropped,
-            "rejected": core.rejected,
-            "last_event_id": core.last_event_id,
-        }
-
     def flush(self, timeout_s: float | None = None) -> bool:
         """Send every queued outcome now; False if some could not be sent (they stay queued)."""
         return self._flush_all(deadline=None if timeout_s is None else time.monotonic() + timeout_s)
@@ -334,45 +269,17 @@ class Client:
 
     def _admit(self, service: str) -> tuple[str, tuple[LocalBreaker, str] | None]:
         """The slow path before a call: (permit_id, (local breaker, its permit) in fail-safe)."""
-        decision = self._core.decide(service)
-        if decision.kind == ALLOW:
+        kind = self._decide(service)
+        if kind == ALLOW:
             return "", None
-        if decision.kind == REFUSE:
-            raise open_error(service, decision)
-        if decision.kind == ASK:
+        if kind == ASK:
             try:
                 answer = check(self._http.post(f"/api/v1/breakers/{service}/permit"))
             except (httpx.HTTPError, ReboundUnavailableError) as error:
-                log.warning(
-                    "rebound_client: no permit for %s (%s); the local breaker decides", service, error
-                )
-                decision = Decision(LOCAL)
+                self._no_permit(service, error)
             else:
-                self._core.apply_permit(service, answer)
-                if answer.get("allowed"):
-                    return str(answer.get("permit_id") or ""), None
-                retry = answer.get("retry_after_s")
-                raise CircuitOpenError(
-                    service,
-                    state=str(answer.get("state")),
-                    retry_after_s=float(retry) if isinstance(retry, int | float) else None,
-                    reason=str(answer.get("reason") or ""),
-                )
-        local = self._core.local_breaker(service)
-        result = local.permit()
-        if not result.allowed:
-            raise CircuitOpenError(
-                service,
-                state=result.state,
-                retry_after_s=result.retry_after_ms / 1000,
-                reason=f"local fail-safe breaker: {result.reason}",
-            )
-        return "", (local, result.permit_id)
-
-    def _report(self, guard: Guard, duration: float, error: Exception | None) -> None:
-        self._core.report(
-            guard.service, guard.operation, guard.plan_id, guard.cache_key, guard._slow, duration, error
-        )
+                return self._permitted(service, answer)
+        return self._local_permit(service)
 
     def _decorate(
         self, fn: Callable[P, R], service: str, operation: str, cache_key: CacheKey
@@ -473,62 +380,29 @@ class Client:
         task_id: str | None,
         idempotency_key: str | None,
     ) -> Any:
-        started = time.monotonic()
-        attempt, plan_id = 1, None
-        target, target_op, call_fn = service, operation, fn
-        used: set[tuple[str, str]] = set()
-        primary: BaseException | None = None
+        f = Following(service, operation, fn, rules, cache_key, task_id, idempotency_key)
         while True:
             try:
                 with self.guard(
-                    target, target_op, cache_key=cache_key if target == service else None, plan_id=plan_id
+                    f.target, f.target_op, cache_key=f.target_cache_key, plan_id=f.plan_id
                 ) as guard:
-                    result = call_fn(*args, **kwargs)
+                    result = f.call_fn(*args, **kwargs)
                     guard.set_result(result)
                 return result
             except Exception as error:
-                if target == service:
-                    primary = error
-                else:
-                    used.add((target, target_op))  # the fallback failed: the planner is asked again
-                assert primary is not None
-                plan = self._plan_or_none(
-                    service,
-                    primary,
-                    operation=operation,
-                    attempt=attempt,
-                    elapsed_s=time.monotonic() - started,
-                    task_id=task_id,
-                    idempotency_key=idempotency_key,
-                    cache_key=cache_key,
-                )
-                step = _follow.next_step(
-                    plan,
-                    error=error,
-                    attempt=attempt,
-                    rules=rules,
-                    used=used,
-                    service=service,
-                    operation=operation,
-                )
+                step = f.next(self._plan_or_none(service, f.failed(error), **f.plan_kwargs()), error)
                 if step.kind == VALUE:
                     return step.value
                 if step.kind == FALLBACK and step.service is None:
                     assert step.fallback is not None
                     return step.fallback(*args, **kwargs)
-                if step.kind == FALLBACK:
-                    assert step.fallback is not None and step.service is not None
-                    target, target_op, call_fn = step.service, step.operation, step.fallback
-                elif step.kind == RETRY:
+                if step.kind == RETRY:
                     self._sleep(step.delay_s)
-                    target, target_op, call_fn = service, operation, fn
-                    attempt += 1
-                else:
+                elif step.kind == RAISE:
                     assert step.error is not None
                     if step.error is error:
                         raise
                     raise step.error from error
-                plan_id = step.plan.plan_id if step.plan is not None else None
 
     def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
         try:
@@ -634,7 +508,7 @@ class Client:
                     self._core.in_flight = 0
         return True
 
-    def _send_items(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _send_items(self, items: Items) -> Items:
         """Send outcomes in as many requests as they need; returns those not sent (Rebound unreachable)."""
         bodies = self._encoder.bodies(items)
         for index, (body, part) in enumerate(bodies):
@@ -643,33 +517,21 @@ class Client:
                 return left + [item for _, rest in bodies[index + 1 :] for item in rest]
         return []
 
-    def _send(self, body: bytes, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _send(self, body: bytes, items: Items) -> Items:
         try:
             response = self._flush_http.post(
                 "/api/v1/outcomes", content=body, headers={"Content-Type": "application/json"}
             )
             check_status(response)
-        except httpx.ConnectError as error:
-            self._core.disconnect()
-            log.info("rebound_client: outcomes not sent: %s", error)
-            return items
         except (httpx.HTTPError, ReboundUnavailableError) as error:
-            log.info("rebound_client: outcomes not sent: %s", error)
-            return items
+            return self._not_sent(error, items)
         except ReboundAPIError as error:
-            if error.status_code in (401, 403):
-                log.error("rebound_client: outcomes refused: %s", error)
-                return items
-            if len(items) > 1:
-                # One invalid outcome refuses the whole request: halve until it is alone, send the rest.
-                middle = len(items) // 2
-                left = self._send_items(items[:middle])
-                return left + items[middle:] if left else self._send_items(items[middle:])
-            self._core.rejected += 1
-            log.error("rebound_client: an outcome was refused and dropped: %s", error)
-            return []
-        self._core.sent += len(items)
-        results = transitions_in(response)
-        if results:
-            self._details(self._core.apply_outcome_answers(results), self._flush_http)
+            kept = self._refused(error, items)
+            if kept is not None:
+                return kept
+            # One invalid outcome refuses the whole request: halve until it is alone, send the rest.
+            middle = len(items) // 2
+            left = self._send_items(items[:middle])
+            return left + items[middle:] if left else self._send_items(items[middle:])
+        self._details(self._sent(items, response), self._flush_http)
         return []

@@ -12,12 +12,11 @@ from typing import Any
 import pydantic
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.options import InlineModelAdmin, csrf_protect_m
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.options import InlineModelAdmin
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.formats import localize
@@ -26,12 +25,11 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.timezone import localtime
 
-from config.errors import DomainError
 from healing.admin import (
     CHANGE_FORM_WITH_ACTIONS,
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
-    ReasonForm,
+    ReasonedDeleteMixin,
     RoleAdmin,
     ServiceAdmin,
     admin_actor,
@@ -39,7 +37,6 @@ from healing.admin import (
     pretty_json,
     reason_widget,
     reasoned_action,
-    render_reason_page,
     truncated,
 )
 from recovery import services
@@ -349,7 +346,7 @@ def dry_run_url(**params: Any) -> str:
 
 
 @admin.register(ClassificationRule)
-class ClassificationRuleAdmin(ServiceAdmin):
+class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceAdmin):
     form = RuleForm
     reason_field = "audit_reason"
     list_display = [
@@ -420,10 +417,13 @@ class ClassificationRuleAdmin(ServiceAdmin):
 
     # --- deleting, always with a reason: Django's own delete action and page are replaced ---
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
+    delete_title = "Delete rule"
+    delete_intro = (
+        "You are about to delete this rule; errors it classified will fall to the next rule that matches:"
+    )
+
+    def deleted_message(self, obj: Any, label: str) -> str:
+        return f"Deleted the rule “{obj.name}”."
 
     def _delete(self, request: HttpRequest, rule: ClassificationRule, reason: str) -> bool:
         with transaction.atomic():
@@ -435,42 +435,7 @@ class ClassificationRuleAdmin(ServiceAdmin):
     def delete_rules(
         self, request: HttpRequest, queryset: QuerySet[ClassificationRule]
     ) -> TemplateResponse | None:
-        return reasoned_action(
-            self,
-            request,
-            queryset,
-            action="delete_rules",
-            title="Delete rules",
-            submit="Delete",
-            apply=lambda rule, reason: self._delete(request, rule, reason),
-            done=lambda changed, total: f"Deleted {changed} of {total} selected rules.",
-        )
-
-    @csrf_protect_m
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        rule = self.get_object(request, unquote(object_id))
-        if not self.has_delete_permission(request, rule):
-            raise PermissionDenied
-        if rule is None:
-            raise Http404("No such rule.")
-        form = ReasonForm(request.POST if request.method == "POST" else None)
-        if form.is_valid():
-            name = rule.name
-            try:
-                self._delete(request, rule, form.cleaned_data["reason"])
-            except DomainError as error:
-                form.add_error("reason", error.message)
-            else:
-                self.message_user(request, f"Deleted the rule “{name}”.", messages.SUCCESS)
-                return HttpResponseRedirect(reverse("admin:recovery_classificationrule_changelist"))
-        intro = (
-            "You are about to delete this rule; errors it classified will fall to the next rule that matches:"
-        )
-        return render_reason_page(
-            self, request, form, objects=[rule], title="Delete rule", intro=intro, submit="Delete"
-        )
+        return self._reasoned_delete_action(request, queryset, "delete_rules", "Delete rules", "rules")
 
     # --- the dry run ---
 

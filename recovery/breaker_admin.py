@@ -35,6 +35,7 @@ from healing.admin import (
     ServiceAdmin,
     admin_actor,
     adopt,
+    pill,
     pretty_json,
     reason_widget,
     reasoned_action,
@@ -68,13 +69,7 @@ BADGE_COLORS = {
 def state_badge(state: str) -> SafeString:
     """A breaker state as a coloured pill; the state's name stays in the text for readers without colour."""
     color = BADGE_COLORS.get(state, BADGE_COLORS["unknown"])
-    return format_html(
-        '<span class="rebound-breaker-badge rebound-breaker-{}" style="background: {}; color: #fff; '
-        'padding: 1px 8px; border-radius: 10px; white-space: nowrap; font-weight: 600">{}</span>',
-        state,
-        color,
-        state.replace("_", " "),
-    )
+    return pill(state.replace("_", " "), color, f"rebound-breaker-badge rebound-breaker-{state}")
 
 
 def _rate(value: Any) -> str:

@@ -368,8 +368,9 @@ class CheckpointListView(JsonOnlyView):
     @extend_schema(
         operation_id="save_checkpoint",
         summary="Save the task's state (agents); the task is created on first use",
-        description="Stored as canonical JSON (sorted keys, no spaces, UTF-8), zlib-compressed, with its "
-        "SHA-256 and size. A state over CHECKPOINT_MAX_BYTES as canonical JSON is a 413 naming the limit. "
+        description="Stored as canonical JSON (orjson's form: sorted keys, no spaces, UTF-8), zlib-compressed, "
+        "with its SHA-256 and size. Integers beyond 64 bits are kept exactly; NaN, Infinity and numbers beyond a "
+        "double's range are a 400. A state over CHECKPOINT_MAX_BYTES as canonical JSON is a 413 naming the limit. "
         "With `expected_seq`, a writer that lost a race gets 409 (code `seq_conflict`) and nothing is stored; "
         "without it, the checkpoint takes the next seq. A finished task is a 409.",
         request=CheckpointIn,

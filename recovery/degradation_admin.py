@@ -30,6 +30,7 @@ from healing.admin import (
     ServiceAdmin,
     admin_actor,
     adopt,
+    pill,
     pretty_json,
     reason_widget,
     reasoned_action,
@@ -59,13 +60,7 @@ EVENTS_SHOWN = 20
 
 def level_badge(level: str) -> SafeString:
     """A level as a coloured pill; the name stays in the text for readers without colour."""
-    return format_html(
-        '<span class="rebound-level-badge rebound-level-{}" style="background: {}; color: #fff; '
-        'padding: 1px 8px; border-radius: 10px; white-space: nowrap; font-weight: 600">{}</span>',
-        level,
-        LEVEL_COLORS.get(level, "#9e9e9e"),
-        level,
-    )
+    return pill(level, LEVEL_COLORS.get(level, "#9e9e9e"), f"rebound-level-badge rebound-level-{level}")
 
 
 def scope_label(scope: str) -> str:

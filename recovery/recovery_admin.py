@@ -14,29 +14,24 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin.options import InlineModelAdmin, csrf_protect_m
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.contrib import admin
+from django.contrib.admin.options import InlineModelAdmin
 from django.db import transaction
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from config.errors import DomainError
 from healing.admin import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
-    ReasonForm,
+    ReasonedDeleteMixin,
     ServiceAdmin,
     admin_actor,
     pretty_json,
     reason_widget,
-    reasoned_action,
-    render_reason_page,
     truncated,
 )
 from recovery import fallbacks, policies
@@ -58,7 +53,7 @@ Saver = Callable[..., Model]
 Deleter = Callable[..., None]
 
 
-class AuditedConfigAdmin(ServiceAdmin):
+class AuditedConfigAdmin(ReasonedDeleteMixin, ServiceAdmin):
     """Configuration operators edit. Saving and deleting call a service with the operator's reason; Django's
     unaudited bulk delete is replaced by an action that asks why."""
 
@@ -71,11 +66,6 @@ class AuditedConfigAdmin(ServiceAdmin):
         reason = form.cleaned_data.get("audit_reason", "")
         type(self).save_with(obj, actor=admin_actor(request), reason=reason)
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
-
     def _delete(self, request: HttpRequest, obj: Model, reason: str) -> bool:
         with transaction.atomic():
             self.log_deletions(request, type(obj)._default_manager.filter(pk=obj.pk))
@@ -84,46 +74,9 @@ class AuditedConfigAdmin(ServiceAdmin):
 
     @admin.action(description="Delete selected (asks for a reason)", permissions=["delete"])
     def delete_with_reason(self, request: HttpRequest, queryset: QuerySet[Any]) -> TemplateResponse | None:
-        plural = self.model._meta.verbose_name_plural
-        return reasoned_action(
-            self,
-            request,
-            queryset,
-            action="delete_with_reason",
-            title=f"Delete {plural}",
-            submit="Delete",
-            apply=lambda obj, reason: self._delete(request, obj, reason),
-            done=lambda changed, total: f"Deleted {changed} of {total} selected {plural}.",
-        )
-
-    @csrf_protect_m
-    def delete_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            raise Http404("No such object.")
-        if not self.has_delete_permission(request, obj):
-            raise PermissionDenied
-        form = ReasonForm(request.POST if request.method == "POST" else None)
-        if form.is_valid():
-            label = str(obj)
-            try:
-                self._delete(request, obj, form.cleaned_data["reason"])
-            except DomainError as error:
-                form.add_error("reason", error.message)
-            else:
-                self.message_user(request, f"Deleted “{label}”.", messages.SUCCESS)
-                opts = self.model._meta
-                return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
-        return render_reason_page(
-            self,
-            request,
-            form,
-            objects=[obj],
-            title=f"Delete {self.model._meta.verbose_name}",
-            intro="You are about to delete:",
-            submit="Delete",
+        plural = str(self.model._meta.verbose_name_plural)
+        return self._reasoned_delete_action(
+            request, queryset, "delete_with_reason", f"Delete {plural}", plural
         )
 
 

@@ -13,7 +13,6 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from healing.admin import (
@@ -21,6 +20,7 @@ from healing.admin import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     admin_actor,
+    pill,
     pretty_json,
     reasoned_action,
     truncated,
@@ -39,12 +39,7 @@ STATE_COLORS = {
 
 
 def state_badge(state: str) -> SafeString:
-    return format_html(
-        '<span style="background: {}; color: #fff; padding: 1px 8px; border-radius: 10px; '
-        'white-space: nowrap; font-weight: 600">{}</span>',
-        STATE_COLORS.get(state, "#9e9e9e"),
-        state,
-    )
+    return pill(state, STATE_COLORS.get(state, "#9e9e9e"))
 
 
 class AttemptInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]

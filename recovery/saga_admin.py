@@ -20,6 +20,7 @@ from healing.admin import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     admin_actor,
+    pill,
     pretty_json,
     reasoned_action,
     truncated,
@@ -47,12 +48,7 @@ STATUS_COLORS = {
 
 def badge(state: str) -> SafeString:
     """A status as a coloured pill; its name stays in the text for readers without colour."""
-    return format_html(
-        '<span style="background: {}; color: #fff; padding: 1px 8px; border-radius: 10px; '
-        'white-space: nowrap; font-weight: 600">{}</span>',
-        STATUS_COLORS.get(state, "#9e9e9e"),
-        state.replace("_", " "),
-    )
+    return pill(state.replace("_", " "), STATUS_COLORS.get(state, "#9e9e9e"))
 
 
 def attempt_line(attempt: CompensationAttempt) -> str:

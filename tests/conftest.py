@@ -6,10 +6,13 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
 from recovery import authentication, breakers, budget, fallbacks, policies, registry, rules_cache
 from tests import factories
+from tests.admin_helpers import login
+from tests.saga_fixtures import Target
 
 SKIP_REASONS: dict[str, str] = {}
 if not settings.POSTGRES_AVAILABLE:
@@ -91,3 +94,28 @@ def viewer_client(db: Any) -> APIClient:
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {factories.user_key(user)}")
     client.user = user  # type: ignore[attr-defined]
     return client
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    """The HTTP service saga compensations undo things in (tests/saga_fixtures.py), which outbound requests
+    may reach. Test files with an HTTP target of their own define their own `target`, which wins."""
+    server = Target()
+    with override_settings(REBOUND=factories.rebound_settings(OUTBOUND_ALLOWED_HOSTS=["127.0.0.1"])):
+        yield server
+    server.close()
+
+
+# --- the admin, as a browser drives it (tests/admin_helpers.py) -------------------------------------------
+
+
+@pytest.fixture
+def operator() -> Client:
+    """A Django test client logged in to the admin as an operator."""
+    return login(factories.operator())
+
+
+@pytest.fixture
+def viewer() -> Client:
+    """A Django test client logged in to the admin as a viewer."""
+    return login(factories.viewer())

@@ -7,42 +7,24 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import reverse
 from rest_framework.test import APIClient
 
 from config.errors import InvalidInput
-from healing.admin import CONFIRMED
 from healing.models import AuditEvent
 from recovery import keys, services
 from recovery.classification import ErrorReport
 from recovery.models import Agent, ApiKey, ClassificationRule, ErrorEvent, ErrorPattern
 from tests import factories
+from tests.admin_helpers import confirmed, login, run_action, url
 
 pytestmark = pytest.mark.django_db
 
 PLAINTEXT = re.compile(r"rb_[0-9a-f]{8}_[A-Za-z0-9_-]+")
 
 
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
 @pytest.fixture
 def superuser() -> Client:
     return login(factories.UserFactory(is_superuser=True))
-
-
-@pytest.fixture
-def viewer() -> Client:
-    return login(factories.viewer())
 
 
 @pytest.fixture
@@ -60,23 +42,6 @@ def make_rule(**fields: Any) -> ClassificationRule:
 
 def make_agent(**fields: Any) -> Agent:
     return factories.AgentFactory(**fields)  # type: ignore[return-value]
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(f"admin:{name}", args=args)
-
-
-def run_action(client: Client, changelist: str, action: str, pks: list[int], **extra: str) -> Any:
-    """POST an admin action as the changelist does (with `index`), or as the reason page does (without)."""
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **extra}
-    if CONFIRMED not in extra:
-        data["index"] = "0"
-    return client.post(url(changelist), data)
-
-
-def confirmed(reason: str) -> dict[str, str]:
-    """What the reason page posts back."""
-    return {CONFIRMED: "yes", "reason": reason}
 
 
 def audit_events(action: str) -> list[AuditEvent]:

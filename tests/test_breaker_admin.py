@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
 from config.errors import InvalidInput
-from healing.admin import CONFIRMED
 from healing.models import AuditEvent
 from healing.services import Actor
 from recovery import breakers
@@ -22,6 +20,8 @@ from recovery.breakers import OutcomeReport
 from recovery.classification import ErrorReport
 from recovery.models import BreakerTransition, ErrorPattern, Service
 from tests import factories
+from tests.admin_helpers import confirmed, login, url
+from tests.admin_helpers import run_action as post_action
 
 pytestmark = pytest.mark.django_db
 
@@ -32,27 +32,6 @@ def database_store() -> Iterator[None]:
     breakers.use_store(DatabaseStore())
     yield
     breakers.use_store(None)
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
-@pytest.fixture
-def viewer() -> Client:
-    return login(factories.viewer())
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 def make_service(name: str = "openai", **fields: Any) -> Service:
@@ -76,15 +55,7 @@ def force(service: Service, mode: str = "forced_open", reason: str = "provider o
 
 
 def run_action(client: Client, action: str, pks: list[int], **extra: str) -> Any:
-    """POST an action as the changelist does (with `index`), or as the reason page does (without)."""
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **extra}
-    if CONFIRMED not in extra:
-        data["index"] = "0"
-    return client.post(url("recovery_service_changelist"), data)
-
-
-def confirmed(reason: str, **extra: str) -> dict[str, str]:
-    return {CONFIRMED: "yes", "reason": reason, **extra}
+    return post_action(client, "recovery_service_changelist", action, pks, **extra)
 
 
 def settings_data(service: Service, **changes: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -18,6 +17,8 @@ from healing.services import Actor
 from recovery import breakers, degradation_services
 from recovery.models import DegradationEvent, DegradationRule, DegradationState, Service
 from tests import factories
+from tests.admin_helpers import run_action as post_action
+from tests.admin_helpers import url
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 URL = "/api/v1/degradation"
@@ -344,32 +345,12 @@ def test_the_history_is_paginated_and_filtered_by_scope(agent_client: APIClient)
 # --- the admin -------------------------------------------------------------------------------------------
 
 
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
-@pytest.fixture
-def viewer() -> Client:
-    return login(factories.viewer())
-
-
 def admin_url(name: str, *args: Any) -> str:
-    return reverse(f"admin:recovery_{name}", args=args)
+    return url(f"recovery_{name}", *args)
 
 
 def run_action(client: Client, action: str, pks: list[int], **extra: str) -> Any:
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **extra}
-    if CONFIRMED not in extra:
-        data["index"] = "0"
-    return client.post(admin_url("degradationstate_changelist"), data)
+    return post_action(client, "recovery_degradationstate_changelist", action, pks, **extra)
 
 
 def test_the_admin_lists_levels_and_forces_one_with_a_reason_and_an_end(operator: Client) -> None:

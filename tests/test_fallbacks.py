@@ -12,14 +12,13 @@ import redis
 from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client, override_settings
-from django.urls import reverse
 
 from healing.admin import CONFIRMED
 from healing.models import AuditEvent
 from recovery import fallbacks, policies
 from recovery.fallbacks import ResultCache, result_key
 from recovery.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy, Service
-from tests import factories
+from tests.admin_helpers import url
 from tests.factories import rebound_settings
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
@@ -275,22 +274,6 @@ def test_it_caches_in_djangos_cache_without_redis(settings: Any) -> None:
 
 
 # --- the admin ---------------------------------------------------------------------------------------------
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 def audit(action: str) -> list[AuditEvent]:

@@ -7,51 +7,23 @@ from typing import Any
 
 import pytest
 from django.test import Client
-from django.urls import reverse
 from django.utils import timezone
 
 from healing.admin import CONFIRMED
 from healing.models import AuditEvent
 from recovery.models import CompensationAttempt, Transaction, TransactionStep
-from tests import factories
-from tests.test_sagas_rollback import Target, http_step, open_txn, target  # noqa: F401
+from tests.admin_helpers import confirmed, url
+from tests.admin_helpers import run_action as post_action
+from tests.saga_fixtures import Target, http_step, open_txn
 
 pytestmark = pytest.mark.django_db
 
 
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
-@pytest.fixture
-def viewer() -> Client:
-    return login(factories.viewer())
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(f"admin:{name}", args=args)
-
-
 def run_action(client: Client, action: str, pks: list[Any], **extra: str) -> Any:
-    data = {"action": action, "_selected_action": [str(pk) for pk in pks], **extra}
-    if CONFIRMED not in extra:
-        data["index"] = "0"
-    return client.post(url("recovery_transaction_changelist"), data)
+    return post_action(client, "recovery_transaction_changelist", action, pks, **extra)
 
 
-def confirmed(reason: str) -> dict[str, str]:
-    return {CONFIRMED: "yes", "reason": reason}
-
-
-def failed_rollback(target: Target) -> tuple[Transaction, TransactionStep]:  # noqa: F811
+def failed_rollback(target: Target) -> tuple[Transaction, TransactionStep]:
     """A transaction whose rollback failed on its only step, as the workers leave it."""
     txn = open_txn(name="refund")
     step = http_step(txn, target, "k1", headers={"Authorization": "Bearer s3cret"})
@@ -87,7 +59,7 @@ def failed_rollback(target: Target) -> tuple[Transaction, TransactionStep]:  # n
 def test_it_lists_transactions_and_shows_steps_with_their_attempts(
     operator: Client,
     viewer: Client,
-    target: Target,  # noqa: F811
+    target: Target,
 ) -> None:
     txn, step = failed_rollback(target)
     open_txn(name="booking")
@@ -124,7 +96,7 @@ def test_it_lists_transactions_and_shows_steps_with_their_attempts(
     assert "HTTP 400 Bad Request" in body
 
 
-def test_it_rolls_back_with_a_reason_and_audits_it(operator: Client, target: Target) -> None:  # noqa: F811
+def test_it_rolls_back_with_a_reason_and_audits_it(operator: Client, target: Target) -> None:
     txn = open_txn(name="booking")
     committed = open_txn(name="done")
     Transaction.objects.filter(pk=committed.pk).update(status="committed")
@@ -150,7 +122,7 @@ def test_it_rolls_back_with_a_reason_and_audits_it(operator: Client, target: Tar
 
 def test_it_retries_a_failed_compensation_with_a_reason_and_audits_it(
     operator: Client,
-    target: Target,  # noqa: F811
+    target: Target,
 ) -> None:
     txn, step = failed_rollback(target)
 
@@ -168,7 +140,7 @@ def test_it_retries_a_failed_compensation_with_a_reason_and_audits_it(
     assert event.after == {"status": "rolling_back", "needs_human": False}
 
 
-def test_it_lets_no_viewer_act(viewer: Client, target: Target) -> None:  # noqa: F811
+def test_it_lets_no_viewer_act(viewer: Client, target: Target) -> None:
     txn, _ = failed_rollback(target)
     response = run_action(viewer, "retry_compensation", [txn.pk], **confirmed("why not"))
     assert response.status_code == 200  # the list again: the action is not one a viewer is offered

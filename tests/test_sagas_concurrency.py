@@ -18,7 +18,7 @@ from healing.models import AuditEvent
 from healing.services import Actor
 from recovery import sagas
 from recovery.models import Transaction, TransactionStep
-from tests.test_sagas_rollback import Target, drive, http_step, open_txn, target  # noqa: F401
+from tests.saga_fixtures import Target, drive, http_step, open_txn
 
 TEST_REDIS_URL: str = getattr(settings, "TEST_REDIS_URL", "")
 
@@ -67,7 +67,7 @@ def _empty_queue() -> Iterator[None]:
     yield
 
 
-def test_it_starts_one_run_when_rollbacks_race(target: Target) -> None:  # noqa: F811
+def test_it_starts_one_run_when_rollbacks_race(target: Target) -> None:
     txn = open_txn()
     http_step(txn, target, "a")
 
@@ -88,7 +88,7 @@ def test_it_starts_one_run_when_rollbacks_race(target: Target) -> None:  # noqa:
     assert queued_rollback_ids() == [txn.fence]
 
 
-def test_it_sends_each_compensation_once_when_one_run_is_delivered_many_times(target: Target) -> None:  # noqa: F811
+def test_it_sends_each_compensation_once_when_one_run_is_delivered_many_times(target: Target) -> None:
     txn = open_txn()
     steps = [http_step(txn, target, key) for key in ["a", "b", "c", "d"]]
     sagas.request_rollback(transaction_id=txn.pk, reason="payment refused", actor=Actor(agent=txn.agent))
@@ -110,7 +110,7 @@ def test_it_sends_each_compensation_once_when_one_run_is_delivered_many_times(ta
         assert [(a.number, a.outcome) for a in step.attempt_rows.all()] == [(1, "success")]
 
 
-def test_it_compensates_every_step_recorded_before_a_racing_rollback(target: Target) -> None:  # noqa: F811
+def test_it_compensates_every_step_recorded_before_a_racing_rollback(target: Target) -> None:
     txn = open_txn()
 
     def work(n: int) -> str:

@@ -23,7 +23,7 @@ from recovery.models import RetryPolicy, Service, Transaction, TransactionStep
 from recovery.saga_tasks import resume_stuck_rollbacks
 from tests import factories
 from tests.processes import PYTHON, process_env, start, stop, wait_for
-from tests.test_sagas_rollback import Target, http_step, open_txn
+from tests.saga_fixtures import Target, http_step, open_txn
 
 pytestmark = [
     pytest.mark.postgres,
