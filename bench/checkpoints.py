@@ -315,13 +315,12 @@ def parse_args(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.checkpoints", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every measurement; medians reported")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
-    parser.add_argument("--write-docs", action="store_true", help="rewrite the section in docs/benchmarks.md")
-    parser.add_argument("--pg", default=server.DEFAULT_PG_ADMIN_URL, help="PostgreSQL admin URL")
-    parser.add_argument("--db", default=DB_NAME, help="benchmark database (dropped and created)")
-    parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder (gunicorn log)")
+    server.add_stack_options(parser, DB_NAME)
     a = parser.parse_args(argv)
     if min(a.rounds, a.workers) < 1:
         parser.error("rounds and workers must be at least 1")
+    # The names server.recreate_database would drop: refused here, before the stack starts, rather than by it.
+    server.check_db_name(parser, a.db, server.DEFAULT_DB_NAME)
     return Options(a.rounds, a.workers, a.write_docs, a.pg, a.db, a.keep_workdir)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
+from django.db import models, transaction
 
 from config import logging as rebound_logging
 from config.errors import InvalidInput
@@ -93,3 +93,27 @@ def full_clean(obj: models.Model) -> None:
         ]
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         raise InvalidInput(f"Invalid input: {summary}", errors=errors) from error
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def audited_save(obj: M, fields: list[str], *, actor: Actor, reason: str, action: str) -> M:
+    """Validate and save an operator's configuration row, with an audit event saying what changed and why.
+    `obj` carries the new values; its stored row (if any) is the audit's "before"."""
+    reason = require_reason(reason)
+    with transaction.atomic():
+        stored = type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first() if obj.pk else None
+        before = snapshot(stored, fields) if stored is not None else None
+        full_clean(obj)
+        obj.save()
+        verb = "update" if stored is not None else "create"
+        record(actor, f"{action}.{verb}", obj, reason=reason, before=before, after=snapshot(obj, fields))
+    return obj
+
+
+def audited_delete(obj: models.Model, fields: list[str], *, actor: Actor, reason: str, action: str) -> None:
+    reason = require_reason(reason)
+    with transaction.atomic():
+        record(actor, f"{action}.delete", obj, reason=reason, before=snapshot(obj, fields))
+        obj.delete()

@@ -11,12 +11,15 @@ Times are integer milliseconds of a monotonic clock; the state is a plain dict, 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger("rebound_client")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -57,7 +60,9 @@ class Config:
                 multiplier=max(1.0, float(s.get("wait_multiplier", d.multiplier))),
                 max_wait_ms=max(0, int(float(s.get("max_wait_s", d.max_wait_ms / 1000)) * 1000)),
             )
-        except (TypeError, ValueError):
+        except (TypeError, ValueError) as error:
+            # Not silent: the local breaker would otherwise judge with other limits than the fleet's.
+            log.warning("rebound_client: unreadable breaker settings %r (%s); the defaults apply", s, error)
             return d
 
 

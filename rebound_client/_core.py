@@ -41,7 +41,6 @@ class Breaker:
     open_until: float = 0.0  # while open: when trial calls may start (the server's answer decides then)
     hold_until: float = 0.0  # half-open with every trial permit taken: refuse locally until then
     override_until: float | None = None
-    criticality: str = "essential"
     last_event_id: int = 0
 
 
@@ -281,13 +280,8 @@ class Core:
 
     def to_monotonic(self, value: Any, now_mono: float, now_wall: float) -> float | None:
         """A server timestamp (ISO 8601) as this process's monotonic time, allowing for the clocks' offset."""
-        if not value:
-            return None
-        try:
-            when = datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-        return now_mono + (when - self.offset_s - now_wall)
+        when = _timestamp(value)
+        return None if when is None else now_mono + (when - self.offset_s - now_wall)
 
     def apply_snapshot(self, data: Mapping[str, Any], sent_wall: float, received_wall: float) -> None:
         server_time = _timestamp(data.get("server_time"))
@@ -296,12 +290,10 @@ class Core:
         now_mono, now_wall = time.monotonic(), time.time()
         changes: list[Change] = []
         with self._lock:
-            seen = set()
             for item in data.get("breakers") or []:
                 if not isinstance(item, Mapping) or not item.get("service"):
                     continue
                 breaker = self._from_view(item, now_mono, now_wall)
-                seen.add(breaker.service)
                 old = self.breakers.get(breaker.service)
                 self.breakers[breaker.service] = breaker
                 if old is None or old.state != breaker.state:
@@ -315,9 +307,6 @@ class Core:
                     breaker.last_event_id = max(breaker.last_event_id, last)
             self.local.clear()
             self.connected = True
-            for service in list(self.fast):
-                if service not in self.breakers:
-                    self.fast.pop(service, None)
             for breaker in self.breakers.values():
                 self._publish(breaker)
         self._notify(changes)
@@ -345,7 +334,6 @@ class Core:
             override_until=self.to_monotonic(override.get("until"), now_mono, now_wall)
             if isinstance(override, Mapping)
             else None,
-            criticality=str(item.get("criticality") or "essential"),
         )
 
     def apply_events(self, events: Iterable[Mapping[str, Any]], source: str = "event") -> set[str]:
@@ -475,6 +463,7 @@ class Encoder:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._formats: dict[tuple[str, str], str] = {}
+        self._not_json: set[tuple[str, str]] = set()  # results not cached (not JSON), told once each
 
     def _format(self, service: str, operation: str) -> str:
         """A plain success of this service and operation as a %-format of its duration in ms."""
@@ -509,8 +498,16 @@ class Encoder:
         if cache is not None and success:
             try:
                 json.dumps(cache[1])
-            except (TypeError, ValueError):
-                pass  # not JSON: nothing to cache
+            except (TypeError, ValueError) as error:
+                # Not JSON: nothing to cache. Said once per service and operation (this runs per outcome).
+                if (service, operation) not in self._not_json and len(self._not_json) < 10_000:
+                    self._not_json.add((service, operation))
+                    log.warning(
+                        "rebound_client: the result of %s %s is not JSON, so it is not cached: %s",
+                        service,
+                        operation or "-",
+                        error,
+                    )
             else:
                 body["cache_key"], body["result"] = cache
         return json.dumps(body, separators=(",", ":"), default=str)

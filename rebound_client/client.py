@@ -458,13 +458,14 @@ class Client(ClientBase):
                 log.info("rebound_client: view: %s; again in about %.1f s", error, backoff)
                 self._stop.wait(jittered(backoff))
                 backoff = min(backoff * 2, s.max_backoff_s)
-            except (
-                ReboundAPIError
-            ) as error:  # a revoked key, a missing permission: say so, keep trying slowly
+            except ReboundAPIError as error:
+                # A revoked key, a missing permission: say so, keep trying slowly.
                 log.error("rebound_client: the view was refused: %s", error)
                 self._core.disconnect()
                 self._stop.wait(s.max_backoff_s)
             except Exception:  # the view must outlive a bug in one answer
+                if self._stop.is_set():
+                    return  # close() closed the HTTP client under the long-poll: not a bug
                 log.exception("rebound_client: the view failed")
                 self._stop.wait(s.max_backoff_s)
 

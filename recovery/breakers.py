@@ -335,15 +335,16 @@ def transition_json(row: BreakerTransition) -> dict[str, Any]:
 
 def announce(rows: list[BreakerTransition]) -> None:
     """Count and publish committed transitions. Publishing is best effort: long-poll readers use the table."""
+    if not rows:
+        return
     for row in rows:
         metrics.breaker_transitions_total.labels(
             service=row.service.name, from_state=row.from_state, to_state=row.to_state
         ).inc()
-    if rows:
-        from recovery.degradation_tasks import evaluate_soon
+    from recovery.degradation_tasks import evaluate_soon
 
-        evaluate_soon()  # the degradation level follows the breakers: re-evaluate now the transitions are in
-    if not settings.REDIS_URL or not rows:
+    evaluate_soon()  # the degradation level follows the breakers: re-evaluate now the transitions are in
+    if not settings.REDIS_URL:
         return
     try:
         client = redisconn.client()

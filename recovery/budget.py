@@ -30,22 +30,14 @@ from django.core.cache import BaseCache, cache
 
 from config import redisconn
 from recovery.models import Service
+from recovery.planner import BudgetInput
 
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
-class BudgetCheck:
-    allowed: bool
-    retries: int  # retries in the window (with this one, when it was spent)
-    calls: int  # calls in the window
-    limit: int  # retries the window allows: max(min_retries, percent% of calls)
-    window_s: int
-
-    def describe(self) -> str:
-        return (
-            f"{self.retries} of {self.limit} retries used in the last {self.window_s} s ({self.calls} calls)"
-        )
+# A check's answer is what the planner reads: allowed, retries in the window (with this one, when it was spent),
+# calls in the window, the limit max(min_retries, percent% of calls), and the window.
+BudgetCheck = BudgetInput
 
 
 @dataclass(frozen=True)

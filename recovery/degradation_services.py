@@ -21,7 +21,7 @@ from django.utils import timezone
 from config.conf import rebound
 from config.errors import Conflict, InvalidInput, NotFound
 from healing import services as audit
-from healing.services import Actor
+from healing.services import Actor, audited_save
 from recovery import breakers, metrics
 from recovery.degradation import forced_in_force, view_of
 from recovery.models import (
@@ -482,34 +482,13 @@ def publish_levels(now: datetime | None = None) -> None:
 
 
 def create_rule(*, data: dict[str, Any], actor: Actor, reason: str) -> DegradationRule:
-    reason = audit.require_reason(reason)
     rule = DegradationRule(**{k: v for k, v in data.items() if k in RULE_FIELDS})
-    audit.full_clean(rule)
-    with transaction.atomic():
-        rule.save()
-        audit.record(
-            actor, "degradation_rule.create", rule, reason=reason, after=audit.snapshot(rule, RULE_FIELDS)
-        )
-    return rule
+    return audited_save(rule, RULE_FIELDS, actor=actor, reason=reason, action="degradation_rule")
 
 
 def update_rule(*, rule_id: int, data: dict[str, Any], actor: Actor, reason: str) -> DegradationRule:
-    reason = audit.require_reason(reason)
-    with transaction.atomic():
-        # Locked so that "before" is what is stored, not what another editor is about to overwrite.
-        rule = DegradationRule.objects.select_for_update().get(pk=rule_id)
-        before = audit.snapshot(rule, RULE_FIELDS)
-        for key, value in data.items():
-            if key in RULE_FIELDS:
-                setattr(rule, key, value)
-        audit.full_clean(rule)
-        rule.save()
-        audit.record(
-            actor,
-            "degradation_rule.update",
-            rule,
-            reason=reason,
-            before=before,
-            after=audit.snapshot(rule, RULE_FIELDS),
-        )
-    return rule
+    rule = DegradationRule.objects.get(pk=rule_id)
+    for key, value in data.items():
+        if key in RULE_FIELDS:
+            setattr(rule, key, value)
+    return audited_save(rule, RULE_FIELDS, actor=actor, reason=reason, action="degradation_rule")

@@ -15,17 +15,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import InvalidInput, NotFound
+from config.errors import InvalidInput
 from config.validation import parse
 from healing.permissions import IsOperator, ReadOrOperator
 from healing.services import Actor
 from recovery import degradation, degradation_services
-from recovery.models import DegradationEvent, Service
-from recovery.schemas import SLUG
+from recovery.breaker_views import _known
+from recovery.models import DegradationEvent
 
 SCOPE = r"^(\*|[a-z0-9][a-z0-9_.:-]{0,99})$"
 _SCOPE = re.compile(SCOPE)
-_SLUG = re.compile(SLUG)
 Scope = Annotated[str, StringConstraints(pattern=SCOPE)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
 LevelName = Literal["normal", "degraded", "minimal", "emergency"]
@@ -153,15 +152,6 @@ STATE_EXAMPLE = {
 }
 
 
-def _known_service(name: str) -> Service:
-    if not _SLUG.match(name):
-        raise InvalidInput("a service is a lower-case slug: letters, digits and . _ : -", field="service")
-    service = Service.objects.filter(name=name).first()
-    if service is None:
-        raise NotFound(f"Unknown service {name!r}.", field="service")
-    return service
-
-
 def _expiry(body: ForceIn) -> datetime | None:
     if body.expires_at is not None and body.ttl_s is not None:
         raise InvalidInput("give expires_at or ttl_s, not both", field="ttl_s")
@@ -196,7 +186,7 @@ class DegradationView(APIView):
     def get(self, request: Request) -> Response:
         name = request.query_params.get("service")
         if name is not None:
-            return Response(degradation.for_service(_known_service(name)))
+            return Response(degradation.for_service(_known(name)))
         return Response(degradation.overview())
 
     @extend_schema(

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,11 +36,10 @@ from django.utils import timezone
 from config import redisconn
 from config.conf import rebound
 from config.errors import InvalidInput
-from healing.services import Actor
-from recovery import selectors
+from healing.services import Actor, audited_delete, audited_save
+from recovery import registry, selectors
 from recovery.models import FallbackOption, Operation, Service
 from recovery.planner import BreakerInput, OptionInput, seconds
-from recovery.policies import audited_delete, audited_save
 
 log = logging.getLogger(__name__)
 Kind = FallbackOption.Kind
@@ -145,11 +144,15 @@ def store_results(items: list[tuple[str, str, str, Any]]) -> int:
 
 def breaker_info(service: Service) -> BreakerInput:
     """The breaker's state and, while it is open, how long until it lets a call through."""
-    view = selectors.breaker_view(service)
-    state, now = view["state"], timezone.now()
+    live = selectors.live_breaker(
+        service
+    )  # not breaker_view: its last transition and settings are not needed
+    override = registry.override_in_force(service)
+    state = override if override != Service.Override.AUTO else live["state"]
+    now = timezone.now()
     open_for: float | None = None
-    if state == "open" and view["open_until"] is not None:
-        open_for = (view["open_until"] - now).total_seconds()
+    if state == "open" and live["open_until"] is not None:
+        open_for = (live["open_until"] - now).total_seconds()
     elif state == "forced_open" and service.override_until is not None:
         open_for = (service.override_until - now).total_seconds()
     return BreakerInput(state, round(max(0.0, open_for), 3) if open_for is not None else None)
@@ -260,13 +263,10 @@ def option_json(option: OptionInput, *, with_value: bool = True) -> dict[str, An
         "position": option.position,
         "service": option.service,
         "operation": option.operation,
-        "value": option.value if with_value else None,
         "cached_at": option.cached_at,
         "warning": option.warning,
     }
-    if not with_value:
-        data.pop("value")
-    return data
+    return {**data, "value": option.value} if with_value else data
 
 
 def chain_view(service: Service, operation: str, cache_key: str = "") -> dict[str, Any]:
@@ -278,23 +278,7 @@ def chain_view(service: Service, operation: str, cache_key: str = "") -> dict[st
         "service": service.name,
         "operation": operation,
         "critical": critical,
-        "chain": [
-            {
-                "id": o.id,
-                "position": o.position,
-                "kind": o.kind,
-                "scope": o.scope,
-                "available": o.available,
-                "why": o.why,
-                "service": o.service,
-                "operation": o.operation,
-                "value": o.value,
-                "cached_at": o.cached_at,
-                "age_s": o.age_s,
-                "warning": o.warning,
-            }
-            for o in chain
-        ],
+        "chain": [asdict(o) for o in chain],
         "exhausted": not any(o.available for o in chain),
     }
 
@@ -326,8 +310,7 @@ def save_option(option: FallbackOption, *, actor: Actor, reason: str) -> Fallbac
         raise InvalidInput(
             "A service fallback must name another service or operation.", field="target_service"
         )
-    audited_save(option, OPTION_FIELDS, actor=actor, reason=reason, action="fallback_option")
-    return option
+    return audited_save(option, OPTION_FIELDS, actor=actor, reason=reason, action="fallback_option")
 
 
 def delete_option(option: FallbackOption, *, actor: Actor, reason: str) -> None:
@@ -335,8 +318,7 @@ def delete_option(option: FallbackOption, *, actor: Actor, reason: str) -> None:
 
 
 def save_operation(operation: Operation, *, actor: Actor, reason: str) -> Operation:
-    audited_save(operation, OPERATION_FIELDS, actor=actor, reason=reason, action="operation")
-    return operation
+    return audited_save(operation, OPERATION_FIELDS, actor=actor, reason=reason, action="operation")
 
 
 def delete_operation(operation: Operation, *, actor: Actor, reason: str) -> None:

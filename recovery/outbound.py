@@ -301,8 +301,12 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and name.lower() != "idempotency-key"
 
 
-def redact_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: (REDACTED if is_secret_name(k) else v) for k, v in (headers or {}).items()}
+def redact_by_name(values: dict[str, Any] | None) -> dict[str, Any]:
+    """Values under secret-looking names hidden: headers, a task's keyword arguments."""
+    return {k: (REDACTED if is_secret_name(k) else v) for k, v in (values or {}).items()}
+
+
+redact_headers = redact_by_name
 
 
 def redact_url(url: str) -> str:
@@ -328,6 +332,14 @@ def redact_request(data: dict[str, Any] | None) -> dict[str, Any]:
         data["headers"] = redact_headers(data["headers"])
     if isinstance(data.get("url"), str):
         data["url"] = redact_url(data["url"])
+    return data
+
+
+def redact_task(data: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored task call ({name, args, kwargs}) as every output shows it: secret-looking kwargs hidden."""
+    data = dict(data or {})
+    if isinstance(data.get("kwargs"), dict):
+        data["kwargs"] = redact_by_name(data["kwargs"])
     return data
 
 

@@ -49,6 +49,11 @@ class BudgetInput:
     window_s: int
     note: str = ""  # e.g. "the budget store is unreachable"
 
+    def describe(self) -> str:
+        return (
+            f"{self.retries} of {self.limit} retries used in the last {self.window_s} s ({self.calls} calls)"
+        )
+
 
 @dataclass(frozen=True)
 class BreakerInput:
@@ -237,8 +242,7 @@ def _refusal(
         note = f"; {b.note}" if b.note else ""
         return (
             "budget",
-            f"the retry budget of {i.service} is spent: {b.retries} of {b.limit} retries used in the last "
-            f"{b.window_s} s ({b.calls} calls){note}",
+            f"the retry budget of {i.service} is spent: {b.describe()}{note}",
         )
     return None
 
@@ -377,11 +381,9 @@ def _retry_option(i: Inputs) -> Availability:
     refused = _refusal(i, i.policy.delay_s, idempotency=i.error_class != ErrorClass.RATE_LIMIT)
     if refused is not None:
         return Availability(RETRY, False, refused[1])
-    b = i.budget
     why = (
         f"policy {i.policy.name}: {i.policy.attempts_left} more attempt(s), next after "
-        f"{seconds(i.policy.delay_s)}; budget: {b.retries} of {b.limit} retries used in the last {b.window_s} s "
-        f"({b.calls} calls); breaker {i.breaker.state.replace('_', ' ')}"
+        f"{seconds(i.policy.delay_s)}; budget: {i.budget.describe()}; breaker {i.breaker.state.replace('_', ' ')}"
     )
     return Availability(RETRY, True, why, delay_s=i.policy.delay_s)
 

@@ -23,10 +23,8 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from config.errors import NotFound
 from healing.services import Actor
 from recovery import budget, degradation, fallbacks, metrics, planner, policies, registry
-from recovery.budget import BudgetCheck
 from recovery.classification import ErrorReport
 from recovery.models import FallbackInvocation, RecoveryPlan, RetryPolicy, Service
 from recovery.planner import BudgetInput, Decision, Inputs, PolicyInput
@@ -60,19 +58,7 @@ class Planned:
     classified: Classified
 
 
-def known(name: str) -> Service:
-    """A registered service, for reads: they never register one (the plan request does, as a permit does)."""
-    service = Service.objects.filter(name=name).first()
-    if service is None:
-        raise NotFound(f"Unknown service {name!r}.", field="service")
-    return service
-
-
 # --- Gathering the inputs ----------------------------------------------------------------------------------
-
-
-def _budget_input(check: BudgetCheck) -> BudgetInput:
-    return BudgetInput(check.allowed, check.retries, check.calls, check.limit, check.window_s)
 
 
 def _without_budget_store(service: Service, error: Exception) -> BudgetInput:
@@ -87,14 +73,14 @@ def _without_budget_store(service: Service, error: Exception) -> BudgetInput:
 
 def budget_now(service: Service) -> BudgetInput:
     try:
-        return _budget_input(budget.peek(service))
+        return budget.peek(service)
     except redis.RedisError as error:
         return _without_budget_store(service, error)
 
 
 def _spend(service: Service) -> BudgetInput:
     try:
-        return _budget_input(budget.try_retry(service))
+        return budget.try_retry(service)
     except redis.RedisError as error:
         return _without_budget_store(service, error)
 
@@ -186,13 +172,10 @@ def make_plan(request: PlanRequest, *, actor: Actor) -> Planned:
     )
     decision = planner.decide(inputs)
     if decision.action == planner.RETRY:
-        spent = _spend(service)
-        if not spent.allowed:
+        inputs = replace(inputs, budget=_spend(service))
+        if not inputs.budget.allowed:
             # Another agent took the window's last retry since the peek: decide again, budget spent.
-            inputs = replace(inputs, budget=spent)
             decision = planner.decide(inputs)
-        else:
-            inputs = replace(inputs, budget=spent)
     plan = _write(request, service, policy, inputs, decision, actor)
     return Planned(plan, decision, inputs, classified)
 
@@ -273,13 +256,12 @@ def _count(plan: RecoveryPlan, invocation: FallbackInvocation | None, decision: 
 
 
 def list_options(
-    *, service: str, operation: str, error_class: str, kind: str = "", cache_key: str = ""
+    *, service: Service, operation: str, error_class: str, kind: str = "", cache_key: str = ""
 ) -> dict[str, Any]:
     """Every option for a first failure of this class, with why each is or is not available now."""
-    known_service = known(service)
-    inputs, policy = gather(known_service, operation, error_class=error_class, kind=kind, cache_key=cache_key)
+    inputs, policy = gather(service, operation, error_class=error_class, kind=kind, cache_key=cache_key)
     return {
-        "service": known_service.name,
+        "service": service.name,
         "operation": operation,
         "error_class": error_class,
         "kind": kind,

@@ -13,9 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-from django.db.models import Model
-
 from config.conf import rebound
 from config.errors import Conflict
 from healing import services as audit
@@ -180,31 +177,8 @@ POLICY_FIELDS = [
 ]
 
 
-def audited_save(obj: Model, fields: list[str], *, actor: Actor, reason: str, action: str) -> Model:
-    """Validate and save an operator's configuration row, with an audit event saying what changed and why.
-    `obj` carries the new values; its stored row (if any) is the audit's "before"."""
-    reason = audit.require_reason(reason)
-    with transaction.atomic():
-        stored = type(obj)._default_manager.select_for_update().filter(pk=obj.pk).first() if obj.pk else None
-        before = audit.snapshot(stored, fields) if stored is not None else None
-        audit.full_clean(obj)
-        obj.save()
-        verb = "update" if stored is not None else "create"
-        audit.record(
-            actor, f"{action}.{verb}", obj, reason=reason, before=before, after=audit.snapshot(obj, fields)
-        )
-    return obj
-
-
-def audited_delete(obj: Model, fields: list[str], *, actor: Actor, reason: str, action: str) -> None:
-    reason = audit.require_reason(reason)
-    with transaction.atomic():
-        audit.record(actor, f"{action}.delete", obj, reason=reason, before=audit.snapshot(obj, fields))
-        obj.delete()
-
-
 def save_policy(policy: RetryPolicy, *, actor: Actor, reason: str) -> RetryPolicy:
-    audited_save(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
+    audit.audited_save(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
     forget()
     return policy
 
@@ -213,5 +187,5 @@ def delete_policy(policy: RetryPolicy, *, actor: Actor, reason: str) -> None:
     if policy.builtin:
         # The built-in defaults are sources 003 and 004's numbers: edit them, never lose them.
         raise Conflict(f"{policy.name!r} is a built-in policy: edit it instead of deleting it.")
-    audited_delete(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
+    audit.audited_delete(policy, POLICY_FIELDS, actor=actor, reason=reason, action="retry_policy")
     forget()

@@ -26,6 +26,7 @@ from config.validation import parse
 from healing.permissions import AgentOrOperator
 from healing.services import Actor
 from recovery import fallbacks, plans, policies
+from recovery.breaker_views import _known
 from recovery.models import RetryPolicy
 from recovery.schemas import SLUG, ErrorIn, Slug
 from recovery.taxonomy import ErrorClass, ErrorKind
@@ -337,7 +338,7 @@ class OptionsView(APIView):
         query = parse(_OPTIONS, _query(request))
         return Response(
             plans.list_options(
-                service=query.service,
+                service=_known(query.service),
                 operation=query.operation,
                 error_class=query.error_class.value,
                 kind=query.kind,
@@ -398,7 +399,7 @@ class FallbackChainView(APIView):
     )
     def get(self, request: Request, service: str) -> Response:
         query = parse(_CHAIN, {**_query(request), "service": service})
-        return Response(fallbacks.chain_view(plans.known(query.service), query.operation, query.cache_key))
+        return Response(fallbacks.chain_view(_known(query.service), query.operation, query.cache_key))
 
 
 # --- Retry policies (read-only: operators edit them in the admin) -------------------------------------------
@@ -495,7 +496,7 @@ class RetryPolicyResolveView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = parse(_RESOLVE, _query(request))
-        service = plans.known(query.service) if query.service else None
+        service = _known(query.service) if query.service else None
         steps = policies.explain(service, query.operation, query.error_class, query.kind)
         chosen = next((s for s in steps if s.policy is not None), None)
         why = []

@@ -7,8 +7,6 @@ source "admin". Secrets in stored requests are shown redacted, as in the API.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -65,19 +63,6 @@ class AttemptInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[t
         return truncated(attempt.message, 120)
 
 
-class NeedsHumanFilter(admin.SimpleListFilter):
-    title = "needs a human"
-    parameter_name = "needs_human"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("1", "yes"), ("0", "no")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[RetryJob]) -> QuerySet[RetryJob]:
-        if self.value() in ("0", "1"):
-            return queryset.filter(needs_human=self.value() == "1")
-        return queryset
-
-
 @admin.register(RetryJob)
 class RetryJobAdmin(ReadOnlyAdmin):
     list_display = [
@@ -93,7 +78,7 @@ class RetryJobAdmin(ReadOnlyAdmin):
         "created_at",
     ]
     list_display_links = ["short_id"]
-    list_filter = ["state", NeedsHumanFilter, "kind", "service"]
+    list_filter = ["state", "needs_human", "kind", "service"]
     search_fields = ["idempotency_key", "operation", "task_name", "service__name", "agent__name"]
     list_select_related = ["service", "agent", "created_by"]
     date_hierarchy = "created_at"
@@ -148,11 +133,11 @@ class RetryJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="request (secrets hidden)")
     def request_json(self, job: RetryJob) -> SafeString | str:
-        return pretty_json(retry_selectors.job_json(job)["request"])
+        return pretty_json(retry_selectors.request_shown(job))
 
     @admin.display(description="task (secrets hidden)")
     def task_json(self, job: RetryJob) -> SafeString | str:
-        return pretty_json(retry_selectors.job_json(job)["task"])
+        return pretty_json(retry_selectors.task_shown(job))
 
     @admin.display(description="policy as the job runs it")
     def policy_json(self, job: RetryJob) -> SafeString | str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from healing.services import Actor
 from recovery import (
     breakers,
     budget,
+    calls,
     metrics,
     outbound,
     policies,
@@ -41,6 +42,7 @@ from recovery import (
     retry_selectors,
     task_registry,
 )
+from recovery.calls import CallOutcome
 from recovery.classification import ErrorReport
 from recovery.models import RetryAttempt, RetryJob, RetryPolicy
 from recovery.services import Classified, classify_report
@@ -51,7 +53,6 @@ State = RetryJob.State
 # The attempt task's hard time limit; a job still running this long after its claim lost its worker.
 RUN_TIME_LIMIT_S = 300
 RUN_SOFT_TIME_LIMIT_S = 240
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 MESSAGE_CHARS = 10_000
 # Where a rerun keeps the attempts of earlier runs, so that a new run gets the policy's attempts afresh.
 ATTEMPTS_BEFORE = "attempts_before"
@@ -224,33 +225,11 @@ def create_job(new: NewJob, *, actor: Actor) -> tuple[RetryJob, bool]:
 # --- running an attempt ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CallOutcome:
-    ok: bool
-    value: Any
-    error: ErrorReport | None
-    duration_ms: float
-    status_code: int | None
-
-
-def _with_idempotency_key(req: outbound.OutboundRequest, key: str) -> outbound.OutboundRequest:
-    # Sent on every attempt: it is what lets the target tell a retry from a new request (non-idempotent
-    # operations are retried only because of it). A key the caller set in the headers wins.
-    if any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in req.headers):
-        return req
-    return replace(req, headers={**req.headers, IDEMPOTENCY_HEADER: key})
-
-
 def call(job: RetryJob) -> CallOutcome:
     """Make the job's call once: the HTTP request, or the registered task in this worker."""
     if job.kind == RetryJob.Kind.HTTP:
-        req = _with_idempotency_key(outbound.OutboundRequest.from_json(job.request), job.idempotency_key)
-        result = outbound.execute(req)
-        value = {"status_code": result.status_code, "body": result.body} if result.ok else None
-        return CallOutcome(result.ok, value, result.error, result.duration_ms, result.status_code)
-    ran = task_registry.run(job.task_name, job.task_args, job.task_kwargs)
-    status = ran.error.status_code if ran.error else None
-    return CallOutcome(ran.ok, ran.value, ran.error, ran.duration_ms, status)
+        return calls.call_http(job.request, job.idempotency_key)
+    return calls.call_task(job.task_name, job.task_args, job.task_kwargs)
 
 
 @dataclass(frozen=True)
@@ -383,10 +362,7 @@ def run_attempt(job_id: str, number: int, task_id: str) -> str:
     if attempt is None:
         return "stale"
     outcome = call(job)
-    classified = None
-    if not outcome.ok:
-        report = outcome.error or ErrorReport(type_name="rebound.UnknownFailure", message="the call failed")
-        classified = classify_report(replace(report, service=job.service.name, operation=job.operation))
+    classified = calls.classify(outcome, service=job.service.name, operation=job.operation)
     decision = _finish(job, attempt, task_id, outcome, classified)
     _count_into_breaker(job, outcome, classified, permit_id)
     return decision.state

@@ -55,8 +55,16 @@ def attempts(job: RetryJob) -> list[RetryAttempt]:
     return list(job.attempt_rows.order_by("number"))
 
 
-def _redact_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: (outbound.REDACTED if outbound.is_secret_name(k) else v) for k, v in kwargs.items()}
+def request_shown(job: RetryJob) -> dict[str, Any] | None:
+    """An http job's request with its secrets hidden (headers, query values); None for a task job."""
+    return outbound.redact_request(job.request) if job.kind == RetryJob.Kind.HTTP else None
+
+
+def task_shown(job: RetryJob) -> dict[str, Any] | None:
+    """A task job's call with secret-looking kwargs hidden; None for an http job."""
+    if job.kind != RetryJob.Kind.TASK:
+        return None
+    return outbound.redact_task({"name": job.task_name, "args": job.task_args, "kwargs": job.task_kwargs})
 
 
 def attempt_json(row: RetryAttempt) -> dict[str, Any]:
@@ -82,14 +90,8 @@ def job_json(job: RetryJob, *, with_attempts: bool = False) -> dict[str, Any]:
         "service": job.service.name,
         "operation": job.operation,
         "kind": job.kind,
-        "request": outbound.redact_request(job.request) if job.kind == RetryJob.Kind.HTTP else None,
-        "task": {
-            "name": job.task_name,
-            "args": job.task_args,
-            "kwargs": _redact_kwargs(job.task_kwargs),
-        }
-        if job.kind == RetryJob.Kind.TASK
-        else None,
+        "request": request_shown(job),
+        "task": task_shown(job),
         "idempotency_key": job.idempotency_key,
         "policy": job.policy_snapshot,
         "state": job.state,

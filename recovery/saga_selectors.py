@@ -125,11 +125,11 @@ def transaction_json(txn: Transaction, *, steps: bool = False) -> dict[str, Any]
 
 
 def compensation_json(step: TransactionStep) -> dict[str, Any]:
-    """The compensation as it was recorded, with secret headers and query values hidden."""
+    """The compensation as it was recorded, with secret headers, query values and task kwargs hidden."""
     if step.compensation_kind == TransactionStep.CompensationKind.HTTP:
         return {"kind": "http", "request": outbound.redact_request(step.compensation)}
     if step.compensation_kind == TransactionStep.CompensationKind.TASK:
-        return {"kind": "task", "task": step.compensation}
+        return {"kind": "task", "task": outbound.redact_task(step.compensation)}
     return {"kind": "none"}
 
 

@@ -17,8 +17,6 @@ Nothing here does network I/O inside `transaction.atomic()`; tasks are enqueued 
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import logging
 import time
 import uuid
@@ -35,7 +33,8 @@ from config.conf import rebound
 from config.errors import Conflict, InvalidInput, NotFound
 from healing import services as audit
 from healing.services import Actor
-from recovery import metrics, outbound, policies, services, task_registry
+from recovery import calls, metrics, outbound, policies, task_registry
+from recovery.calls import IDEMPOTENCY_HEADER, IDEMPOTENCY_KWARG, CallOutcome, accepts_idempotency_key
 from recovery.classification import ErrorReport
 from recovery.models import (
     CompensationAttempt,
@@ -52,8 +51,6 @@ StepStatus = TransactionStep.Status
 Kind = TransactionStep.CompensationKind
 Outcome = CompensationAttempt.Outcome
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KWARG = "idempotency_key"
 DEADLINE_REASON = "deadline passed"
 # The attempt's error_type when its worker died during the call: its outcome is unknown.
 WORKER_LOST = "rebound.WorkerLost"
@@ -439,39 +436,34 @@ def _attempt(txn: Transaction, step: TransactionStep, number: int, fence: str) -
     except IntegrityError:
         return None  # a duplicate delivery of this run created this attempt first: it makes the call
     step.refresh_from_db()
-    report, status_code, duration_ms = call(step)
-    if report is None:
-        return _record_success(txn, step, attempt, status_code, duration_ms)
-    return _record_failure(txn, step, attempt, fence, report, status_code, duration_ms)
+    outcome = call(step)
+    classified = calls.classify(outcome)
+    if classified is None:
+        return _record_success(txn, step, attempt, outcome.status_code, outcome.duration_ms)
+    verdict = classified.verdict
+    return _record_failure(
+        txn,
+        step,
+        attempt,
+        fence,
+        classified.report,
+        outcome.status_code,
+        outcome.duration_ms,
+        error_class=verdict.error_class,
+        kind=verdict.kind,
+    )
 
 
-def call(step: TransactionStep) -> tuple[ErrorReport | None, int | None, float]:
-    """Run the step's compensation once: (error or None, HTTP status, duration in ms). Never raises for the
-    compensation's own failures."""
+def call(step: TransactionStep) -> CallOutcome:
+    """Run the step's compensation once, with the step's idempotency key. Never raises for its own failures."""
     if step.compensation_kind == Kind.HTTP:
-        request = outbound.OutboundRequest.from_json(step.compensation)
-        headers = {k: v for k, v in request.headers.items() if k.lower() != IDEMPOTENCY_HEADER.lower()}
-        headers[IDEMPOTENCY_HEADER] = step.idempotency_key
-        result = outbound.execute(dataclasses.replace(request, headers=headers))
-        return result.error, result.status_code, result.duration_ms
+        # Intake refused a caller's Idempotency-Key header: the step's key is the one sent.
+        return calls.call_http(step.compensation, step.idempotency_key)
     name = str(step.compensation.get("name", ""))
     kwargs = dict(step.compensation.get("kwargs") or {})
     if accepts_idempotency_key(name):
         kwargs[IDEMPOTENCY_KWARG] = step.idempotency_key
-    outcome = task_registry.run(name, list(step.compensation.get("args") or []), kwargs)
-    return outcome.error, None, outcome.duration_ms
-
-
-def accepts_idempotency_key(task_name: str) -> bool:
-    """Whether the task's function takes `idempotency_key` (by name, or in **kwargs)."""
-    task = task_registry.find(task_name)
-    if task is None:
-        return False
-    try:
-        parameters = inspect.signature(task.run).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == IDEMPOTENCY_KWARG or p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return calls.call_task(name, list(step.compensation.get("args") or []), kwargs)
 
 
 def _record_success(
@@ -508,15 +500,12 @@ def _record_failure(
     status_code: int | None,
     duration_ms: float | None,
     *,
-    error_class: str = "",
-    kind: str = "",
+    error_class: str,
+    kind: str,
     lost: bool = False,
 ) -> object | Next | None:
     """Close the attempt as failed and decide, in the same transaction: a retry after the policy's delay, or
     the step and the transaction failed (a human must look)."""
-    if not error_class:
-        verdict = services.classify_report(report).verdict
-        error_class, kind = verdict.error_class, verdict.kind
     policy = _step_policy(step, error_class, kind)
     now = timezone.now()
     delay = _retry_delay(step, attempt, policy, error_class, report.retry_after_s, now)

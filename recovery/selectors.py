@@ -43,13 +43,12 @@ def rules() -> QuerySet[ClassificationRule]:
     return ClassificationRule.objects.order_by("priority", "id")
 
 
-def breaker_view(service: Service) -> dict[str, Any]:
-    """A breaker as operators and agents read it: state, settings, the live window, and why."""
+def live_breaker(service: Service) -> dict[str, Any]:
+    """The breaker's automatic state and window as its store holds them now (an override is not applied)."""
     from recovery import breakers, registry
 
-    cfg = registry.config_of(service)
     try:
-        peek = breakers.store().peek(service, cfg)
+        peek = breakers.store().peek(service, registry.config_of(service))
         live: dict[str, Any] = {
             "state": peek.state,
             "window": {
@@ -66,6 +65,14 @@ def breaker_view(service: Service) -> dict[str, Any]:
             live["state"] = "half_open"  # what the next permit will find
     except redis.RedisError:
         live = {"state": "unknown", "window": None, "opened_at": None, "open_until": None}
+    return live
+
+
+def breaker_view(service: Service) -> dict[str, Any]:
+    """A breaker as operators and agents read it: state, settings, the live window, and why."""
+    from recovery import registry
+
+    live = live_breaker(service)
     override = registry.override_in_force(service)
     last = service.transitions.order_by("-created_at", "-id").first()
     return {

@@ -9,32 +9,14 @@ import pytest
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
-from django.urls import reverse
 
-from healing.admin import CONFIRMED
 from healing.models import AuditEvent
 from recovery import checkpoints
 from recovery.models import Checkpoint, Task
 from tests import factories
+from tests.admin_helpers import confirmed, run_action, url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
-
-
-def login(user: Any) -> Client:
-    client = Client()
-    client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
-    return client
-
-
-@pytest.fixture
-def operator() -> Client:
-    return login(factories.operator())
-
-
-@pytest.fixture
-def viewer() -> Client:
-    return login(factories.viewer())
 
 
 @pytest.fixture
@@ -46,10 +28,6 @@ def task() -> Task:
     ):
         checkpoints.save_checkpoint(agent=agent, task_id="inbox", state=state, step="summarise", progress=50)
     return Task.objects.get()
-
-
-def url(name: str, *args: Any) -> str:
-    return reverse(f"admin:{name}", args=args)
 
 
 def test_the_task_page_lists_its_checkpoints_without_their_states(viewer: Client, task: Task) -> None:
@@ -139,19 +117,16 @@ def test_the_diff_does_not_show_a_corrupt_side(viewer: Client, task: Task) -> No
 
 
 def abandon(client: Client, task: Task, **extra: str) -> Any:
-    data = {"action": "mark_abandoned", "_selected_action": [str(task.pk)], **extra}
-    if CONFIRMED not in extra:
-        data["index"] = "0"
-    return client.post(url("recovery_task_changelist"), data)
+    return run_action(client, "recovery_task_changelist", "mark_abandoned", [task.pk], **extra)
 
 
 def test_an_operator_marks_a_task_abandoned_with_a_reason(operator: Client, task: Task) -> None:
     asked = abandon(operator, task)
-    nothing = abandon(operator, task, **{CONFIRMED: "yes", "reason": ""})
+    nothing = abandon(operator, task, **confirmed(""))
     task.refresh_from_db()
     assert task.status == "running"
 
-    done = abandon(operator, task, **{CONFIRMED: "yes", "reason": "the customer cancelled"})
+    done = abandon(operator, task, **confirmed("the customer cancelled"))
 
     assert asked.status_code == 200
     assert "reason" in asked.content.decode()
@@ -170,7 +145,7 @@ def test_an_operator_marks_a_task_abandoned_with_a_reason(operator: Client, task
 def test_abandoning_a_finished_task_changes_nothing(operator: Client, task: Task) -> None:
     Task.objects.update(status="succeeded")
 
-    abandon(operator, task, **{CONFIRMED: "yes", "reason": "tidy up"})
+    abandon(operator, task, **confirmed("tidy up"))
 
     task.refresh_from_db()
     assert task.status == "succeeded"

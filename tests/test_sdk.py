@@ -4,9 +4,7 @@ elsewhere are seen and refused locally, half-open calls use the server's trial p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 from rest_framework.test import APIClient
@@ -23,39 +21,16 @@ from tests.test_sdk_support import (
     operator_key,
     override,
     service,
+    transitions,
 )
+from tests.test_sdk_support import clients as clients
+from tests.test_sdk_support import server as server
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkServer]:
-    running = SdkServer(Path(tmp_path_factory.mktemp("sdk-server"))).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def clients(server: SdkServer) -> Iterator[Callable[..., Client]]:
-    made: list[Client] = []
-
-    def make(key: str, **options: Any) -> Client:
-        client = Client(server.url, key, **options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close(timeout_s=2)
-
-
-def _transitions(name: str) -> list[tuple[str, str]]:
-    rows = BreakerTransition.objects.filter(service__name=name).order_by("id")
-    return [(t.from_state, t.to_state) for t in rows]
 
 
 def test_it_serves_a_snapshot_with_the_id_of_the_last_transition(agent_client: APIClient) -> None:
@@ -125,7 +100,7 @@ def test_a_trip_by_one_client_is_seen_by_another_which_refuses_locally(
             raise RuntimeError("connection reset by peer")
 
     eventually(lambda: watching.state("sdk-trip") == "open", "the other client's view flipped")
-    assert _transitions("sdk-trip") == [("closed", "open")]
+    assert transitions("sdk-trip") == [("closed", "open")]
     flipped = [c for c in seen if c.service == "sdk-trip" and c.new_state == "open"]
     assert flipped[0].source == "event"
     assert flipped[0].event_id == BreakerTransition.objects.get(service__name="sdk-trip").pk
@@ -160,7 +135,7 @@ def test_an_operator_forcing_a_breaker_open_is_respected_then_released(
     eventually(lambda: client.state("sdk-forced") == "closed", "back to automatic")
     with client.guard("sdk-forced"):
         pass
-    assert _transitions("sdk-forced") == [("closed", "forced_open"), ("forced_open", "closed")]
+    assert transitions("sdk-forced") == [("closed", "forced_open"), ("forced_open", "closed")]
 
 
 def test_half_open_calls_use_the_servers_trial_permits(
@@ -186,5 +161,5 @@ def test_half_open_calls_use_the_servers_trial_permits(
     assert trial.permit_id  # the trial's permit id went back with its outcome
     assert transport.count("POST", "/api/v1/breakers/sdk-half/permit") == 2
     eventually(lambda: client.state("sdk-half") == "closed", "the trial's success closed it")
-    assert _transitions("sdk-half") == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    assert transitions("sdk-half") == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
     assert breaker(server.url, key, "sdk-half")["window"]["trial_permits_in_use"] == 0

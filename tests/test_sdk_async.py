@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from rebound_client import AsyncClient, CircuitOpenError, RecoveryAbortedError
-from recovery.models import BreakerTransition, ErrorEvent, FallbackOption, RecoveryPlan
+from recovery.models import ErrorEvent, FallbackOption, RecoveryPlan
 from tests.test_sdk_support import (
+    QUIET,
     WITHIN_S,
     AsyncRecording,
     Flaky,
@@ -25,7 +26,9 @@ from tests.test_sdk_support import (
     operator_key,
     override,
     service,
+    transitions,
 )
+from tests.test_sdk_support import server as server
 
 pytestmark = [
     pytest.mark.postgres,
@@ -33,14 +36,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
 T = TypeVar("T")
-QUIET = {"consecutive_failures": 0, "minimum_calls": 100, "window_size": 100}
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkServer]:
-    running = SdkServer(Path(tmp_path_factory.mktemp("sdk-async"))).start()
-    yield running
-    running.stop()
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -112,9 +107,7 @@ def test_a_trip_elsewhere_is_seen_and_refused_locally(server: SdkServer) -> None
     assert refused.state == "open"
     assert refused.retry_after_s is not None and refused.retry_after_s > 0
     assert transport.count("POST", "/permit") == 0
-    assert [
-        (t.from_state, t.to_state) for t in BreakerTransition.objects.filter(service__name="sdk-async-trip")
-    ] == [("closed", "open")]
+    assert transitions("sdk-async-trip") == [("closed", "open")]
 
 
 def test_call_follows_plans_without_sleeping_in_test_mode(server: SdkServer) -> None:

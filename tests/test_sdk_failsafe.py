@@ -11,8 +11,17 @@ from typing import Any
 import pytest
 
 from rebound_client import CircuitOpenError, Client, RetriesExhaustedError
-from recovery.models import BreakerTransition, ErrorEvent
-from tests.test_sdk_support import Flaky, SdkServer, agent_key, breaker, eventually, http_error, service
+from recovery.models import ErrorEvent
+from tests.test_sdk_support import (
+    Flaky,
+    SdkServer,
+    agent_key,
+    breaker,
+    eventually,
+    http_error,
+    service,
+    transitions,
+)
 
 pytestmark = [
     pytest.mark.postgres,
@@ -77,9 +86,7 @@ def test_while_rebound_is_away_a_local_breaker_decides_and_outcomes_wait(
     assert [(e.operation, e.message) for e in events] == [("fetch", "connection refused")] * 3
     # The fleet's breaker counted them too, once they arrived: the server tripped, and the view shows it.
     eventually(lambda: client.state("sdk-away") == "open", "the server's trip seen")
-    assert [
-        (t.from_state, t.to_state) for t in BreakerTransition.objects.filter(service__name="sdk-away")
-    ] == [("closed", "open")]
+    assert transitions("sdk-away") == [("closed", "open")]
     assert breaker(server.url, key, "sdk-away")["state"] == "open"
     assert client.stats()["dropped"] == 0
 

@@ -5,8 +5,7 @@ sleeps: the plans' delays are recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from rebound_client import (
 )
 from recovery.models import FallbackInvocation, FallbackOption, RecoveryPlan, Service
 from tests.test_sdk_support import (
+    QUIET,
     Flaky,
     SdkServer,
     agent_key,
@@ -30,27 +30,20 @@ from tests.test_sdk_support import (
     override,
     service,
 )
+from tests.test_sdk_support import clients as clients
+from tests.test_sdk_support import server as server
 
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.redis,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-QUIET = {"consecutive_failures": 0, "minimum_calls": 100, "window_size": 100}  # never trips by itself
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SdkServer]:
-    running = SdkServer(Path(tmp_path_factory.mktemp("sdk-plans"))).start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture
-def client(server: SdkServer) -> Iterator[Client]:
-    made = Client(server.url, agent_key(), test_mode=True)
-    yield made
-    made.close(timeout_s=2)
+def client(clients: Callable[..., Client]) -> Client:
+    made: Client = clients(agent_key(), test_mode=True)
+    return made
 
 
 def _plans(name: str) -> list[RecoveryPlan]:

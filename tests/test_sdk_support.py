@@ -1,5 +1,9 @@
 """What the SDK's tests share (no tests here): a real production gunicorn on the test database, which can be
-stopped and started again on the same port, a transport that records the SDK's requests, and rows to check."""
+stopped and started again on the same port, a transport that records the SDK's requests, and rows to check.
+
+The fixtures `server` (one running gunicorn per test module) and `clients` (clients closed after the test) are
+used by importing them as `from tests.test_sdk_support import server as server` (the explicit re-export tells
+ruff the import is meant, though only pytest reads it)."""
 
 from __future__ import annotations
 
@@ -7,19 +11,22 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from recovery.models import Service
+from rebound_client import Client
+from recovery.models import BreakerTransition, Service
 from tests import factories
 from tests.processes import PYTHON, ROOT, free_port, process_env, wait_for, wait_http
 
 # A guarded call's effects reach the server within a flush (0.2 s) and the view within a long-poll's wake-up;
 # these bounds are generous on purpose: a loaded CI machine must not make the tests flaky.
 WITHIN_S = 20.0
+QUIET = {"consecutive_failures": 0, "minimum_calls": 100, "window_size": 100}  # never trips by itself
 
 
 class SdkServer:
@@ -70,32 +77,61 @@ class SdkServer:
         return self.log.read_text()[-3000:] if self.log.exists() else ""
 
 
-class Recording(httpx.HTTPTransport):
+class _Requests:
+    """What the recording transports write down: each request's method and path."""
+
+    requests: list[tuple[str, str]]
+
+    def count(self, method: str, suffix: str) -> int:
+        return sum(1 for m, path in self.requests if m == method and path.endswith(suffix))
+
+
+class Recording(httpx.HTTPTransport, _Requests):
     """The real transport, writing down each request's method and path."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[tuple[str, str]] = []
+        self.requests = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path))
         return super().handle_request(request)
 
-    def count(self, method: str, suffix: str) -> int:
-        return sum(1 for m, path in self.requests if m == method and path.endswith(suffix))
 
-
-class AsyncRecording(httpx.AsyncHTTPTransport):
+class AsyncRecording(httpx.AsyncHTTPTransport, _Requests):
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[tuple[str, str]] = []
+        self.requests = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append((request.method, request.url.path))
         return await super().handle_async_request(request)
 
-    def count(self, method: str, suffix: str) -> int:
-        return sum(1 for m, path in self.requests if m == method and path.endswith(suffix))
+
+@pytest.fixture(scope="module")
+def server(
+    django_db_setup: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SdkServer]:
+    """One running server for the test module (its log in a scratch folder named after the module)."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    running = SdkServer(Path(folder)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def clients(server: SdkServer) -> Iterator[Callable[..., Client]]:
+    """Makes sync clients of `server`, each closed after the test."""
+    made: list[Client] = []
+
+    def make(key: str, **options: Any) -> Client:
+        client = Client(server.url, key, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close(timeout_s=2)
 
 
 def agent_key() -> str:
@@ -110,6 +146,11 @@ def service(name: str, **settings: Any) -> Service:
     """A registered service with small settings: five calls decide, one consecutive failure less than that."""
     defaults: dict[str, Any] = {"window_size": 10, "minimum_calls": 5, "consecutive_failures": 3}
     return Service.objects.create(name=name, **{**defaults, **settings})
+
+
+def transitions(name: str) -> list[tuple[str, str]]:
+    rows = BreakerTransition.objects.filter(service__name=name).order_by("id")
+    return [(t.from_state, t.to_state) for t in rows]
 
 
 def eventually(predicate: Callable[[], bool], what: str, timeout: float = WITHIN_S) -> None:
