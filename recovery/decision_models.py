@@ -267,21 +267,19 @@ class RetryJob(models.Model):
         return self.state in (self.State.SUCCEEDED, self.State.FAILED, self.State.CANCELLED)
 
 
-class RetryAttempt(models.Model):
-    """One attempt of a retry job, with its outcome and classification."""
+class CallAttempt(models.Model):
+    """What every attempt of a call records (a retry job's, a compensation's): its outcome and classification."""
 
     class Outcome(models.TextChoices):
         RUNNING = "running"
         SUCCESS = "success"
         FAILURE = "failure"
 
-    job = models.ForeignKey(RetryJob, on_delete=models.CASCADE, related_name="attempt_rows")
     number = models.PositiveIntegerField()
     outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error_class = models.CharField(max_length=20, choices=ErrorClass.choices, blank=True)
     kind = models.CharField(max_length=30, choices=ErrorKind.choices, blank=True)
-    severity = models.CharField(max_length=10, choices=Severity.choices, blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
@@ -290,6 +288,16 @@ class RetryAttempt(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
+
+
+class RetryAttempt(CallAttempt):
+    """One attempt of a retry job."""
+
+    job = models.ForeignKey(RetryJob, on_delete=models.CASCADE, related_name="attempt_rows")
+    severity = models.CharField(max_length=10, choices=Severity.choices, blank=True)
+
+    class Meta(CallAttempt.Meta):
         ordering = ["job", "number"]
         constraints = [models.UniqueConstraint(fields=["job", "number"], name="retryattempt_unique_number")]
 

@@ -10,7 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from recovery.taxonomy import ErrorClass, ErrorKind
+from recovery.decision_models import CallAttempt
 
 
 class Task(models.Model):
@@ -174,28 +174,12 @@ class TransactionStep(models.Model):
         return f"{self.transaction_id} #{self.seq} {self.name}: {self.status}"
 
 
-class CompensationAttempt(models.Model):
-    """One attempt at a step's compensation, with its outcome and classification."""
-
-    class Outcome(models.TextChoices):
-        RUNNING = "running"
-        SUCCESS = "success"
-        FAILURE = "failure"
+class CompensationAttempt(CallAttempt):
+    """One attempt at a step's compensation."""
 
     step = models.ForeignKey(TransactionStep, on_delete=models.CASCADE, related_name="attempt_rows")
-    number = models.PositiveIntegerField()
-    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.RUNNING)
-    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    error_class = models.CharField(max_length=20, choices=ErrorClass.choices, blank=True)
-    kind = models.CharField(max_length=30, choices=ErrorKind.choices, blank=True)
-    error_type = models.CharField(max_length=200, blank=True)
-    message = models.TextField(blank=True)
-    duration_ms = models.FloatField(null=True, blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
-    started_at = models.DateTimeField()
-    finished_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
+    class Meta(CallAttempt.Meta):
         ordering = ["step", "number"]
         constraints = [
             models.UniqueConstraint(fields=["step", "number"], name="compensationattempt_unique_number")
