@@ -17,7 +17,9 @@ else:
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Threads by default: every SDK client holds a long-poll on /api/v1/breakers/events for up to 25 s, and with
+# one thread per worker a handful of agents would take every worker. GUNICORN_THREADS=1 selects sync workers.
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 worker_class = "gthread" if threads > 1 else "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 keepalive = 5
