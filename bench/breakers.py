@@ -522,20 +522,10 @@ def _run(stack: server.Stack, opts: Options) -> int:
         redis_rounds=redis_rounds,
         environment=_environment(stack, client),
     )
-    print()
-    print(findings.http_table())
-    print()
-    print(findings.redis_table())
-    print()
-    print(findings.verdict())
-    print()
-    print("Correctness:")
-    print(findings.correctness())
-    findings.save()
-    if opts.write_docs:
-        report.write_section("breakers", findings.section())
-        print(f"wrote {report.DOCS.relative_to(server.ROOT)}")
-    return 0 if findings.correct else 1
+    blocks = [findings.http_table(), findings.redis_table(), findings.verdict()]
+    return report.finish(
+        "breakers", findings, [*blocks, "Correctness:\n" + findings.correctness()], write_docs=opts.write_docs
+    )
 
 
 def _environment(stack: server.Stack, client: redis.Redis) -> dict[str, str]:

@@ -372,16 +372,9 @@ def _run(stack: server.Stack, opts: Options) -> int:
             runs += bench.round(number, payloads)
         storage = storage_figures(raw, {name: p.size for name, p in payloads.items()})
     outcome = Outcome(opts, started, runs, payloads, storage, bench.failures, environment(stack))
-    print()
-    print(outcome.tables())
-    print()
-    print(outcome.verdict())
-    print("Correctness: " + ("ok" if outcome.correct else "FAILED: " + "; ".join(bench.failures)))
-    outcome.save()
-    if opts.write_docs:
-        report.write_section("checkpoints", outcome.section())
-        print(f"wrote {report.DOCS.relative_to(server.ROOT)}")
-    return 0 if outcome.correct else 1
+    checked = "Correctness: " + ("ok" if outcome.correct else "FAILED: " + "; ".join(bench.failures))
+    blocks = [outcome.tables(), outcome.verdict() + "\n" + checked]
+    return report.finish("checkpoints", outcome, blocks, write_docs=opts.write_docs)
 
 
 def storage_figures(raw: psycopg.Connection[Any], sizes: dict[str, int]) -> dict[str, dict[str, float]]:

@@ -198,17 +198,8 @@ def _run(stack: server.Stack, opts: Options) -> int:
         )
         final = verify.settled_counts(stack)
     outcome = Outcome(opts, started, all_targets, rounds, exact, final, _environment(stack))
-    print()
-    print(outcome.markdown_table())
-    print()
-    print(outcome.verdict())
-    print("Correctness:")
-    print(outcome.correctness())
-    outcome.save()
-    if opts.write_docs:
-        report.write_section("intake", outcome.section())
-        print(f"wrote {report.DOCS.relative_to(server.ROOT)}")
-    return 0 if outcome.correct else 1
+    blocks = [outcome.markdown_table(), f"{outcome.verdict()}\nCorrectness:\n{outcome.correctness()}"]
+    return report.finish("intake", outcome, blocks, write_docs=opts.write_docs)
 
 
 def _environment(stack: server.Stack) -> dict[str, str]:

@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 from bench.loadgen import Measurement
 
@@ -118,3 +119,27 @@ def write_section(name: str, body: str, path: Path = DOCS) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+class Findings(Protocol):
+    """What each benchmark's results offer: whether its correctness checks passed, a JSON record, a docs section."""
+
+    @property
+    def correct(self) -> bool: ...
+
+    def save(self) -> object: ...
+
+    def section(self) -> str: ...
+
+
+def finish(name: str, findings: Findings, blocks: list[str], *, write_docs: bool) -> int:
+    """Print the blocks (tables, verdict, correctness), keep the results, write the docs section if asked; the
+    exit code says whether the correctness checks passed."""
+    for block in blocks:
+        print()
+        print(block)
+    findings.save()
+    if write_docs:
+        write_section(name, findings.section())
+        print(f"wrote {DOCS.relative_to(DOCS.parent.parent)}")
+    return 0 if findings.correct else 1

@@ -314,20 +314,10 @@ def main(argv: list[str] | None = None) -> int:
             clients_as=how,
             environment=_environment(stack),
         )
-    print()
-    print(findings.guard_table())
-    print()
-    print(findings.propagation_table())
-    print()
-    print(findings.verdict())
-    print()
-    print("Correctness:")
-    print(findings.correctness())
-    findings.save()
-    if opts.write_docs:
-        report.write_section("sdk", findings.section())
-        print(f"wrote {report.DOCS.relative_to(server.ROOT)}")
-    return 0 if findings.correct else 1
+    blocks = [findings.guard_table(), findings.propagation_table(), findings.verdict()]
+    return report.finish(
+        "sdk", findings, [*blocks, "Correctness:\n" + findings.correctness()], write_docs=opts.write_docs
+    )
 
 
 def _environment(stack: server.Stack) -> dict[str, str]:
