@@ -2,7 +2,7 @@
 
     python -m bench.breaker_loops KIND --seconds S --warmup S --tag TAG
 
-bench/breakers.py runs each loop as a child with the server's environment (production settings, Redis db 13),
+bench/breaker_services.py runs each loop as a child with the server's environment (production settings, Redis db 13),
 a fresh interpreter per loop and round, and reads the one JSON line it prints. Each loop makes its calls one
 after another from one thread, the way one agent process would; the child times itself and reads, around the
 timed part only, its own CPU time and the CPU other people's processes took (bench/cpu.py).
@@ -46,19 +46,20 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
     import django
 
     django.setup()
-    from recovery import breaker_logic as logic
-    from recovery import breakers, registry
-    from recovery.breaker_lua import PERMIT
-    from recovery.breaker_store import RedisStore
-    from recovery.models import Service
+    from recovery.breakers import logic as breaker_logic
+    from recovery.breakers import registry as breaker_registry
+    from recovery.breakers import store as breaker_store
+    from recovery.breakers.lua import PERMIT
+    from recovery.breakers.models import Service
+    from recovery.breakers.store import RedisStore
 
     # The store the API uses, with its client (same pool, timeouts and health checks): REDIS_URL is set.
-    store = breakers.store()
+    store = breaker_store.current_store()
     if not isinstance(store, RedisStore):
         raise SystemExit(f"the breaker store is {type(store).__name__}, not RedisStore: is REDIS_URL set?")
     client = store.client
     service = Service(name=f"bench-loop-{kind.replace('_', '-')}-{tag}")  # unsaved: the store needs its name
-    cfg = registry.config_of(service)  # the defaults: count window of 20, 10 calls minimum, 50%
+    cfg = breaker_registry.config_of(service)  # the defaults: count window of 20, 10 calls minimum, 50%
     denied = [0]
 
     if kind == "permit":
@@ -70,11 +71,11 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
             return CHUNK
 
     elif kind == "record":
-        items = [(service, cfg, logic.Outcome(failure=i % 50 == 25)) for i in range(BATCH)]
+        items = [(service, cfg, breaker_logic.Outcome(failure=i % 50 == 25)) for i in range(BATCH)]
 
         def chunk() -> int:
             results = store.record_many(items)
-            denied[0] += sum(1 for r in results if r.state != logic.CLOSED)
+            denied[0] += sum(1 for r in results if r.state != breaker_logic.CLOSED)
             return BATCH
 
     elif kind == "evalsha":
@@ -90,7 +91,7 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
             return CHUNK
 
     elif kind == "guarded":
-        pending: list[tuple[Any, logic.Config, logic.Outcome]] = []
+        pending: list[tuple[Any, breaker_logic.Config, breaker_logic.Outcome]] = []
 
         def chunk() -> int:
             for _ in range(BATCH):
@@ -99,7 +100,9 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
                     denied[0] += 1
                     continue
                 noop()
-                pending.append((service, cfg, logic.Outcome(failure=False, permit_id=permit.permit_id)))
+                pending.append(
+                    (service, cfg, breaker_logic.Outcome(failure=False, permit_id=permit.permit_id))
+                )
             store.record_many(pending)
             pending.clear()
             return BATCH
@@ -132,7 +135,7 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
         if denied[0]:
             return f"{denied[0]} decisions were not a closed breaker's allow"
         peek = store.peek(service, cfg)
-        return "" if peek.state == logic.CLOSED else f"the breaker ended {peek.state}"
+        return "" if peek.state == breaker_logic.CLOSED else f"the breaker ended {peek.state}"
 
     return chunk, check
 

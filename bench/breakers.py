@@ -407,8 +407,8 @@ class Script:
 
 
 def scripts(client: redis.Redis) -> dict[str, Script]:
-    from recovery.breaker_lua import PERMIT as REBOUND_PERMIT
-    from recovery.breaker_lua import RECORD as REBOUND_RECORD
+    from recovery.breakers.lua import PERMIT as REBOUND_PERMIT
+    from recovery.breakers.lua import RECORD as REBOUND_RECORD
 
     # What RedisStore._args sends for the default settings (Redis's clock, count window of 20, …).
     settings = ["0", "count", "20", "50.0", "10", "5", "30000", "3", "2", "1.0", "300000", "30000"]

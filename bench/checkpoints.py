@@ -225,8 +225,10 @@ class Bench:
         return runs
 
     def measure_size(self, number: int, size: str, payload: Payload) -> list[Run]:
-        from recovery import checkpoint_selectors, checkpoints
-        from recovery.models import Agent, Task
+        from core.access.models import Agent
+        from recovery.checkpoints import selectors as checkpoint_selectors
+        from recovery.checkpoints import services as checkpoint_services
+        from recovery.checkpoints.models import Task
 
         agent = Agent.objects.get(name="bench-agent")
         count = SAMPLES[size]
@@ -242,7 +244,7 @@ class Bench:
             self.raw.execute("INSERT INTO bench_raw_checkpoint (data) VALUES (%s)", (payload.canonical(n),))
 
         def service_write(n: int) -> None:
-            checkpoints.save_checkpoint(
+            checkpoint_services.save_checkpoint(
                 agent=agent, task_id=service_task, state=payload.state_at(n), step="summarise"
             )
 
@@ -275,7 +277,7 @@ class Bench:
 
     def _verify(self, payload: Payload, size: str, http_task: str, service_task: str, count: int) -> None:
         """Every write stored, numbered without a gap, and the latest read answers the last state written."""
-        from recovery.models import Checkpoint, Task
+        from recovery.checkpoints.models import Checkpoint, Task
 
         warm = max(10, count // 10)
         http = Task.objects.get(task_id=http_task)

@@ -8,7 +8,7 @@ from typing import Any
 from django.test import Client
 from django.urls import reverse
 
-from healing.admin import CONFIRMED
+from core.admin_helpers import CONFIRMED
 
 
 def login(user: Any) -> Client:

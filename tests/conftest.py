@@ -9,7 +9,7 @@ from django.conf import settings
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
-from recovery import authentication, breakers, budget, fallbacks, policies, registry, rules_cache
+from core.infra import caches
 from tests import factories
 from tests.admin_helpers import login
 from tests.saga_fixtures import Target
@@ -46,13 +46,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any)
 
 
 def _forget_everything() -> None:
-    authentication.forget()
-    rules_cache.invalidate()
-    registry.forget()
-    breakers.use_store(None)
-    policies.forget()
-    budget.use_store(None)
-    fallbacks.use_results(None)
+    caches.reset_all()
 
 
 @pytest.fixture(autouse=True)

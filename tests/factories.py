@@ -7,10 +7,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from healing.roles import OPERATORS, VIEWERS
-from healing.services import Actor
-from recovery import services
-from recovery.models import Agent, ClassificationRule, DegradationRule
+from core.access import services as access
+from core.access.models import Agent
+from core.access.roles import OPERATORS, VIEWERS
+from core.audit.services import Actor
+from recovery.degradation.models import DegradationRule
+from recovery.errors.models import ClassificationRule
 
 
 class AgentFactory(factory.django.DjangoModelFactory):
@@ -77,12 +79,12 @@ def rebound_settings(**changes: Any) -> dict[str, Any]:
 
 def agent_key(agent: Agent | None = None) -> tuple[Agent, str]:
     agent = agent or AgentFactory()
-    _, plaintext = services.issue_key(actor=Actor(source="cli"), agent=agent)
+    _, plaintext = access.issue_key(actor=Actor(source="cli"), agent=agent)
     return agent, plaintext
 
 
 def user_key(user: Any) -> str:
-    _, plaintext = services.issue_key(actor=Actor(user=user, source="cli"), user=user)
+    _, plaintext = access.issue_key(actor=Actor(user=user, source="cli"), user=user)
     return plaintext
 
 
@@ -90,7 +92,7 @@ def task(agent: Agent | None = None, task_id: str = "job-1", **fields: Any) -> A
     """A running task of an agent (new agent if none), as the first checkpoint or heartbeat would create."""
     from django.utils import timezone
 
-    from recovery.models import Task
+    from recovery.checkpoints.models import Task
 
     fields.setdefault("started_at", timezone.now())
     return Task.objects.create(agent=agent or AgentFactory(), task_id=task_id, **fields)

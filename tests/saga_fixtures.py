@@ -14,9 +14,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from healing.services import Actor
-from recovery import sagas
-from recovery.models import Transaction
+from core.audit.services import Actor
+from recovery.sagas import services as saga_services
+from recovery.sagas.models import Transaction
 from tests import factories
 
 
@@ -109,7 +109,7 @@ class Target:
 def open_txn(agent: Any = None, **fields: Any) -> Transaction:
     agent = agent or factories.AgentFactory()
     deadline = timezone.now() + timedelta(hours=1)
-    return sagas.open_transaction(
+    return saga_services.open_transaction(
         actor=Actor(agent=agent), name=fields.pop("name", "order"), task_id=None, deadline_at=deadline
     )
 
@@ -117,10 +117,10 @@ def open_txn(agent: Any = None, **fields: Any) -> Transaction:
 def http_step(
     txn: Transaction, target: Target, key: str, *, policy: str | None = None, **request: Any
 ) -> Any:
-    compensation = sagas.validate_compensation(
+    compensation = saga_services.validate_compensation(
         {"kind": "http", "request": {"method": "POST", "url": target.url(f"/undo/{key}"), **request}}
     )
-    step, _ = sagas.record_step(
+    step, _ = saga_services.record_step(
         transaction_id=txn.pk,
         name=f"step {key}",
         idempotency_key=key,
@@ -130,12 +130,12 @@ def http_step(
     return step
 
 
-def drive(txn: Transaction, *, max_runs: int = 30) -> list[sagas.Next]:
+def drive(txn: Transaction, *, max_runs: int = 30) -> list[saga_services.Next]:
     """Run the rollback here as the chain of tasks would, following each hand-off at once."""
     fence = Transaction.objects.get(pk=txn.pk).fence
-    handed: list[sagas.Next] = []
+    handed: list[saga_services.Next] = []
     for _ in range(max_runs):
-        following = sagas.run_rollback(txn.pk, fence)
+        following = saga_services.run_rollback(txn.pk, fence)
         if following is None:
             txn.refresh_from_db()
             return handed

@@ -9,11 +9,13 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from config.errors import InvalidInput
-from healing.models import AuditEvent
-from recovery import keys, services
-from recovery.classification import ErrorReport
-from recovery.models import Agent, ApiKey, ClassificationRule, ErrorEvent, ErrorPattern
+from core.access import keys
+from core.access.models import Agent, ApiKey
+from core.api.errors import InvalidInput
+from core.audit.models import AuditEvent
+from recovery.errors import services as error_services
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern
 from tests import factories
 from tests.admin_helpers import confirmed, login, run_action, url
 
@@ -32,7 +34,7 @@ def reported() -> ErrorPattern:
     """One agent with a key, and one error it reported: a pattern with an event."""
     agent, _ = factories.agent_key()
     report = ErrorReport(service="openai", type_name="httpx.ConnectTimeout", message="timed out after 30 s")
-    services.record_errors([report], agent=agent)
+    error_services.record_errors([report], agent=agent)
     return ErrorPattern.objects.get()
 
 
@@ -78,12 +80,12 @@ def rule_data(rule: ClassificationRule, **changes: Any) -> dict[str, Any]:
 # --- every page renders ----------------------------------------------------------------------------------
 
 CHANGELISTS = [
-    "recovery_agent_changelist",
-    "recovery_apikey_changelist",
+    "core_agent_changelist",
+    "core_apikey_changelist",
     "recovery_classificationrule_changelist",
     "recovery_errorpattern_changelist",
     "recovery_errorevent_changelist",
-    "healing_auditevent_changelist",
+    "core_auditevent_changelist",
 ]
 
 
@@ -99,13 +101,13 @@ def test_it_renders_each_changelist(name: str, role: str, reported: ErrorPattern
 @pytest.mark.parametrize(
     ("name", "query"),
     [
-        ("recovery_agent_changelist", {"q": "agent", "is_active__exact": "1"}),
-        ("recovery_apikey_changelist", {"status": "live", "owner": "agent", "q": "agent"}),
+        ("core_agent_changelist", {"q": "agent", "is_active__exact": "1"}),
+        ("core_apikey_changelist", {"status": "live", "owner": "agent", "q": "agent"}),
         ("recovery_classificationrule_changelist", {"q": "timeout", "error_class__exact": "transient"}),
         ("recovery_errorpattern_changelist", {"service": "openai", "q": "timed", "kind__exact": "unknown"}),
         ("recovery_errorevent_changelist", {"service": "openai", "severity__exact": "medium"}),
-        ("healing_auditevent_changelist", {"q": "agent", "source__exact": "cli", "action": "apikey.issue"}),
-        ("healing_auditevent_changelist", {"target_type": "recovery.apikey", "target_id": "1"}),
+        ("core_auditevent_changelist", {"q": "agent", "source__exact": "cli", "action": "apikey.issue"}),
+        ("core_auditevent_changelist", {"target_type": "recovery.apikey", "target_id": "1"}),
     ],
 )
 def test_it_filters_and_searches_each_changelist(
@@ -117,14 +119,14 @@ def test_it_filters_and_searches_each_changelist(
 def test_it_renders_each_detail_page(operator: Client, reported: ErrorPattern) -> None:
     agent = Agent.objects.get()
     pages = [
-        url("recovery_agent_change", agent.pk),
-        url("recovery_agent_add"),
-        url("recovery_apikey_change", ApiKey.objects.get().pk),
+        url("core_agent_change", agent.pk),
+        url("core_agent_add"),
+        url("core_apikey_change", ApiKey.objects.get().pk),
         url("recovery_classificationrule_change", ClassificationRule.objects.first().pk),  # type: ignore[union-attr]
         url("recovery_classificationrule_add"),
         url("recovery_errorpattern_change", reported.pk),
         url("recovery_errorevent_change", ErrorEvent.objects.get().pk),
-        url("healing_auditevent_change", AuditEvent.objects.first().pk),  # type: ignore[union-attr]
+        url("core_auditevent_change", AuditEvent.objects.first().pk),  # type: ignore[union-attr]
     ]
     for page in pages:
         assert operator.get(page).status_code == 200, page
@@ -145,7 +147,7 @@ def test_it_links_a_pattern_to_its_events_and_to_a_dry_run(operator: Client, rep
 def test_it_issues_a_key_and_shows_it_once(operator: Client) -> None:
     agent = make_agent()
 
-    response = run_action(operator, "recovery_agent_changelist", "issue_api_key", [agent.pk])
+    response = run_action(operator, "core_agent_changelist", "issue_api_key", [agent.pk])
     assert response.status_code == 302
     page = operator.get(response.url).content.decode()
 
@@ -159,20 +161,20 @@ def test_it_issues_a_key_and_shows_it_once(operator: Client) -> None:
     assert (event.source, event.actor_user, event.target_id) == ("admin", operator.user, str(api_key.pk))  # type: ignore[attr-defined]
     assert event.after == {"prefix": api_key.prefix, "owner": f"agent:{agent.name}", "name": ""}
     # Shown once: the next page no longer has it.
-    assert found.group(0) not in operator.get(url("recovery_agent_changelist")).content.decode()
+    assert found.group(0) not in operator.get(url("core_agent_changelist")).content.decode()
 
 
 def test_it_revokes_a_key_with_a_reason(operator: Client) -> None:
     agent, plaintext = factories.agent_key()
     api_key = ApiKey.objects.get(agent=agent)
 
-    asked = run_action(operator, "recovery_apikey_changelist", "revoke_keys", [api_key.pk])
+    asked = run_action(operator, "core_apikey_changelist", "revoke_keys", [api_key.pk])
     assert asked.status_code == 200
     assert "reason" in asked.content.decode()
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
 
     response = run_action(
-        operator, "recovery_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("leaked in CI logs")
+        operator, "core_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("leaked in CI logs")
     )
     assert response.status_code == 302
     api_key.refresh_from_db()
@@ -189,9 +191,7 @@ def test_it_refuses_to_revoke_without_a_reason(operator: Client) -> None:
     agent, _ = factories.agent_key()
     api_key = ApiKey.objects.get(agent=agent)
 
-    response = run_action(
-        operator, "recovery_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("  ")
-    )
+    response = run_action(operator, "core_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("  "))
 
     assert response.status_code == 200
     assert "This field is required" in response.content.decode()
@@ -203,7 +203,7 @@ def test_it_refuses_to_revoke_without_a_reason(operator: Client) -> None:
 def test_it_finds_a_key_by_its_pasted_plaintext(operator: Client) -> None:
     agent, plaintext = factories.agent_key()
     factories.agent_key()
-    response = operator.get(url("recovery_apikey_changelist"), {"q": plaintext})
+    response = operator.get(url("core_apikey_changelist"), {"q": plaintext})
     assert response.status_code == 200
     assert list(response.context["cl"].result_list) == [ApiKey.objects.get(agent=agent)]
 
@@ -211,19 +211,17 @@ def test_it_finds_a_key_by_its_pasted_plaintext(operator: Client) -> None:
 def test_it_deactivates_and_activates_an_agent_with_a_reason(operator: Client) -> None:
     agent = make_agent()
 
-    refused = run_action(
-        operator, "recovery_agent_changelist", "deactivate_agents", [agent.pk], **confirmed("")
-    )
+    refused = run_action(operator, "core_agent_changelist", "deactivate_agents", [agent.pk], **confirmed(""))
     assert refused.status_code == 200
     agent.refresh_from_db()
     assert agent.is_active
 
     run_action(
-        operator, "recovery_agent_changelist", "deactivate_agents", [agent.pk], **confirmed("runaway loop")
+        operator, "core_agent_changelist", "deactivate_agents", [agent.pk], **confirmed("runaway loop")
     )
     agent.refresh_from_db()
     assert not agent.is_active
-    run_action(operator, "recovery_agent_changelist", "activate_agents", [agent.pk], **confirmed("fixed"))
+    run_action(operator, "core_agent_changelist", "activate_agents", [agent.pk], **confirmed("fixed"))
     agent.refresh_from_db()
     assert agent.is_active
 
@@ -239,7 +237,7 @@ def test_it_deactivates_and_activates_an_agent_with_a_reason(operator: Client) -
 
 
 def test_it_creates_an_agent_through_the_service(operator: Client) -> None:
-    response = operator.post(url("recovery_agent_add"), {"name": "researcher", "description": "reads papers"})
+    response = operator.post(url("core_agent_add"), {"name": "researcher", "description": "reads papers"})
 
     assert response.status_code == 302
     agent = Agent.objects.get(name="researcher")
@@ -251,7 +249,7 @@ def test_it_creates_an_agent_through_the_service(operator: Client) -> None:
 def test_it_changes_an_agent_only_with_a_reason(operator: Client) -> None:
     agent = make_agent(name="old-name")
     factories.agent_key(agent)
-    change = url("recovery_agent_change", agent.pk)
+    change = url("core_agent_change", agent.pk)
     data = {"name": "new-name", "description": "renamed", "keys-TOTAL_FORMS": "1", "keys-INITIAL_FORMS": "1"}
 
     refused = operator.post(change, data)
@@ -271,19 +269,19 @@ def test_it_changes_an_agent_only_with_a_reason(operator: Client) -> None:
 
 def test_it_offers_an_agents_actions_on_its_page(operator: Client, viewer: Client) -> None:
     agent = make_agent()
-    page = operator.get(url("recovery_agent_change", agent.pk)).content.decode()
+    page = operator.get(url("core_agent_change", agent.pk)).content.decode()
     assert "Issue a new API key" in page
     assert "Deactivate" in page
     assert "Activate (asks" not in page
-    assert "Issue a new API key" not in viewer.get(url("recovery_agent_change", agent.pk)).content.decode()
+    assert "Issue a new API key" not in viewer.get(url("core_agent_change", agent.pk)).content.decode()
 
 
 def test_it_never_deletes_agents_or_keys(operator: Client) -> None:
     agent, _ = factories.agent_key()
     api_key = ApiKey.objects.get()
-    assert operator.post(url("recovery_agent_delete", agent.pk), {"post": "yes"}).status_code == 403
-    assert operator.post(url("recovery_apikey_delete", api_key.pk), {"post": "yes"}).status_code == 403
-    assert operator.get(url("recovery_apikey_add")).status_code == 403
+    assert operator.post(url("core_agent_delete", agent.pk), {"post": "yes"}).status_code == 403
+    assert operator.post(url("core_apikey_delete", api_key.pk), {"post": "yes"}).status_code == 403
+    assert operator.get(url("core_apikey_add")).status_code == 403
     assert Agent.objects.filter(pk=agent.pk).exists()
     assert ApiKey.objects.filter(pk=api_key.pk).exists()
 
@@ -374,7 +372,7 @@ def test_it_shows_a_service_refusal_as_a_form_error(operator: Client, monkeypatc
         ClassificationRule.objects.filter(pk=rule.pk).update(priority=1)  # a write the refusal must undo
         raise InvalidInput("Priority 45 is reserved.", field="priority")
 
-    monkeypatch.setattr(services, "update_rule", refuse)
+    monkeypatch.setattr(error_services, "update_rule", refuse)
     data = rule_data(rule, priority=45, audit_reason="try")
 
     response = operator.post(url("recovery_classificationrule_change", rule.pk), data)
@@ -495,11 +493,9 @@ def test_it_never_changes_audit_events(superuser: Client) -> None:
     factories.agent_key()
     event = AuditEvent.objects.get()
 
-    assert (
-        superuser.post(url("healing_auditevent_change", event.pk), {"reason": "rewritten"}).status_code == 403
-    )
-    assert superuser.post(url("healing_auditevent_delete", event.pk), {"post": "yes"}).status_code == 403
-    assert superuser.get(url("healing_auditevent_add")).status_code == 403
+    assert superuser.post(url("core_auditevent_change", event.pk), {"reason": "rewritten"}).status_code == 403
+    assert superuser.post(url("core_auditevent_delete", event.pk), {"post": "yes"}).status_code == 403
+    assert superuser.get(url("core_auditevent_add")).status_code == 403
     event.refresh_from_db()
     assert event.reason == ""
     assert AuditEvent.objects.count() == 1
@@ -512,7 +508,7 @@ def test_it_shows_an_audit_events_change_as_json(operator: Client) -> None:
     )
     [event] = audit_events("rule.update")
 
-    page = operator.get(url("healing_auditevent_change", event.pk)).content.decode()
+    page = operator.get(url("core_auditevent_change", event.pk)).content.decode()
 
     assert "<pre" in page
     assert "&quot;priority&quot;: 45" in page
@@ -542,19 +538,19 @@ def test_it_lets_a_viewer_look_but_not_act(viewer: Client) -> None:
     api_key = ApiKey.objects.get()
     rule = make_rule(priority=50)
 
-    changelist = viewer.get(url("recovery_agent_changelist"))
+    changelist = viewer.get(url("core_agent_changelist"))
     assert changelist.status_code == 200
     assert changelist.context["action_form"] is None  # no actions offered at all
 
-    run_action(viewer, "recovery_agent_changelist", "issue_api_key", [agent.pk])
-    run_action(viewer, "recovery_agent_changelist", "deactivate_agents", [agent.pk], **confirmed("x"))
-    run_action(viewer, "recovery_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("x"))
+    run_action(viewer, "core_agent_changelist", "issue_api_key", [agent.pk])
+    run_action(viewer, "core_agent_changelist", "deactivate_agents", [agent.pk], **confirmed("x"))
+    run_action(viewer, "core_apikey_changelist", "revoke_keys", [api_key.pk], **confirmed("x"))
     run_action(viewer, "recovery_classificationrule_changelist", "delete_rules", [rule.pk], **confirmed("x"))
     change = viewer.post(
         url("recovery_classificationrule_change", rule.pk), rule_data(rule, audit_reason="x")
     )
     delete = viewer.post(url("recovery_classificationrule_delete", rule.pk), {"reason": "x"})
-    add = viewer.post(url("recovery_agent_add"), {"name": "sneaky"})
+    add = viewer.post(url("core_agent_add"), {"name": "sneaky"})
 
     assert (change.status_code, delete.status_code, add.status_code) == (403, 403, 403)
     assert ApiKey.objects.count() == 1

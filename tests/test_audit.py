@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from healing import services as audit
-from healing.models import AuditEvent
-from healing.services import Actor
+from core.audit import services as audit
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
 from tests.factories import AgentFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

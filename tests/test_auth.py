@@ -10,10 +10,11 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import keys, services
-from recovery.models import Agent, ApiKey
+from core.access import keys
+from core.access import services as access
+from core.access.models import Agent, ApiKey
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
 from tests import factories
 from tests.factories import rebound_settings
 
@@ -60,7 +61,7 @@ def test_it_answers_401_at_once_in_the_revoking_process() -> None:
     client = _client(plaintext)
     assert client.get("/api/v1/me").status_code == 200
     api_key = ApiKey.objects.get(agent=agent)
-    assert services.revoke_key(api_key=api_key, actor=Actor(source="cli"), reason="leaked in a log")
+    assert access.revoke_key(api_key=api_key, actor=Actor(source="cli"), reason="leaked in a log")
     assert client.get("/api/v1/me").status_code == 401
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
@@ -86,7 +87,7 @@ def test_it_stops_a_key_revoked_elsewhere_within_the_cache_bound() -> None:
 
 def test_it_refuses_keys_of_deactivated_agents() -> None:
     agent, plaintext = factories.agent_key()
-    services.set_agent_active(agent=agent, active=False, actor=Actor(source="cli"), reason="retired")
+    access.set_agent_active(agent=agent, active=False, actor=Actor(source="cli"), reason="retired")
     assert _client(plaintext).get("/api/v1/me").status_code == 401
     agent.refresh_from_db()
     assert agent.is_active is False
@@ -167,7 +168,9 @@ def test_create_user_key_prints_a_key_acting_as_the_user(operator_user: Any) -> 
 
 
 def test_seed_demo_creates_users_services_agents_and_errors() -> None:
-    from recovery.models import ErrorEvent, FallbackOption, Operation, Service
+    from recovery.breakers.models import Service
+    from recovery.decisions.models import FallbackOption, Operation
+    from recovery.errors.models import ErrorEvent
 
     call_command("seed_demo", "--errors", "12", stdout=StringIO())
     call_command("seed_demo", "--errors", "0", stdout=StringIO())  # idempotent for users, services and agents

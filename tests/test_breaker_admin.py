@@ -10,15 +10,17 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from config.errors import InvalidInput
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import breakers
-from recovery.breaker_admin import BREAKER_FIELDS, TRANSITIONS_SHOWN
-from recovery.breaker_store import DatabaseStore
-from recovery.breakers import OutcomeReport
-from recovery.classification import ErrorReport
-from recovery.models import BreakerTransition, ErrorPattern, Service
+from core.api.errors import InvalidInput
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.breakers import services as breaker_services
+from recovery.breakers import store as breaker_store
+from recovery.breakers.admin import BREAKER_FIELDS, TRANSITIONS_SHOWN
+from recovery.breakers.models import BreakerTransition, Service
+from recovery.breakers.services import OutcomeReport
+from recovery.breakers.store import DatabaseStore
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ErrorPattern
 from tests import factories
 from tests.admin_helpers import confirmed, login, url
 from tests.admin_helpers import run_action as post_action
@@ -29,9 +31,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def database_store() -> Iterator[None]:
     # Explicit: without it the store follows settings.REDIS_URL, which the test settings set when Redis answers.
-    breakers.use_store(DatabaseStore())
+    breaker_store.use_store(DatabaseStore())
     yield
-    breakers.use_store(None)
+    breaker_store.use_store(None)
 
 
 def make_service(name: str = "openai", **fields: Any) -> Service:
@@ -47,11 +49,11 @@ def trip(service: Service, failures: int = 2) -> None:
     report = OutcomeReport(
         service=service.name, operation="chat", success=False, duration_ms=30_000, error=error, permit_id=""
     )
-    breakers.record_outcomes([report] * failures, actor=Actor(agent=agent, source="api"))
+    breaker_services.record_outcomes([report] * failures, actor=Actor(agent=agent, source="api"))
 
 
 def force(service: Service, mode: str = "forced_open", reason: str = "provider outage") -> None:
-    breakers.set_override(name=service.name, mode=mode, reason=reason, expires_at=None, actor=Actor())
+    breaker_services.set_override(name=service.name, mode=mode, reason=reason, expires_at=None, actor=Actor())
 
 
 def run_action(client: Client, action: str, pks: list[int], **extra: str) -> Any:
@@ -241,7 +243,7 @@ def test_it_shows_a_refusal_of_the_service_as_a_form_error(operator: Client, mon
     def refuse(**_: Any) -> None:
         raise InvalidInput("Thresholds are frozen during the incident.", field="failure_rate_threshold")
 
-    monkeypatch.setattr(breakers, "update_service", refuse)
+    monkeypatch.setattr(breaker_services, "update_service", refuse)
     data = settings_data(service, failure_rate_threshold=25, audit_reason="try")
 
     response = operator.post(url("recovery_service_change", service.pk), data)
@@ -381,7 +383,7 @@ def test_it_shows_a_refused_override_as_a_message(operator: Client, monkeypatch:
     def refuse(**_: Any) -> None:
         raise InvalidInput("Overrides are locked during the drill.", field="mode")
 
-    monkeypatch.setattr(breakers, "set_override", refuse)
+    monkeypatch.setattr(breaker_services, "set_override", refuse)
 
     response = run_action(operator, "force_open", [service.pk], **confirmed("outage"))
 

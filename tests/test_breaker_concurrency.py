@@ -15,11 +15,12 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from healing.services import Actor
-from recovery import breaker_logic as logic
-from recovery import breakers
-from recovery.breaker_store import BreakerStore, DatabaseStore, RedisStore
-from recovery.models import BreakerTransition, Service
+from core.audit.services import Actor
+from recovery.breakers import logic as breaker_logic
+from recovery.breakers import services as breaker_services
+from recovery.breakers import store as breaker_store
+from recovery.breakers.models import BreakerTransition, Service
+from recovery.breakers.store import BreakerStore, DatabaseStore, RedisStore
 
 pytestmark = [
     pytest.mark.postgres,
@@ -36,9 +37,9 @@ def store(request: Any) -> Iterator[BreakerStore]:
         if request.param == "database"
         else RedisStore(redis.Redis.from_url(settings.TEST_REDIS_URL))
     )
-    breakers.use_store(chosen)
+    breaker_store.use_store(chosen)
     yield chosen
-    breakers.use_store(None)
+    breaker_store.use_store(None)
 
 
 def race(work: Callable[[int], Any]) -> list[Any]:
@@ -68,11 +69,13 @@ def test_threads_racing_for_half_open_permits_get_exactly_h(store: BreakerStore)
     service = Service.objects.create(
         name="svc", minimum_calls=1, consecutive_failures=0, wait_duration_s=0.05, half_open_max_calls=3
     )
-    breakers.record_outcomes([breakers.OutcomeReport("svc", "", False, None, None, "")], actor=Actor())
+    breaker_services.record_outcomes(
+        [breaker_services.OutcomeReport("svc", "", False, None, None, "")], actor=Actor()
+    )
     time.sleep(0.1)
 
     def ask(n: int) -> list[bool]:
-        return [breakers.request_permit("svc", actor=Actor()).allowed for _ in range(5)]
+        return [breaker_services.request_permit("svc", actor=Actor()).allowed for _ in range(5)]
 
     granted = sum(sum(answers) for answers in race(ask))
     assert granted == 3
@@ -85,11 +88,11 @@ def test_concurrent_outcomes_lose_no_counts(store: BreakerStore) -> None:
     service = Service.objects.create(
         name="svc", window_size=10_000, minimum_calls=10_000, consecutive_failures=0
     )
-    cfg = logic.Config(window_size=10_000, minimum_calls=10_000, consecutive=0)
+    cfg = breaker_logic.Config(window_size=10_000, minimum_calls=10_000, consecutive=0)
 
     def report(n: int) -> None:
         for _ in range(10):
-            store.record_many([(service, cfg, logic.Outcome(failure=bool(n % 2)))] * 5)
+            store.record_many([(service, cfg, breaker_logic.Outcome(failure=bool(n % 2)))] * 5)
 
     race(report)
     view = store.peek(service, cfg)
@@ -98,11 +101,11 @@ def test_concurrent_outcomes_lose_no_counts(store: BreakerStore) -> None:
 
 def test_one_trip_yields_one_transition(store: BreakerStore) -> None:
     Service.objects.create(name="svc", minimum_calls=5, window_size=100, consecutive_failures=0)
-    failure = breakers.OutcomeReport("svc", "", False, None, None, "")
+    failure = breaker_services.OutcomeReport("svc", "", False, None, None, "")
 
     def fail(n: int) -> None:
         for _ in range(5):
-            breakers.record_outcomes([failure, failure], actor=Actor())
+            breaker_services.record_outcomes([failure, failure], actor=Actor())
 
     race(fail)
     assert list(BreakerTransition.objects.values_list("from_state", "to_state")) == [("closed", "open")]
@@ -112,9 +115,11 @@ def test_a_transition_reaches_subscribers_within_a_second(store: BreakerStore) -
     Service.objects.create(name=f"svc-{uuid.uuid4().hex[:6]}", minimum_calls=1, consecutive_failures=0)
     name = Service.objects.get().name
     pubsub = redis.Redis.from_url(settings.TEST_REDIS_URL).pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(breakers.CHANNEL)
+    pubsub.subscribe(breaker_services.CHANNEL)
     started = time.monotonic()
-    breakers.record_outcomes([breakers.OutcomeReport(name, "", False, None, None, "")], actor=Actor())
+    breaker_services.record_outcomes(
+        [breaker_services.OutcomeReport(name, "", False, None, None, "")], actor=Actor()
+    )
     message = None
     while message is None and time.monotonic() - started < 2:
         message = pubsub.get_message(timeout=0.1)

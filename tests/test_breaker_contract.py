@@ -10,13 +10,13 @@ import pytest
 import redis
 from django.conf import settings
 
-from recovery import breaker_logic as logic
-from recovery.breaker_store import BreakerStore, DatabaseStore, RedisStore
-from recovery.models import Service
+from recovery.breakers import logic as breaker_logic
+from recovery.breakers.models import Service
+from recovery.breakers.store import BreakerStore, DatabaseStore, RedisStore
 
 pytestmark = pytest.mark.django_db
 
-CFG = logic.Config(
+CFG = breaker_logic.Config(
     threshold=50,
     window_size=10,
     minimum_calls=4,
@@ -29,9 +29,9 @@ CFG = logic.Config(
     trial_ttl_ms=500,
 )
 FAIL, OK, IGNORED = (
-    logic.Outcome(failure=True),
-    logic.Outcome(failure=False),
-    logic.Outcome(False, ignored=True),
+    breaker_logic.Outcome(failure=True),
+    breaker_logic.Outcome(failure=False),
+    breaker_logic.Outcome(False, ignored=True),
 )
 
 
@@ -66,8 +66,8 @@ def svc() -> Service:
 
 
 def feed(
-    store: BreakerStore, svc: Service, *outcomes: logic.Outcome, cfg: logic.Config = CFG
-) -> list[logic.Result]:
+    store: BreakerStore, svc: Service, *outcomes: breaker_logic.Outcome, cfg: breaker_logic.Config = CFG
+) -> list[breaker_logic.Result]:
     return store.record_many([(svc, cfg, o) for o in outcomes])
 
 
@@ -100,7 +100,7 @@ def test_it_trips_once_on_the_failure_rate(store: BreakerStore, svc: Service) ->
 
 
 def test_it_trips_on_consecutive_failures(store: BreakerStore, svc: Service) -> None:
-    cfg = logic.Config(**{**CFG.__dict__, "consecutive": 3, "minimum_calls": 100})
+    cfg = breaker_logic.Config(**{**CFG.__dict__, "consecutive": 3, "minimum_calls": 100})
     results = feed(store, svc, FAIL, OK, FAIL, FAIL, FAIL, cfg=cfg)
     assert [r.consecutive for r in results[:4]] == [1, 0, 1, 2]
     assert results[4].transitions == [("closed", "open", "3 consecutive failures (threshold 3)")]
@@ -119,7 +119,9 @@ def test_it_slides_the_count_window(store: BreakerStore, svc: Service) -> None:
 def test_it_forgets_failures_older_than_the_time_window(
     store: BreakerStore, svc: Service, clock: Clock
 ) -> None:
-    cfg = logic.Config(**{**CFG.__dict__, "window_type": "time", "window_size": 5, "minimum_calls": 3})
+    cfg = breaker_logic.Config(
+        **{**CFG.__dict__, "window_type": "time", "window_size": 5, "minimum_calls": 3}
+    )
     feed(store, svc, FAIL, FAIL, cfg=cfg)
     clock.now += 6000
     result = feed(store, svc, FAIL, cfg=cfg)[0]
@@ -152,7 +154,7 @@ def test_it_frees_a_trial_permit_when_its_outcome_arrives(
     clock.now += 1000
     store.permit(svc, CFG, "t1")
     store.permit(svc, CFG, "t2")
-    feed(store, svc, logic.Outcome(failure=False, permit_id="t1"))
+    feed(store, svc, breaker_logic.Outcome(failure=False, permit_id="t1"))
     assert store.permit(svc, CFG, "t3").allowed is True
     assert store.peek(svc, CFG).trials_in_use == 2
 
@@ -161,7 +163,7 @@ def test_it_closes_after_s_trial_successes(store: BreakerStore, svc: Service, cl
     feed(store, svc, FAIL, FAIL, FAIL, FAIL)
     clock.now += 1000
     store.permit(svc, CFG, "t1")
-    results = feed(store, svc, logic.Outcome(False, permit_id="t1"), OK)
+    results = feed(store, svc, breaker_logic.Outcome(False, permit_id="t1"), OK)
     assert [r.state for r in results] == ["half_open", "closed"]
     assert results[1].transitions == [("half_open", "closed", "2 trial calls succeeded")]
     assert (results[1].calls, results[1].failures) == (0, 0)
@@ -175,7 +177,7 @@ def test_it_reopens_on_a_trial_failure_with_a_growing_capped_wait(
     for _ in range(3):
         clock.now += 5000
         store.permit(svc, CFG, "t")
-        result = feed(store, svc, logic.Outcome(True, permit_id="t"))[0]
+        result = feed(store, svc, breaker_logic.Outcome(True, permit_id="t"))[0]
         assert result.state == "open"
         waits.append(store.permit(svc, CFG, "x").retry_after_ms)
     assert waits == [2000, 3000, 3000]
@@ -183,19 +185,25 @@ def test_it_reopens_on_a_trial_failure_with_a_growing_capped_wait(
 
 
 def test_it_opens_until_retry_after_on_a_rate_limit(store: BreakerStore, svc: Service, clock: Clock) -> None:
-    result = feed(store, svc, logic.Outcome(True, retry_after_ms=20_000))[0]
+    result = feed(store, svc, breaker_logic.Outcome(True, retry_after_ms=20_000))[0]
     assert result.transitions == [("closed", "open", "rate limited: Retry-After 20 s")]
     assert store.permit(svc, CFG, "p").retry_after_ms == 20_000
-    feed(store, svc, logic.Outcome(True, retry_after_ms=5_000))
+    feed(store, svc, breaker_logic.Outcome(True, retry_after_ms=5_000))
     assert store.permit(svc, CFG, "p").retry_after_ms == 20_000  # an earlier Retry-After never shortens it
     clock.now += 20_000
     assert store.permit(svc, CFG, "p").state == "half_open"
 
 
 def test_it_records_but_never_transitions_under_an_override(store: BreakerStore, svc: Service) -> None:
-    frozen = logic.Outcome(True, frozen=True)
+    frozen = breaker_logic.Outcome(True, frozen=True)
     results = feed(
-        store, svc, frozen, frozen, frozen, frozen, logic.Outcome(True, retry_after_ms=9000, frozen=True)
+        store,
+        svc,
+        frozen,
+        frozen,
+        frozen,
+        frozen,
+        breaker_logic.Outcome(True, retry_after_ms=9000, frozen=True),
     )
     assert [r.state for r in results] == ["closed"] * 5
     assert all(r.transitions == [] for r in results)
@@ -215,7 +223,7 @@ def test_peek_changes_nothing(store: BreakerStore, svc: Service, clock: Clock) -
 
 def test_it_adopts_a_smaller_window_without_a_restart(store: BreakerStore, svc: Service) -> None:
     feed(store, svc, *([OK] * 8))
-    smaller = logic.Config(**{**CFG.__dict__, "window_size": 3})
+    smaller = breaker_logic.Config(**{**CFG.__dict__, "window_size": 3})
     result = feed(store, svc, FAIL, cfg=smaller)[0]
     assert (result.calls, result.failures) == (3, 1)
 

@@ -10,10 +10,12 @@ import redis
 from django.test import override_settings
 from django.utils import timezone
 
-from healing.models import AuditEvent
-from recovery import breakers
-from recovery.breaker_store import DatabaseStore, RedisStore
-from recovery.models import BreakerTransition, ErrorEvent, Service
+from core.audit.models import AuditEvent
+from recovery.breakers import services as breaker_services
+from recovery.breakers import store as breaker_store
+from recovery.breakers.models import BreakerTransition, Service
+from recovery.breakers.store import DatabaseStore, RedisStore
+from recovery.errors.models import ErrorEvent
 from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +28,7 @@ OK = {"service": "svc", "success": True, "duration_ms": 12}
 def store_kind(request: Any) -> str:
     from django.conf import settings
 
-    breakers.use_store(
+    breaker_store.use_store(
         DatabaseStore()
         if request.param == "database"
         else RedisStore(redis.Redis.from_url(settings.TEST_REDIS_URL))
@@ -242,7 +244,7 @@ def test_an_expired_override_returns_to_automatic(agent_client: Any) -> None:
         override="forced_open", override_reason="x", override_until=timezone.now() - timedelta(seconds=1)
     )
     assert agent_client.post("/api/v1/breakers/svc/permit").json()["allowed"] is True
-    assert breakers.expire_overrides() == 1
+    assert breaker_services.expire_overrides() == 1
     service.refresh_from_db()
     assert (service.override, service.override_reason, service.override_until) == ("auto", "", None)
     transition = BreakerTransition.objects.get()
@@ -251,7 +253,7 @@ def test_an_expired_override_returns_to_automatic(agent_client: Any) -> None:
         "closed",
         "automatic",
     )
-    assert breakers.expire_overrides() == 0
+    assert breaker_services.expire_overrides() == 0
 
 
 @pytest.mark.parametrize(
@@ -340,7 +342,7 @@ def test_status_gives_the_fleet_at_a_glance(agent_client: Any) -> None:
 
 
 def test_it_fails_open_or_closed_by_criticality_when_redis_is_unreachable(agent_client: Any) -> None:
-    breakers.use_store(RedisStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)))
+    breaker_store.use_store(RedisStore(redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)))
     small_breaker("core", criticality="essential")
     small_breaker("extra", criticality="non_critical")
     core = agent_client.post("/api/v1/breakers/core/permit").json()

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 
-from recovery import budget
-from recovery.budget import BudgetCheck, CacheBudget, RedisBudget
-from recovery.models import Service
+from recovery.breakers.models import Service
+from recovery.decisions import budget
+from recovery.decisions.budget import BudgetCheck, CacheBudget, RedisBudget
 
 pytestmark = pytest.mark.django_db
 TEST_REDIS_URL: str = settings.TEST_REDIS_URL  # type: ignore[misc]

@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from healing.models import AuditEvent
-from recovery.models import Checkpoint, Task
+from core.audit.models import AuditEvent
+from recovery.checkpoints.models import Checkpoint, Task
 from tests import factories
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -337,9 +337,9 @@ def test_the_list_gives_metadata_only_and_never_loads_the_data(agent_client: API
 def other_agents_task() -> Task:
     other = factories.AgentFactory(name="other-agent")
     task = factories.task(other, "secret-job")
-    from recovery import checkpoints
+    from recovery.checkpoints import services as checkpoint_services
 
-    checkpoints.save_checkpoint(agent=other, task_id="secret-job", state={"secret": True})
+    checkpoint_services.save_checkpoint(agent=other, task_id="secret-job", state={"secret": True})
     return task
 
 

@@ -10,9 +10,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from healing.models import AuditEvent
-from recovery import checkpoints
-from recovery.models import Checkpoint, Task
+from core.audit.models import AuditEvent
+from recovery.checkpoints import services as checkpoint_services
+from recovery.checkpoints.models import Checkpoint, Task
 from tests import factories
 from tests.admin_helpers import confirmed, run_action, url
 
@@ -26,7 +26,9 @@ def task() -> Task:
         {"cursor": {"page": 1}, "summary": "first draft", "done": ["fetch"]},
         {"cursor": {"page": 2}, "summary": "second draft", "done": ["fetch", "classify"]},
     ):
-        checkpoints.save_checkpoint(agent=agent, task_id="inbox", state=state, step="summarise", progress=50)
+        checkpoint_services.save_checkpoint(
+            agent=agent, task_id="inbox", state=state, step="summarise", progress=50
+        )
     return Task.objects.get()
 
 
@@ -162,7 +164,7 @@ def test_the_task_page_costs_the_same_queries_for_few_or_many_checkpoints(viewer
     with CaptureQueriesContext(connection) as few:
         viewer.get(url("recovery_task_change", task.pk))
     for n in range(10):
-        checkpoints.save_checkpoint(agent=task.agent, task_id="inbox", state={"n": n})
+        checkpoint_services.save_checkpoint(agent=task.agent, task_id="inbox", state={"n": n})
     with CaptureQueriesContext(connection) as many:
         response = viewer.get(url("recovery_task_change", task.pk))
 

@@ -15,10 +15,12 @@ import orjson
 import pytest
 from rest_framework.test import APIClient
 
-from config.errors import InvalidInput
-from recovery import checkpoints
-from recovery.checkpoints import decode
-from recovery.models import Agent, Checkpoint, Task
+from core.access.models import Agent
+from core.api.errors import InvalidInput
+from recovery.checkpoints import codec as checkpoint_codec
+from recovery.checkpoints import services as checkpoint_services
+from recovery.checkpoints.codec import decode
+from recovery.checkpoints.models import Checkpoint, Task
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -79,7 +81,7 @@ def test_it_gives_the_same_bytes_in_process_and_over_http(agent_client: APIClien
 
     post(agent_client, json.dumps({"state": state}, indent=3).encode())
 
-    saved = checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-2", state=state)  # type: ignore[attr-defined]
+    saved = checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-2", state=state)  # type: ignore[attr-defined]
     http = Checkpoint.objects.get(task__task_id="job-1")
     assert decode(saved) == decode(http) == b'{"a":null,"z":[{"x":0.5,"y":1}]}'
     assert saved.sha256 == http.sha256
@@ -123,7 +125,7 @@ def test_it_keeps_integers_beyond_64_bits_exactly(agent_client: APIClient, numbe
 def test_it_keeps_an_integer_beyond_64_bits_in_process(agent_client: APIClient) -> None:
     state = {"uuid_int": 2**127 + 1, "small": 1e-05}
 
-    saved = checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
+    saved = checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
 
     # The standard library's form throughout, floats included (1e-05): the choice is the state's, not a mix.
     assert decode(saved) == b'{"small":1e-05,"uuid_int":170141183460469231731687303715884105729}'
@@ -169,7 +171,7 @@ def test_it_refuses_nan_infinity_and_numbers_beyond_a_double_naming_the_body(
 def test_it_refuses_nan_and_infinity_from_in_process_callers(agent_client: APIClient, state: Any) -> None:
     # orjson would write them as null: the codec finds them and refuses, as the standard library did.
     with pytest.raises(InvalidInput) as refused:
-        checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
+        checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
 
     assert refused.value.field == "state"
     assert "not storable JSON" in str(refused.value)
@@ -179,7 +181,7 @@ def test_it_refuses_nan_and_infinity_from_in_process_callers(agent_client: APICl
 def test_it_stores_a_null_that_is_a_null(agent_client: APIClient) -> None:
     state = {"a": None, "b": [1.5, None, {"c": None}]}
 
-    checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
+    checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-1", state=state)  # type: ignore[attr-defined]
 
     assert_stored(agent_client, b'{"a":null,"b":[1.5,null,{"c":null}]}', state)
 
@@ -189,7 +191,7 @@ def test_it_stores_a_null_that_is_a_null(agent_client: APIClient) -> None:
 
 def test_it_writes_non_string_keys_as_the_standard_library_did(agent_client: APIClient) -> None:
     # Not from JSON input; an in-process caller's int keys become strings, as before orjson.
-    checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-1", state={2: "two", 1: "one"})  # type: ignore[attr-defined]
+    checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-1", state={2: "two", 1: "one"})  # type: ignore[attr-defined]
 
     assert_stored(agent_client, b'{"1":"one","2":"two"}', {"1": "one", "2": "two"})
 
@@ -206,7 +208,7 @@ class Point:
 )
 def test_it_refuses_objects_that_are_not_json_in_process(agent_client: APIClient, value: Any) -> None:
     with pytest.raises(InvalidInput) as refused:
-        checkpoints.save_checkpoint(agent=agent_client.agent, task_id="job-1", state={"v": value})  # type: ignore[attr-defined]
+        checkpoint_services.save_checkpoint(agent=agent_client.agent, task_id="job-1", state={"v": value})  # type: ignore[attr-defined]
 
     assert refused.value.field == "state"
     assert "is not JSON serializable" in str(refused.value)
@@ -274,10 +276,11 @@ def test_it_still_refuses_a_body_that_is_not_json(agent_client: APIClient, body:
 
 
 def test_it_parses_and_writes_exactly() -> None:
-    assert checkpoints.parse_json(b'{"n": 18446744073709551616}') == {"n": 2**64}
-    assert checkpoints.parse_json(b'{"n": 18446744073709551615, "f": 0.1}') == {"n": 2**64 - 1, "f": 0.1}
-    assert checkpoints.parse_json(b'{"a": 1, "a": 2}') == {"a": 2}  # the last duplicate wins, as in json
+    assert checkpoint_codec.parse_json(b'{"n": 18446744073709551616}') == {"n": 2**64}
+    assert checkpoint_codec.parse_json(b'{"n": 18446744073709551615, "f": 0.1}') == {"n": 2**64 - 1, "f": 0.1}
+    assert checkpoint_codec.parse_json(b'{"a": 1, "a": 2}') == {"a": 2}  # the last duplicate wins, as in json
     # Control characters escaped as json escapes them; tuples are lists.
     assert (
-        checkpoints.canonical_json({"b": "\x00\té", "a": (1, 2)}) == b'{"a":[1,2],"b":"\\u0000\\t\xc3\xa9"}'
+        checkpoint_codec.canonical_json({"b": "\x00\té", "a": (1, 2)})
+        == b'{"a":[1,2],"b":"\\u0000\\t\xc3\xa9"}'
     )

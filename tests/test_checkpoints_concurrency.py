@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from recovery import checkpoints
-from recovery.checkpoints import SeqConflict, decode
-from recovery.models import Checkpoint, Task
+from recovery.checkpoints import codec as checkpoint_codec
+from recovery.checkpoints import services as checkpoint_services
+from recovery.checkpoints.codec import decode
+from recovery.checkpoints.models import Checkpoint, Task
+from recovery.checkpoints.services import SeqConflict
 from tests import factories
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -25,7 +27,7 @@ def insert_path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of saving: PostgreSQL's single statement, and the ORM's transaction (SQLite's, run here on
     PostgreSQL so that it too faces real concurrency)."""
     if request.param == "portable":
-        monkeypatch.setattr(checkpoints, "_insert_postgres", checkpoints._insert_portable)
+        monkeypatch.setattr(checkpoint_services, "_insert_postgres", checkpoint_services._insert_portable)
     return str(request.param)
 
 
@@ -58,11 +60,13 @@ def state_of(n: int) -> dict[str, Any]:
 
 def test_two_writers_with_the_same_expected_seq_one_wins_one_gets_409() -> None:
     agent = factories.AgentFactory()
-    checkpoints.save_checkpoint(agent=agent, task_id="job", state={"start": True})
+    checkpoint_services.save_checkpoint(agent=agent, task_id="job", state={"start": True})
 
     results, errors = race(
         2,
-        lambda n: checkpoints.save_checkpoint(agent=agent, task_id="job", state=state_of(n), expected_seq=1),
+        lambda n: checkpoint_services.save_checkpoint(
+            agent=agent, task_id="job", state=state_of(n), expected_seq=1
+        ),
     )
 
     winners = [n for n, r in enumerate(results) if r is not None]
@@ -83,7 +87,7 @@ def test_two_writers_without_expected_seq_both_land_one_after_the_other() -> Non
     agent = factories.AgentFactory()
 
     results, errors = race(
-        2, lambda n: checkpoints.save_checkpoint(agent=agent, task_id="job", state=state_of(n))
+        2, lambda n: checkpoint_services.save_checkpoint(agent=agent, task_id="job", state=state_of(n))
     )
 
     assert errors == []
@@ -93,7 +97,7 @@ def test_two_writers_without_expected_seq_both_land_one_after_the_other() -> Non
     for n, saved in enumerate(results):
         stored = Checkpoint.objects.get(task=task, seq=saved.seq)
         assert json.loads(decode(stored)) == state_of(n)
-        assert stored.sha256 == hashlib.sha256(checkpoints.canonical_json(state_of(n))).hexdigest()
+        assert stored.sha256 == hashlib.sha256(checkpoint_codec.canonical_json(state_of(n))).hexdigest()
 
 
 def test_many_writers_without_expected_seq_get_consecutive_numbers() -> None:
@@ -102,7 +106,8 @@ def test_many_writers_without_expected_seq_get_consecutive_numbers() -> None:
 
     def write(n: int) -> list[int]:
         return [
-            checkpoints.save_checkpoint(agent=agent, task_id="job", state=state_of(n)).seq for _ in range(5)
+            checkpoint_services.save_checkpoint(agent=agent, task_id="job", state=state_of(n)).seq
+            for _ in range(5)
         ]
 
     results, errors = race(8, write)
@@ -124,7 +129,7 @@ def test_many_writers_with_expected_seq_never_overwrite() -> None:
         for _ in range(40):
             latest = Task.objects.get(agent=agent, task_id="job").last_seq
             try:
-                checkpoints.save_checkpoint(
+                checkpoint_services.save_checkpoint(
                     agent=agent, task_id="job", state=state_of(n), expected_seq=latest
                 )
                 landed += 1

@@ -12,9 +12,12 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from healing.services import Actor
-from recovery import checkpoint_selectors, checkpoint_tasks, checkpoints
-from recovery.models import Agent, Checkpoint, Task
+from core.access.models import Agent
+from core.audit.services import Actor
+from recovery.checkpoints import selectors as checkpoint_selectors
+from recovery.checkpoints import services as checkpoint_services
+from recovery.checkpoints import tasks as checkpoint_tasks
+from recovery.checkpoints.models import Checkpoint, Task
 from tests import factories
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db]
@@ -33,7 +36,7 @@ def task_with(
     """A task with `count` checkpoints created `age_days` ago (the last one newest), ended as `status`."""
     agent = agent or factories.AgentFactory()
     for n in range(count):
-        checkpoints.save_checkpoint(agent=agent, task_id=task_id, state={"n": n + 1})
+        checkpoint_services.save_checkpoint(agent=agent, task_id=task_id, state={"n": n + 1})
     task = Task.objects.get(agent=agent, task_id=task_id)
     created = NOW - timedelta(days=age_days)
     Checkpoint.objects.filter(task=task).update(created_at=created)
@@ -56,7 +59,7 @@ def test_it_keeps_the_last_n_of_a_succeeded_task() -> None:
     one = task_with(5, status="succeeded", task_id="one")
     with settings_with(CHECKPOINT_KEEP_AFTER_SUCCESS=2):
         two = task_with(4, status="succeeded", task_id="two")
-        deleted = checkpoints.enforce_retention(now=NOW)
+        deleted = checkpoint_services.enforce_retention(now=NOW)
 
     assert seqs(one) == [4, 5]
     assert seqs(two) == [3, 4]
@@ -65,11 +68,11 @@ def test_it_keeps_the_last_n_of_a_succeeded_task() -> None:
 
 def test_it_keeps_the_newest_after_success_by_default_and_none_when_told() -> None:
     kept = task_with(3, status="succeeded", task_id="kept")
-    checkpoints.enforce_retention(now=NOW)
+    checkpoint_services.enforce_retention(now=NOW)
     assert seqs(kept) == [3]
 
     with settings_with(CHECKPOINT_KEEP_AFTER_SUCCESS=0):
-        checkpoints.enforce_retention(now=NOW)
+        checkpoint_services.enforce_retention(now=NOW)
 
     assert seqs(kept) == []
     kept.refresh_from_db()
@@ -81,7 +84,7 @@ def test_a_failed_task_keeps_everything_for_the_set_days_then_the_success_rule(s
     recent = task_with(4, status=status, finished_days_ago=6, task_id="recent")
     old = task_with(4, status=status, finished_days_ago=8, task_id="old")
 
-    deleted = checkpoints.enforce_retention(now=NOW)
+    deleted = checkpoint_services.enforce_retention(now=NOW)
 
     assert seqs(recent) == [1, 2, 3, 4]
     assert seqs(old) == [4]
@@ -91,7 +94,7 @@ def test_a_failed_task_keeps_everything_for_the_set_days_then_the_success_rule(s
 def test_it_leaves_running_tasks_alone_within_the_maximum_age() -> None:
     running = task_with(5, age_days=29)
 
-    assert checkpoints.enforce_retention(now=NOW) == {"succeeded": 0, "failed": 0, "max_age": 0}
+    assert checkpoint_services.enforce_retention(now=NOW) == {"succeeded": 0, "failed": 0, "max_age": 0}
     assert seqs(running) == [1, 2, 3, 4, 5]
 
 
@@ -101,7 +104,7 @@ def test_past_the_maximum_age_everything_goes_but_a_running_tasks_newest() -> No
     succeeded = task_with(2, status="succeeded", age_days=31, task_id="succeeded")
     young = task_with(2, age_days=1, task_id="young")
 
-    deleted = checkpoints.enforce_retention(now=NOW)
+    deleted = checkpoint_services.enforce_retention(now=NOW)
 
     assert seqs(running) == [4]  # where it resumes
     assert seqs(failed) == []  # the maximum age wins over the failed tasks' grace
@@ -114,7 +117,7 @@ def test_it_deletes_in_batches_without_loading_the_states() -> None:
     task = task_with(7, status="succeeded")
 
     with CaptureQueriesContext(connection) as queries:
-        deleted = checkpoints.enforce_retention(now=NOW, batch_size=2)
+        deleted = checkpoint_services.enforce_retention(now=NOW, batch_size=2)
 
     assert deleted["succeeded"] == 6
     assert seqs(task) == [7]
@@ -126,7 +129,7 @@ def test_it_deletes_in_batches_without_loading_the_states() -> None:
 def test_it_stops_when_its_time_budget_is_spent() -> None:
     task = task_with(3, status="succeeded")
 
-    deleted = checkpoints.enforce_retention(now=NOW, budget_s=0)
+    deleted = checkpoint_services.enforce_retention(now=NOW, budget_s=0)
 
     assert deleted == {"succeeded": 0, "failed": 0, "max_age": 0}
     assert seqs(task) == [1, 2, 3]
@@ -134,9 +137,9 @@ def test_it_stops_when_its_time_budget_is_spent() -> None:
 
 def test_a_fork_outlives_the_checkpoint_it_came_from() -> None:
     source = task_with(3, status="succeeded")
-    child = checkpoints.fork(task=source, seq=1, new_task_id="child", actor=Actor(agent=source.agent))
+    child = checkpoint_services.fork(task=source, seq=1, new_task_id="child", actor=Actor(agent=source.agent))
 
-    checkpoints.enforce_retention(now=NOW)
+    checkpoint_services.enforce_retention(now=NOW)
 
     child.refresh_from_db()
     assert child.forked_from is None
@@ -181,7 +184,7 @@ def test_it_marks_running_tasks_that_went_quiet_as_stale() -> None:
     done = quiet_task("done", 60, status="succeeded", finished_at=NOW - timedelta(minutes=50))
     already = quiet_task("already", 60, stale_at=NOW - timedelta(minutes=40))
 
-    marked = checkpoints.mark_stale(now=NOW)
+    marked = checkpoint_services.mark_stale(now=NOW)
 
     assert marked == 2
     for task in (quiet, beating, saving, old_signs, done, already):
@@ -200,9 +203,9 @@ def test_stale_marking_follows_the_setting_and_goes_in_batches() -> None:
     tasks = [quiet_task(f"t{n}", 3) for n in range(5)]
 
     with settings_with(TASK_STALE_SECONDS=120):
-        assert checkpoints.mark_stale(now=NOW, batch_size=2) == 5
+        assert checkpoint_services.mark_stale(now=NOW, batch_size=2) == 5
     with settings_with(TASK_STALE_SECONDS=600):
-        assert checkpoints.mark_stale(now=NOW) == 0
+        assert checkpoint_services.mark_stale(now=NOW) == 0
 
     assert all(t.stale_at == NOW for t in Task.objects.filter(pk__in=[t.pk for t in tasks]))
 

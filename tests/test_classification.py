@@ -8,8 +8,13 @@ from typing import Any
 
 import pytest
 
-from recovery.classification import ErrorReport, message_template, parse_retry_after, retry_after_from_headers
-from recovery.services import classify_report
+from recovery.errors.classification import (
+    ErrorReport,
+    message_template,
+    parse_retry_after,
+    retry_after_from_headers,
+)
+from recovery.errors.services import classify_report
 from tests.factories import RuleFactory
 
 pytestmark = pytest.mark.django_db

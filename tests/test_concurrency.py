@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from recovery import services
-from recovery.classification import ErrorReport
-from recovery.models import ErrorEvent, ErrorPattern
+from recovery.errors import services as error_services
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ErrorEvent, ErrorPattern
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -43,7 +43,7 @@ def test_it_loses_no_count_when_threads_report_the_same_error() -> None:
 
     def work(_: int) -> None:
         for _ in range(per_thread):
-            services.record_errors([report], agent=None)
+            error_services.record_errors([report], agent=None)
 
     assert _run_threads(threads, work) == []
     pattern = ErrorPattern.objects.get()
@@ -57,7 +57,7 @@ def test_it_never_deadlocks_batches_that_share_patterns_in_other_orders() -> Non
     def work(n: int) -> None:
         ordered = reports if n % 2 else list(reversed(reports))
         for _ in range(10):
-            services.record_errors(ordered, agent=None)
+            error_services.record_errors(ordered, agent=None)
 
     assert _run_threads(6, work) == []
     totals = list(ErrorPattern.objects.values_list("total_count", flat=True))
@@ -67,7 +67,7 @@ def test_it_never_deadlocks_batches_that_share_patterns_in_other_orders() -> Non
 
 def test_it_keeps_one_pattern_row_per_fingerprint_under_a_race() -> None:
     def work(n: int) -> None:
-        services.record_errors([ErrorReport(service="new", message=f"boom {n}")], agent=None)
+        error_services.record_errors([ErrorReport(service="new", message=f"boom {n}")], agent=None)
 
     assert _run_threads(8, work) == []
     assert ErrorPattern.objects.count() == 1

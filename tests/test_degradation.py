@@ -19,15 +19,20 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from config.errors import InvalidInput, NotFound
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import breakers, degradation, degradation_services, metrics
-from recovery.classification import ErrorReport
-from recovery.degradation_services import Target, next_automatic
-from recovery.degradation_tasks import evaluate_degradation
-from recovery.models import DegradationEvent, DegradationRule, DegradationState, Service
-from recovery.services import record_errors
+from core.api.errors import InvalidInput, NotFound
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery import metrics
+from recovery.breakers import selectors as breaker_selectors
+from recovery.breakers import services as breaker_services
+from recovery.breakers.models import Service
+from recovery.degradation import selectors as degradation_selectors
+from recovery.degradation import services as degradation_services
+from recovery.degradation.models import DegradationEvent, DegradationRule, DegradationState
+from recovery.degradation.services import Target, next_automatic
+from recovery.degradation.tasks import evaluate_degradation
+from recovery.errors.classification import ErrorReport
+from recovery.errors.services import record_errors
 from tests import factories
 from tests.processes import PYTHON, process_env, start, stop, wait_for
 
@@ -58,18 +63,18 @@ def essential(name: str = "openai", **fields: Any) -> Service:
 
 
 def trip(name: str = "openai") -> None:
-    failure = breakers.OutcomeReport(name, "call", False, 120, None, "")
-    breakers.record_outcomes([failure, failure], actor=Actor())
-    assert breakers.effective_state(Service.objects.get(name=name)) == "open"
+    failure = breaker_services.OutcomeReport(name, "call", False, 120, None, "")
+    breaker_services.record_outcomes([failure, failure], actor=Actor())
+    assert breaker_selectors.effective_state(Service.objects.get(name=name)) == "open"
 
 
 def close(name: str = "openai") -> None:
     time.sleep(0.1)  # past the breaker's wait: the next permit is a trial
-    permit = breakers.request_permit(name, actor=Actor())
+    permit = breaker_services.request_permit(name, actor=Actor())
     assert (permit.state, permit.allowed) == ("half_open", True)
-    success = breakers.OutcomeReport(name, "call", True, 80, None, permit.permit_id or "")
-    breakers.record_outcomes([success], actor=Actor())
-    assert breakers.effective_state(Service.objects.get(name=name)) == "closed"
+    success = breaker_services.OutcomeReport(name, "call", True, 80, None, permit.permit_id or "")
+    breaker_services.record_outcomes([success], actor=Actor())
+    assert breaker_selectors.effective_state(Service.objects.get(name=name)) == "closed"
 
 
 def counted(level: str, source: str) -> float:
@@ -198,7 +203,7 @@ def test_it_degrades_the_fleet_when_an_essential_breaker_opens(
         None,
         None,
     )
-    assert degradation.current() == degradation.LevelView(
+    assert degradation_selectors.current() == degradation_selectors.LevelView(
         "*", "degraded", "automatic", ESSENTIAL_RULE, None, now
     )
     assert counted("degraded", "automatic") == before + 2
@@ -242,7 +247,7 @@ def test_it_falls_back_to_normal_only_after_the_recovery_time(
     assert (state.automatic_level, state.pending_level) == ("degraded", "normal")
     assert state.pending_since == t0 + timedelta(seconds=10)
     assert degradation_services.evaluate(now=t0 + timedelta(seconds=10 + HOLD - 1)) == []
-    assert degradation.current().level == "degraded"
+    assert degradation_selectors.current().level == "degraded"
 
     fall = t0 + timedelta(seconds=10 + HOLD)
     with django_capture_on_commit_callbacks(execute=True):
@@ -316,7 +321,9 @@ def test_two_essential_breakers_open_mean_minimal() -> None:
         ("*", "minimal"),
         ("vector-db", "degraded"),
     ]
-    assert degradation.current("vector-db").level == "minimal"  # the worse of the fleet's and its own
+    assert (
+        degradation_selectors.current("vector-db").level == "minimal"
+    )  # the worse of the fleet's and its own
 
 
 @pytest.mark.django_db
@@ -413,7 +420,7 @@ def test_a_forced_level_overrides_the_automatic_one_until_it_expires(
         "forced_by": operator.pk,
         "level": "emergency",
     }
-    assert degradation.current() == degradation.LevelView(
+    assert degradation_selectors.current() == degradation_selectors.LevelView(
         "*", "emergency", "operator", "provider incident INC-42", until, t0 + timedelta(seconds=1)
     )
     assert counted("emergency", "operator") == before + 1
@@ -463,7 +470,7 @@ def test_normal_can_be_pinned_and_cleared() -> None:
         scope="*", level="normal", reason="known noise", expires_at=None, actor=Actor(user=operator)
     )
     assert degradation_services.evaluate() == []
-    assert degradation.current().level == "normal"
+    assert degradation_selectors.current().level == "normal"
     state = degradation_services.clear(scope="*", reason="noise gone", actor=Actor(user=operator))
 
     assert state is not None
@@ -645,7 +652,7 @@ def test_the_task_evaluates() -> None:
 
     assert evaluate_degradation.apply().get() == 2
     assert evaluate_degradation.apply().get() == 0
-    assert degradation.current().level == "degraded"
+    assert degradation_selectors.current().level == "degraded"
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

@@ -11,11 +11,13 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from healing.admin import CONFIRMED
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import breakers, degradation_services
-from recovery.models import DegradationEvent, DegradationRule, DegradationState, Service
+from core.admin_helpers import CONFIRMED
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.breakers import services as breaker_services
+from recovery.breakers.models import Service
+from recovery.degradation import services as degradation_services
+from recovery.degradation.models import DegradationEvent, DegradationRule, DegradationState
 from tests import factories
 from tests.admin_helpers import run_action as post_action
 from tests.admin_helpers import url
@@ -65,8 +67,8 @@ def test_agents_read_the_level_from_a_tripped_essential_breaker(agent_client: AP
         name="openai", criticality="essential", minimum_calls=2, consecutive_failures=0, wait_duration_s=30
     )
     Service.objects.create(name="web-search", skip_from_level="degraded")
-    failure = breakers.OutcomeReport("openai", "chat", False, 100, None, "")
-    breakers.record_outcomes([failure, failure], actor=Actor())
+    failure = breaker_services.OutcomeReport("openai", "chat", False, 100, None, "")
+    breaker_services.record_outcomes([failure, failure], actor=Actor())
     now = timezone.now()
     degradation_services.evaluate(now=now)
 

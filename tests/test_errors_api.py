@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from recovery.models import ErrorEvent, ErrorPattern
+from recovery.errors.models import ErrorEvent, ErrorPattern
 from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db

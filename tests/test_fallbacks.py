@@ -13,11 +13,12 @@ from django.conf import settings
 from django.core.cache.backends.locmem import LocMemCache
 from django.test import Client, override_settings
 
-from healing.admin import CONFIRMED
-from healing.models import AuditEvent
-from recovery import fallbacks, policies
-from recovery.fallbacks import ResultCache, result_key
-from recovery.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy, Service
+from core.admin_helpers import CONFIRMED
+from core.audit.models import AuditEvent
+from recovery.breakers.models import Service
+from recovery.decisions import fallbacks, policies
+from recovery.decisions.fallbacks import ResultCache, result_key
+from recovery.decisions.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy
 from tests.admin_helpers import url
 from tests.factories import rebound_settings
 

@@ -10,9 +10,10 @@ import redis
 from django.conf import settings
 from django.test import override_settings
 
-from recovery import intake, services
-from recovery.classification import ErrorReport
-from recovery.models import ErrorEvent, ErrorPattern
+from recovery.errors import intake
+from recovery.errors import services as error_services
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ErrorEvent, ErrorPattern
 from tests.factories import rebound_settings
 from tests.processes import PYTHON, process_env, start, stop, wait_for
 
@@ -31,7 +32,7 @@ def _client() -> redis.Redis:
 
 @override_settings(REBOUND=BUFFERED)
 def test_it_answers_from_the_buffer_without_writing_in_the_request() -> None:
-    first = services.record_errors([TIMEOUT, TIMEOUT], agent=None)
+    first = error_services.record_errors([TIMEOUT, TIMEOUT], agent=None)
     assert [(r.pattern_id, r.pattern_total) for r in first] == [(None, 2), (None, 2)]
     assert first[0].classified.verdict.error_class == "transient"
     assert ErrorEvent.objects.count() == 0
@@ -40,21 +41,21 @@ def test_it_answers_from_the_buffer_without_writing_in_the_request() -> None:
 
 @override_settings(REBOUND=BUFFERED)
 def test_the_drain_writes_everything_once_and_keeps_counting() -> None:
-    services.record_errors([TIMEOUT, TIMEOUT], agent=None)
-    services.record_errors([TIMEOUT, ErrorReport(service="svc", status_code=503)], agent=None)
+    error_services.record_errors([TIMEOUT, TIMEOUT], agent=None)
+    error_services.record_errors([TIMEOUT, ErrorReport(service="svc", status_code=503)], agent=None)
     assert intake.drain() == 4
     pattern = ErrorPattern.objects.get(error_class="transient")
     assert pattern.total_count == 3
     assert ErrorEvent.objects.filter(pattern=pattern).count() == 3
     assert ErrorEvent.objects.exclude(intake_key=None).count() == 4
     assert _client().xlen(intake.STREAM) == 0
-    later = services.record_errors([TIMEOUT], agent=None)[0]
+    later = error_services.record_errors([TIMEOUT], agent=None)[0]
     assert (later.pattern_id, later.pattern_total) == (pattern.pk, 4)
 
 
 @override_settings(REBOUND=BUFFERED)
 def test_a_redelivered_batch_is_written_once() -> None:
-    services.record_errors([TIMEOUT, TIMEOUT], agent=None)
+    error_services.record_errors([TIMEOUT, TIMEOUT], agent=None)
     client = _client()
     intake._ensure_group(client)
     entries: Any = client.xreadgroup(intake.GROUP, "dead-worker", {intake.STREAM: ">"}, count=10)
@@ -82,11 +83,11 @@ def _decode(batch: Any) -> tuple[list[list[Any]], list[dict[str, Any]]]:
 
 @override_settings(REBOUND=BUFFERED)
 def test_it_writes_in_the_request_when_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from config import redisconn
+    from core.infra import redisconn
 
     dead = redisconn.Scripts(redis.Redis(port=1, socket_connect_timeout=0.2))
     monkeypatch.setattr(redisconn, "scripts", lambda: dead)
-    recorded = services.record_errors([TIMEOUT], agent=None)[0]
+    recorded = error_services.record_errors([TIMEOUT], agent=None)[0]
     assert recorded.pattern_id == ErrorPattern.objects.get().pk
     assert ErrorEvent.objects.count() == 1
 
@@ -119,7 +120,7 @@ def test_reports_of_an_agent_deleted_meanwhile_are_kept_without_it() -> None:
     from tests.factories import AgentFactory
 
     agent = AgentFactory()
-    services.record_errors([TIMEOUT], agent=agent)
+    error_services.record_errors([TIMEOUT], agent=agent)
     agent.delete()
     assert intake.drain() == 1
     assert ErrorEvent.objects.get().agent is None
@@ -127,9 +128,9 @@ def test_reports_of_an_agent_deleted_meanwhile_are_kept_without_it() -> None:
 
 @override_settings(REBOUND=BUFFERED)
 def test_an_entry_that_cannot_be_written_is_set_aside_and_the_rest_goes_on() -> None:
-    services.record_errors([TIMEOUT], agent=None)
+    error_services.record_errors([TIMEOUT], agent=None)
     _client().xadd(intake.STREAM, {"v": b"{not json"})
-    services.record_errors([TIMEOUT], agent=None)
+    error_services.record_errors([TIMEOUT], agent=None)
     assert intake.drain() == 2
     assert ErrorPattern.objects.get().total_count == 2
     dead = _client().xrange(intake.DEAD)
@@ -139,15 +140,18 @@ def test_an_entry_that_cannot_be_written_is_set_aside_and_the_rest_goes_on() -> 
 
 @override_settings(REBOUND=BUFFERED)
 def test_a_trip_explains_itself_with_errors_still_queued() -> None:
-    from healing.services import Actor
-    from recovery import breakers
-    from recovery.breaker_store import RedisStore
-    from recovery.models import BreakerTransition, Service
+    from core.audit.services import Actor
+    from recovery.breakers import services as breaker_services
+    from recovery.breakers import store as breaker_store
+    from recovery.breakers.models import BreakerTransition, Service
+    from recovery.breakers.store import RedisStore
 
-    breakers.use_store(RedisStore(_client()))
+    breaker_store.use_store(RedisStore(_client()))
     Service.objects.create(name="svc", minimum_calls=3, consecutive_failures=0)
-    failure = breakers.OutcomeReport("svc", "", False, None, ErrorReport(service="svc", status_code=503), "")
-    answers = breakers.record_outcomes([failure] * 3, actor=Actor())
+    failure = breaker_services.OutcomeReport(
+        "svc", "", False, None, ErrorReport(service="svc", status_code=503), ""
+    )
+    answers = breaker_services.record_outcomes([failure] * 3, actor=Actor())
     assert answers[-1]["state"] == "open"
     assert ErrorEvent.objects.count() == 0  # still queued
     window = BreakerTransition.objects.get().window
@@ -160,4 +164,4 @@ def test_a_trip_explains_itself_with_errors_still_queued() -> None:
             "count": 3,
         }
     ]
-    breakers.use_store(None)
+    breaker_store.use_store(None)

@@ -14,11 +14,12 @@ import httpx
 import pytest
 from django.test import override_settings
 
-from config.errors import InvalidInput
-from recovery import demo_tasks, outbound, task_registry
-from recovery.classification import ErrorReport
-from recovery.outbound import OutboundRequest
-from recovery.services import classify_report
+from core.api.errors import InvalidInput
+from recovery.calls import outbound, task_registry
+from recovery.calls import tasks as demo_tasks
+from recovery.calls.outbound import OutboundRequest
+from recovery.errors.classification import ErrorReport
+from recovery.errors.services import classify_report
 from tests.factories import rebound_settings
 from tests.http_target import Answer, QuietServer, Target, running_target
 from tests.processes import free_port

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from recovery import planner
-from recovery.planner import BreakerInput, BudgetInput, Inputs, OptionInput, PolicyInput
+from recovery.decisions import planner
+from recovery.decisions.planner import BreakerInput, BudgetInput, Inputs, OptionInput, PolicyInput
 
 POLICY = PolicyInput(
     name="transient", max_attempts=3, deadline_s=None, retries_class=True, attempts_left=2, delay_s=1.0

@@ -14,17 +14,12 @@ from django.conf import settings
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from recovery import budget, plans, policies, tasks
-from recovery.models import (
-    GLOBAL_SCOPE,
-    DegradationState,
-    FallbackInvocation,
-    FallbackOption,
-    Operation,
-    RecoveryPlan,
-    RetryPolicy,
-    Service,
-)
+from recovery.breakers.models import Service
+from recovery.decisions import budget, policies
+from recovery.decisions import services as decision_services
+from recovery.decisions import tasks as decision_tasks
+from recovery.decisions.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy
+from recovery.degradation.models import GLOBAL_SCOPE, DegradationState
 from tests import factories
 from tests.factories import rebound_settings
 
@@ -377,12 +372,12 @@ def test_it_computes_the_success_rate_per_action(agent_client: Any) -> None:
         "succeeded",
         "succeeded",
     ]
-    rates = plans.refresh_success_rate()
+    rates = decision_services.refresh_success_rate()
     assert rates["retry"] == pytest.approx(2 / 3)
     assert rates["abort"] is None
     assert metric("recovery_success_rate", action="retry") == pytest.approx(2 / 3)
     assert math.isnan(REGISTRY.get_sample_value("recovery_success_rate", {"action": "abort"}))  # type: ignore[arg-type]
-    tasks.refresh_recovery_success_rate()  # the beat task: the same figure
+    decision_tasks.refresh_recovery_success_rate()  # the beat task: the same figure
     assert metric("recovery_success_rate", action="retry") == pytest.approx(2 / 3)
 
 
@@ -648,12 +643,12 @@ def test_it_follows_the_fail_modes_when_the_budget_store_is_unreachable(
 def test_it_plans_in_the_embedded_mode_without_redis(agent_client: Any, settings: Any) -> None:
     from django.core.cache import cache
 
-    from recovery import breakers
-    from recovery.breaker_store import DatabaseStore
+    from recovery.breakers import store as breaker_store
+    from recovery.breakers.store import DatabaseStore
 
     settings.REDIS_URL = ""
     cache.clear()
-    breakers.use_store(DatabaseStore())
+    breaker_store.use_store(DatabaseStore())
     budget.use_store(None)
     svc = Service.objects.create(name="svc", minimum_calls=4, consecutive_failures=0)
     FallbackOption.objects.create(service=svc, position=1, kind="cache")

@@ -13,9 +13,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from recovery import services
-from recovery.classification import ErrorReport
-from recovery.models import ErrorEvent
+from recovery.errors import services as error_services
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ErrorEvent
 from tests import factories
 from tests.processes import PYTHON, free_port, process_env, start, stop, wait_for, wait_http
 
@@ -70,8 +70,8 @@ def test_it_sums_metrics_across_gunicorn_workers(tmp_path: Path) -> None:
 
 
 def test_a_real_celery_worker_prunes_old_events_with_the_callers_request_id(tmp_path: Path) -> None:
-    services.record_errors([ErrorReport(service="old", message="x")], agent=None)
-    services.record_errors([ErrorReport(service="new", message="y")], agent=None)
+    error_services.record_errors([ErrorReport(service="old", message="x")], agent=None)
+    error_services.record_errors([ErrorReport(service="new", message="y")], agent=None)
     ErrorEvent.objects.filter(service="old").update(occurred_at=timezone.now() - timedelta(days=30))
     env = process_env(tmp_path)
     worker = start(
@@ -94,8 +94,8 @@ def test_a_real_celery_worker_prunes_old_events_with_the_callers_request_id(tmp_
     )
     try:
         from config.celery import app
-        from config.logging import set_request_id
-        from recovery.tasks import prune_error_events
+        from core.infra.request_ids import set_request_id
+        from recovery.errors.tasks import prune_error_events
 
         with app.connection_for_write(settings.TEST_REDIS_URL) as conn:
             set_request_id("prune-req-1")

@@ -18,12 +18,18 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from healing.admin import CONFIRMED
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import breakers, policies, retry_jobs, selectors
-from recovery.models import RetryAttempt, RetryJob, RetryPolicy, Service
-from recovery.retry_tasks import run_retry_attempt
+from core.admin_helpers import CONFIRMED
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.breakers import selectors as breaker_selectors
+from recovery.breakers import services as breaker_services
+from recovery.breakers.models import Service
+from recovery.calls import services as call_services
+from recovery.decisions import policies
+from recovery.decisions.models import RetryPolicy
+from recovery.retries import services as retry_services
+from recovery.retries.models import RetryAttempt, RetryJob
+from recovery.retries.tasks import run_retry_attempt
 from tests import factories
 from tests.factories import rebound_settings
 from tests.http_target import Answer, Target, running_target
@@ -65,7 +71,7 @@ def queued(monkeypatch: Any) -> Queued:
     def record(job_id: Any, number: int, fence: str, countdown: float = 0.0) -> None:
         calls.append((str(job_id), number, fence, countdown))
 
-    monkeypatch.setattr(retry_jobs, "enqueue", record)
+    monkeypatch.setattr(retry_services, "enqueue", record)
     return calls
 
 
@@ -132,7 +138,7 @@ def retries_total(outcome: str, operation: str = "create_invoice") -> float:
 
 
 def window(service: Service) -> tuple[int, int]:
-    live = selectors.breaker_view(service)["window"]
+    live = breaker_selectors.breaker_view(service)["window"]
     return live["calls"], live["failures"]
 
 
@@ -341,7 +347,9 @@ def test_it_waits_for_retry_after_on_a_429(
     job.refresh_from_db()
     assert (job.state, job.attempts) == ("pending", 1)
     assert 5.0 < queued[-1][3] <= 7.0 and queued[-1][:3] == (str(job.pk), 2, job.fence)
-    breakers.set_override(name="billing", mode="forced_closed", reason="test", expires_at=None, actor=Actor())
+    breaker_services.set_override(
+        name="billing", mode="forced_closed", reason="test", expires_at=None, actor=Actor()
+    )
     assert drive(job, committed) == ["succeeded"]
     assert RetryAttempt.objects.filter(job=job).count() == 2
 
@@ -523,7 +531,7 @@ def test_it_enqueues_overdue_attempts_again_with_a_new_fence(
     RetryJob.objects.filter(pk=job.pk).update(next_attempt_at=timezone.now() - timedelta(minutes=5))
     fresh = submit(agent_client, http_body(target, idempotency_key="fresh"), committed).json()["id"]
 
-    assert committed(retry_jobs.requeue_overdue) == 1
+    assert committed(retry_services.requeue_overdue) == 1
 
     job.refresh_from_db()
     assert job.fence != old_fence and job.state == "pending"
@@ -542,7 +550,7 @@ def test_it_settles_an_attempt_whose_worker_was_lost(
     RetryJob.objects.filter(pk=job.pk).update(state="running", attempts=1, updated_at=long_ago)
     RetryAttempt.objects.create(job=job, number=1, task_id=job.fence, started_at=long_ago)
 
-    assert committed(retry_jobs.requeue_overdue) == 1
+    assert committed(retry_services.requeue_overdue) == 1
 
     job.refresh_from_db()
     assert (job.state, job.needs_human, job.fence) == ("failed", True, "")
@@ -564,7 +572,7 @@ def test_it_settles_an_attempt_whose_worker_was_lost(
 def test_it_waits_for_an_open_breaker_without_spending_an_attempt(
     agent_client: Any, target: Target, fast: RetryPolicy, service: Service, queued: Queued, committed: Any
 ) -> None:
-    breakers.set_override(
+    breaker_services.set_override(
         name="billing", mode="forced_open", reason="incident", expires_at=None, actor=Actor()
     )
     submit(agent_client, http_body(target), committed)
@@ -583,7 +591,7 @@ def test_it_waits_for_an_open_breaker_without_spending_an_attempt(
     assert not RetryAttempt.objects.exists()
     assert target.seen == []
 
-    breakers.set_override(name="billing", mode="auto", reason="over", expires_at=None, actor=Actor())
+    breaker_services.set_override(name="billing", mode="auto", reason="over", expires_at=None, actor=Actor())
     assert drive(job, committed) == ["succeeded"]
     assert RetryAttempt.objects.get().number == 1
 
@@ -591,7 +599,7 @@ def test_it_waits_for_an_open_breaker_without_spending_an_attempt(
 def test_it_gives_up_when_the_breaker_stays_open_past_the_deadline(
     agent_client: Any, target: Target, fast: RetryPolicy, queued: Queued, committed: Any
 ) -> None:
-    breakers.set_override(
+    breaker_services.set_override(
         name="billing", mode="forced_open", reason="incident", expires_at=None, actor=Actor()
     )
     RetryPolicy.objects.filter(pk=fast.pk).update(deadline_s=5)
@@ -708,13 +716,13 @@ def test_a_cancel_during_a_running_attempt_keeps_the_job_cancelled(
     job = RetryJob.objects.get()
     operator = factories.operator()
 
-    def cancel_in_flight(j: RetryJob) -> retry_jobs.CallOutcome:
-        retry_jobs.cancel_job(job_id=j.pk, actor=Actor(user=operator), reason="changed my mind")
+    def cancel_in_flight(j: RetryJob) -> call_services.CallOutcome:
+        retry_services.cancel_job(job_id=j.pk, actor=Actor(user=operator), reason="changed my mind")
         return real_call(j)
 
-    real_call = retry_jobs.call
+    real_call = retry_services.call
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(retry_jobs, "call", cancel_in_flight)
+        patch.setattr(retry_services, "call", cancel_in_flight)
         attempt(job, committed)
 
     job.refresh_from_db()

@@ -12,7 +12,9 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from recovery.models import RetryAttempt, RetryJob, RetryPolicy, Service
+from recovery.breakers.models import Service
+from recovery.decisions.models import RetryPolicy
+from recovery.retries.models import RetryAttempt, RetryJob
 from tests.factories import rebound_settings
 from tests.http_target import Answer, running_target
 from tests.processes import PYTHON, process_env, start, stop, wait_for
@@ -78,7 +80,7 @@ def test_it_retries_a_flaky_target_on_a_real_worker(tmp_path: Path, agent_client
 
             # A duplicated delivery of the first attempt's message: its fence is long gone, nothing runs.
             from config.celery import app
-            from recovery.retry_tasks import run_retry_attempt
+            from recovery.retries.tasks import run_retry_attempt
 
             with app.connection_for_write(settings.REDIS_URL) as conn:
                 run_retry_attempt.apply_async(args=[str(job.pk), 1], task_id=rows[0].task_id, connection=conn)

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from healing.models import AuditEvent
-from recovery.models import ClassificationRule
+from core.audit.models import AuditEvent
+from recovery.errors.models import ClassificationRule
 from tests.factories import RuleFactory
 
 pytestmark = pytest.mark.django_db

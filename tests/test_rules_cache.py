@@ -7,9 +7,9 @@ import time
 import pytest
 from django.test import override_settings
 
-from recovery.classification import ErrorReport
-from recovery.models import ClassificationRule
-from recovery.services import classify_report
+from recovery.errors.classification import ErrorReport
+from recovery.errors.models import ClassificationRule
+from recovery.errors.services import classify_report
 from tests.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db

@@ -13,9 +13,12 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from healing.models import AuditEvent
-from recovery import policies
-from recovery.models import RetryPolicy, Service, Task, Transaction, TransactionStep
+from core.audit.models import AuditEvent
+from recovery.breakers.models import Service
+from recovery.checkpoints.models import Task
+from recovery.decisions import policies
+from recovery.decisions.models import RetryPolicy
+from recovery.sagas.models import Transaction, TransactionStep
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -9,9 +9,9 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from healing.admin import CONFIRMED
-from healing.models import AuditEvent
-from recovery.models import CompensationAttempt, Transaction, TransactionStep
+from core.admin_helpers import CONFIRMED
+from core.audit.models import AuditEvent
+from recovery.sagas.models import CompensationAttempt, Transaction, TransactionStep
 from tests.admin_helpers import confirmed, url
 from tests.admin_helpers import run_action as post_action
 from tests.saga_fixtures import Target, http_step, open_txn

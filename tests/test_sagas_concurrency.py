@@ -13,11 +13,11 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from config.errors import Conflict
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import sagas
-from recovery.models import Transaction, TransactionStep
+from core.api.errors import Conflict
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.sagas import services as saga_services
+from recovery.sagas.models import Transaction, TransactionStep
 from tests.saga_fixtures import Target, drive, http_step, open_txn
 
 TEST_REDIS_URL: str = getattr(settings, "TEST_REDIS_URL", "")
@@ -73,7 +73,7 @@ def test_it_starts_one_run_when_rollbacks_race(target: Target) -> None:
 
     results, errors = run_threads(
         8,
-        lambda n: sagas.request_rollback(
+        lambda n: saga_services.request_rollback(
             transaction_id=txn.pk, reason=f"reason {n}", actor=Actor(agent=txn.agent)
         )[1],
     )
@@ -91,11 +91,13 @@ def test_it_starts_one_run_when_rollbacks_race(target: Target) -> None:
 def test_it_sends_each_compensation_once_when_one_run_is_delivered_many_times(target: Target) -> None:
     txn = open_txn()
     steps = [http_step(txn, target, key) for key in ["a", "b", "c", "d"]]
-    sagas.request_rollback(transaction_id=txn.pk, reason="payment refused", actor=Actor(agent=txn.agent))
+    saga_services.request_rollback(
+        transaction_id=txn.pk, reason="payment refused", actor=Actor(agent=txn.agent)
+    )
     txn.refresh_from_db()
     fence = txn.fence
 
-    _, errors = run_threads(6, lambda _: sagas.run_rollback(txn.pk, fence))
+    _, errors = run_threads(6, lambda _: saga_services.run_rollback(txn.pk, fence))
     assert errors == []
     # A duplicate that found an attempt still running handed the rest to a later task (after the attempt's
     # lease); this test runs that task now, as its countdown would.
@@ -115,7 +117,9 @@ def test_it_compensates_every_step_recorded_before_a_racing_rollback(target: Tar
 
     def work(n: int) -> str:
         if n == 0:
-            sagas.request_rollback(transaction_id=txn.pk, reason="abort", actor=Actor(agent=txn.agent))
+            saga_services.request_rollback(
+                transaction_id=txn.pk, reason="abort", actor=Actor(agent=txn.agent)
+            )
             return "rollback"
         try:
             http_step(txn, target, f"k{n}")

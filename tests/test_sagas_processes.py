@@ -16,11 +16,13 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from healing.services import Actor
-from recovery import sagas
-from recovery.demo_tasks import flaky_calls
-from recovery.models import RetryPolicy, Service, Transaction, TransactionStep
-from recovery.saga_tasks import resume_stuck_rollbacks
+from core.audit.services import Actor
+from recovery.breakers.models import Service
+from recovery.calls.tasks import flaky_calls
+from recovery.decisions.models import RetryPolicy
+from recovery.sagas import services as saga_services
+from recovery.sagas.models import Transaction, TransactionStep
+from recovery.sagas.tasks import resume_stuck_rollbacks
 from tests import factories
 from tests.processes import PYTHON, process_env, start, stop, wait_for
 from tests.saga_fixtures import Target, http_step, open_txn
@@ -155,7 +157,9 @@ def test_it_finishes_a_rollback_whose_worker_was_killed_without_repeating_a_side
     arrived = target.hold("k3")  # the third compensation to run (k5, k4, then k3) stays in flight
     first = worker(tmp_path, "doomed")
     try:
-        sagas.request_rollback(transaction_id=txn.pk, reason="payment refused", actor=Actor(agent=agent))
+        saga_services.request_rollback(
+            transaction_id=txn.pk, reason="payment refused", actor=Actor(agent=agent)
+        )
         txn.refresh_from_db()
         first_fence = txn.fence
         assert arrived.wait(60), log_tail(tmp_path)
@@ -205,7 +209,11 @@ def test_it_finishes_a_rollback_whose_worker_was_killed_without_repeating_a_side
     steps["k3"].refresh_from_db()
     assert steps["k3"].status == "compensated"
     lost, resent = steps["k3"].attempt_rows.order_by("number")
-    assert (lost.outcome, lost.error_type, lost.error_class) == ("failure", sagas.WORKER_LOST, "transient")
+    assert (lost.outcome, lost.error_type, lost.error_class) == (
+        "failure",
+        saga_services.WORKER_LOST,
+        "transient",
+    )
     assert lost.task_id == first_fence and first_fence in lost.message
     assert (resent.number, resent.outcome, resent.status_code) == (2, "success", 200)
     assert resent.task_id != first_fence

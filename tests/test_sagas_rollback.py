@@ -13,10 +13,16 @@ import pytest
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from healing.models import AuditEvent
-from healing.services import Actor
-from recovery import policies, saga_selectors, sagas, selectors
-from recovery.models import CompensationAttempt, RetryPolicy, Service, Transaction, TransactionStep
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.breakers.models import Service
+from recovery.calls import services as call_services
+from recovery.decisions import policies
+from recovery.decisions.models import RetryPolicy
+from recovery.sagas import selectors as saga_selectors
+from recovery.sagas import services as saga_services
+from recovery.sagas.models import CompensationAttempt, Transaction, TransactionStep
+from recovery.status import selectors as status_selectors
 from tests import factories
 from tests.saga_fixtures import Target, drive, http_step, open_txn
 
@@ -39,7 +45,7 @@ def fast_policy(name: str = "fast", attempts: int = 3) -> RetryPolicy:
 
 
 def start(txn: Transaction, reason: str = "payment refused") -> str:
-    sagas.request_rollback(transaction_id=txn.pk, reason=reason, actor=Actor(agent=txn.agent))
+    saga_services.request_rollback(transaction_id=txn.pk, reason=reason, actor=Actor(agent=txn.agent))
     txn.refresh_from_db()
     return txn.fence
 
@@ -100,11 +106,11 @@ def test_it_ends_a_rollback_without_steps_at_once(target: Target) -> None:
 def test_it_marks_steps_with_nothing_to_undo_compensated_without_an_attempt(target: Target) -> None:
     txn = open_txn()
     http_step(txn, target, "a")
-    nothing, _ = sagas.record_step(
+    nothing, _ = saga_services.record_step(
         transaction_id=txn.pk,
         name="read the cart",
         idempotency_key="cart",
-        compensation=sagas.validate_compensation({"kind": "none"}),
+        compensation=saga_services.validate_compensation({"kind": "none"}),
         policy_name=None,
     )
     start(txn)
@@ -117,10 +123,10 @@ def test_it_marks_steps_with_nothing_to_undo_compensated_without_an_attempt(targ
 
 def test_it_runs_a_registered_task_as_a_compensation(target: Target) -> None:
     txn = open_txn()
-    compensation = sagas.validate_compensation(
+    compensation = saga_services.validate_compensation(
         {"kind": "task", "task": {"name": "recovery.demo_tasks.echo", "args": ["sku-1"], "kwargs": {"n": 1}}}
     )
-    step, _ = sagas.record_step(
+    step, _ = saga_services.record_step(
         transaction_id=txn.pk,
         name="stock",
         idempotency_key="stock-1",
@@ -133,8 +139,8 @@ def test_it_runs_a_registered_task_as_a_compensation(target: Target) -> None:
     assert step.status == TransactionStep.Status.COMPENSATED
     assert attempts_of(step) == [(1, "success", None)]
     # echo takes **kwargs, so it is given the key; flaky names its arguments and does not take it.
-    assert sagas.accepts_idempotency_key("recovery.demo_tasks.echo") is True
-    assert sagas.accepts_idempotency_key("recovery.demo_tasks.flaky") is False
+    assert call_services.accepts_idempotency_key("recovery.demo_tasks.echo") is True
+    assert call_services.accepts_idempotency_key("recovery.demo_tasks.flaky") is False
 
 
 # --- retries ------------------------------------------------------------------------------------------------
@@ -174,7 +180,7 @@ def test_it_waits_the_default_policys_delay_for_the_failures_class(target: Targe
     target.fail("a", times=1, status=503)
     fence = start(txn)
 
-    following = sagas.run_rollback(txn.pk, fence)
+    following = saga_services.run_rollback(txn.pk, fence)
 
     # No policy named: the one for the failure's kind (service_unavailable: fixed 2 s, 4 attempts).
     assert following is not None and following.countdown == 2.0
@@ -185,7 +191,7 @@ def test_it_waits_the_default_policys_delay_for_the_failures_class(target: Targe
     txn.refresh_from_db()
     assert txn.fence == following.fence and txn.status == Transaction.Status.ROLLING_BACK
     # The next run, early (a beat re-drive, say), waits for the retry time rather than calling sooner.
-    early = sagas.run_rollback(txn.pk, following.fence)
+    early = saga_services.run_rollback(txn.pk, following.fence)
     assert early is not None and 0 < early.countdown <= 2.0
     assert target.raw == {"a": 1}
 
@@ -220,7 +226,7 @@ def test_it_fails_the_rollback_when_a_compensation_exhausts_its_retries(
     assert sample("transactions", "rollback_failed") == before[0] + 1
     assert sample("compensations", "failure") == before[1] + 2
     assert list(saga_selectors.rollbacks_needing_human()) == [txn]
-    waiting = selectors.fleet_status()["rollbacks_needing_human"]
+    waiting = status_selectors.fleet_status()["rollbacks_needing_human"]
     assert waiting["count"] == 1
     assert waiting["newest"][0]["id"] == str(txn.pk) and waiting["newest"][0]["failed_step"] == failing.seq
 
@@ -248,10 +254,12 @@ def test_it_resumes_a_failed_rollback_from_the_failed_step_when_asked(target: Ta
     assert txn.status == Transaction.Status.ROLLBACK_FAILED
     operator = factories.operator()
 
-    assert sagas.retry_compensation(
+    assert saga_services.retry_compensation(
         transaction_id=txn.pk, reason="provider fixed", actor=Actor(user=operator)
     )
-    assert not sagas.retry_compensation(transaction_id=txn.pk, reason="again", actor=Actor(user=operator))
+    assert not saga_services.retry_compensation(
+        transaction_id=txn.pk, reason="again", actor=Actor(user=operator)
+    )
     txn.refresh_from_db()
     assert (
         txn.status == Transaction.Status.ROLLING_BACK and txn.needs_human is False and txn.finished_at is None
@@ -280,7 +288,7 @@ def test_it_lets_only_the_run_holding_the_fence_act(target: Target) -> None:
     txn = open_txn()
     step = http_step(txn, target, "a")
     start(txn)
-    assert sagas.run_rollback(txn.pk, str(uuid.uuid4())) is None
+    assert saga_services.run_rollback(txn.pk, str(uuid.uuid4())) is None
     step.refresh_from_db()
     assert step.status == TransactionStep.Status.DONE and step.attempt_rows.count() == 0
     assert target.raw == {}
@@ -294,7 +302,7 @@ def test_it_never_calls_beside_an_attempt_still_under_its_lease(target: Target) 
     TransactionStep.objects.filter(pk=step.pk).update(status="compensating", fence="dead-run", attempts=1)
     CompensationAttempt.objects.create(step=step, number=1, started_at=timezone.now(), task_id="dead-run")
 
-    following = sagas.run_rollback(txn.pk, fence)
+    following = saga_services.run_rollback(txn.pk, fence)
 
     assert following is not None and 300 < following.countdown <= 330  # SAGA_ATTEMPT_LEASE_SECONDS
     assert target.raw == {}
@@ -314,7 +322,11 @@ def test_it_resends_a_lost_attempt_with_the_same_key_after_its_lease(target: Tar
     assert txn.status == Transaction.Status.ROLLED_BACK
     assert [h.countdown for h in handed] == [1.0]  # lost counts as transient: that policy's first delay
     lost, resent = step.attempt_rows.order_by("number")
-    assert (lost.outcome, lost.error_type, lost.error_class) == ("failure", sagas.WORKER_LOST, "transient")
+    assert (lost.outcome, lost.error_type, lost.error_class) == (
+        "failure",
+        saga_services.WORKER_LOST,
+        "transient",
+    )
     assert "dead-run" in lost.message and lost.finished_at is not None
     assert (resent.number, resent.outcome) == (2, "success")
     assert target.requests[0]["Idempotency-Key"] == "a" and target.raw == {"a": 1}
@@ -329,9 +341,11 @@ def test_it_drops_the_outcome_of_an_attempt_already_taken_for_lost(target: Targe
         step=step, number=1, started_at=timezone.now(), task_id=fence
     )
     # Another run closed it as lost while this one was still in its call.
-    CompensationAttempt.objects.filter(pk=attempt.pk).update(outcome="failure", error_type=sagas.WORKER_LOST)
+    CompensationAttempt.objects.filter(pk=attempt.pk).update(
+        outcome="failure", error_type=saga_services.WORKER_LOST
+    )
 
-    assert sagas._record_success(txn, step, attempt, 200, 5.0) is None
+    assert saga_services._record_success(txn, step, attempt, 200, 5.0) is None
 
     step.refresh_from_db()
     assert step.status == TransactionStep.Status.COMPENSATING
@@ -347,13 +361,13 @@ def test_it_rolls_back_open_transactions_past_their_deadline(target: Target) -> 
     http_step(overdue, target, "a")
     on_time = open_txn(name="on time")
     committed = open_txn(name="done")
-    sagas.commit(transaction_id=committed.pk, actor=Actor(agent=committed.agent))
+    saga_services.commit(transaction_id=committed.pk, actor=Actor(agent=committed.agent))
     Transaction.objects.filter(pk__in=[overdue.pk, committed.pk]).update(
         deadline_at=timezone.now() - timedelta(seconds=1)
     )
 
-    assert sagas.rollback_overdue() == 1
-    assert sagas.rollback_overdue() == 0
+    assert saga_services.rollback_overdue() == 1
+    assert saga_services.rollback_overdue() == 0
 
     overdue.refresh_from_db()
     assert overdue.status == Transaction.Status.ROLLING_BACK and overdue.rollback_reason == "deadline passed"
@@ -374,14 +388,14 @@ def test_it_drives_again_a_rollback_that_made_no_progress(target: Target) -> Non
     busy_fence = start(busy)
     Transaction.objects.filter(pk=stalled.pk).update(updated_at=timezone.now() - timedelta(seconds=121))
 
-    assert sagas.resume_stuck() == 1
+    assert saga_services.resume_stuck() == 1
 
     stalled.refresh_from_db()
     assert stalled.fence != lost_fence and stalled.status == Transaction.Status.ROLLING_BACK
     busy.refresh_from_db()
     assert busy.fence == busy_fence
     # The lost task, should it ever arrive, finds another fence and does nothing.
-    assert sagas.run_rollback(stalled.pk, lost_fence) is None
+    assert saga_services.run_rollback(stalled.pk, lost_fence) is None
     assert target.raw == {}
     drive(stalled)
     assert stalled.status == Transaction.Status.ROLLED_BACK and target.raw == {"a": 1}

@@ -57,3 +57,74 @@ def test_it_serves_the_browsable_docs_without_a_cdn() -> None:
 def test_health_endpoints_answer() -> None:
     assert APIClient().get("/healthz").json() == {"status": "ok"}
     assert APIClient().get("/readyz").json() == {"status": "ok"}
+
+
+def _resolve(node: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = components[node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _is_bare(node: dict[str, Any], components: dict[str, Any]) -> bool:
+    """A shape that says nothing: no schema, or an object with neither properties nor typed values."""
+    node = _resolve(node, components)
+    for key in ("allOf", "oneOf", "anyOf"):
+        if key in node:
+            return any(_is_bare(part, components) for part in node[key])
+    if not node:
+        return True
+    if node.get("type") == "array":
+        return _is_bare(node.get("items", {}), components)
+    if node.get("type") == "object":
+        extra = node.get("additionalProperties")
+        return not node.get("properties") and not (isinstance(extra, dict) and extra)
+    return False
+
+
+def _operations() -> list[tuple[str, dict[str, Any]]]:
+    schema = _schema()
+    return [
+        (f"{method.upper()} {path}", operation)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def test_it_types_every_response_with_its_real_shape() -> None:
+    components = _schema()["components"]["schemas"]
+    bare = [
+        f"{name} {code} {media}"
+        for name, operation in _operations()
+        for code, response in operation["responses"].items()
+        for media, content in response.get("content", {}).items()
+        if media != "text/event-stream" and _is_bare(content.get("schema", {}), components)
+    ]
+    assert bare == []
+
+
+def test_it_gives_every_error_answer_the_error_envelope() -> None:
+    def envelope(response: dict[str, Any]) -> bool:
+        content = response.get("content", {}).get("application/json", {})
+        return content.get("schema", {}).get("$ref", "").endswith("/ErrorBody")
+
+    wrong = [
+        f"{name} {code}"
+        for name, operation in _operations()
+        for code, response in operation["responses"].items()
+        if code.startswith("4") and not envelope(response)
+    ]
+    assert wrong == []
+
+
+def test_it_declares_the_errors_each_operation_can_answer() -> None:
+    missing = []
+    for name, operation in _operations():
+        codes = set(operation["responses"])
+        needed = {"401"}
+        if "requestBody" in operation or any(p["in"] == "query" for p in operation.get("parameters", [])):
+            needed.add("400")
+        if "{" in name:
+            needed.add("404")
+        if needed - codes:
+            missing.append(f"{name}: {sorted(needed - codes)}")
+    assert missing == []

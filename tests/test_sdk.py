@@ -10,7 +10,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from rebound_client import Change, CircuitOpenError, Client
-from recovery.models import BreakerTransition, ErrorEvent
+from recovery.breakers.models import BreakerTransition
+from recovery.errors.models import ErrorEvent
 from tests.test_sdk_support import (
     Recording,
     SdkServer,

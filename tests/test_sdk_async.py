@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from rebound_client import AsyncClient, CircuitOpenError, RecoveryAbortedError
-from recovery.models import ErrorEvent, FallbackOption, RecoveryPlan
+from recovery.decisions.models import FallbackOption, RecoveryPlan
+from recovery.errors.models import ErrorEvent
 from tests.test_sdk_support import (
     QUIET,
     WITHIN_S,

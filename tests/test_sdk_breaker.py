@@ -24,7 +24,7 @@ from rebound_client.errors import (
     RetriesExhaustedError,
 )
 from rebound_client.plans import PartialResult, Plan
-from recovery import breaker_logic as server
+from recovery.breakers import logic as breaker_logic
 
 SETTINGS = [
     {},
@@ -34,9 +34,11 @@ SETTINGS = [
 ]
 
 
-def _server_config(settings: dict[str, Any]) -> server.Config:
+def _server_config(settings: dict[str, Any]) -> breaker_logic.Config:
     local = sdk.Config.from_settings(settings)
-    return server.Config(**{name: getattr(local, name) for name in server.Config.__dataclass_fields__})
+    return breaker_logic.Config(
+        **{name: getattr(local, name) for name in breaker_logic.Config.__dataclass_fields__}
+    )
 
 
 def _comparable(result: Any) -> tuple[Any, ...]:
@@ -48,14 +50,14 @@ def _comparable(result: Any) -> tuple[Any, ...]:
 def test_it_gives_the_servers_answers_for_the_same_sequence(settings: dict[str, Any], seed: int) -> None:
     rng = random.Random(seed)
     cfg_local, cfg_server = sdk.Config.from_settings(settings), _server_config(settings)
-    st_local, st_server = sdk.new_state(), server.new_state()
+    st_local, st_server = sdk.new_state(), breaker_logic.new_state()
     now, permits = 1_000_000, []
     for step in range(400):
         now += rng.choice([0, 1, 10, 250, 900, 2500])
         if rng.random() < 0.3:
             pid = f"p{step}"
             a = sdk.permit(st_local, cfg_local, now, pid)
-            b = server.permit(st_server, cfg_server, now, pid)
+            b = breaker_logic.permit(st_server, cfg_server, now, pid)
             if a.permit_id:
                 permits.append(pid)
         else:
@@ -64,11 +66,13 @@ def test_it_gives_the_servers_answers_for_the_same_sequence(settings: dict[str, 
             retry = 3000 if failure and rng.random() < 0.05 else 0
             ignored = not failure and rng.random() < 0.05
             a = sdk.record(st_local, cfg_local, now, sdk.Outcome(failure, ignored, pid, retry))
-            b = server.record(st_server, cfg_server, now, server.Outcome(failure, ignored, pid, retry))
+            b = breaker_logic.record(
+                st_server, cfg_server, now, breaker_logic.Outcome(failure, ignored, pid, retry)
+            )
         assert _comparable(a) == _comparable(b), (step, settings)
         # Both windows fitted to now (the server also counts them after each step; the SDK need not).
         counts = sdk.window_counts(st_local, cfg_local, now)
-        assert counts == server.window_counts(st_server, cfg_server, now), (step, settings)
+        assert counts == breaker_logic.window_counts(st_server, cfg_server, now), (step, settings)
         assert st_local == st_server, (step, settings)
 
 

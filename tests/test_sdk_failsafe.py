@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rebound_client import CircuitOpenError, Client, RetriesExhaustedError
-from recovery.models import ErrorEvent
+from recovery.errors.models import ErrorEvent
 from tests.test_sdk_support import (
     Flaky,
     SdkServer,

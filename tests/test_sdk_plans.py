@@ -18,7 +18,8 @@ from rebound_client import (
     RecoveryAbortedError,
     RetriesExhaustedError,
 )
-from recovery.models import FallbackInvocation, FallbackOption, RecoveryPlan, Service
+from recovery.breakers.models import Service
+from recovery.decisions.models import FallbackInvocation, FallbackOption, RecoveryPlan
 from tests.test_sdk_support import (
     QUIET,
     Flaky,

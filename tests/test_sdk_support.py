@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from rebound_client import Client
-from recovery.models import BreakerTransition, Service
+from recovery.breakers.models import BreakerTransition, Service
 from tests import factories
 from tests.processes import PYTHON, ROOT, free_port, process_env, wait_for, wait_http
 

@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import recovery.decision_models
+import recovery.decisions.models
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -187,7 +187,7 @@ class Migration(migrations.Migration):
                 ('max_delay_s', models.FloatField(default=16.0, validators=[django.core.validators.MinValueValidator(0)])),
                 ('deadline_s', models.FloatField(blank=True, help_text='Give up after this long.', null=True, validators=[django.core.validators.MinValueValidator(0.001)])),
                 ('honour_retry_after', models.BooleanField(default=True)),
-                ('retry_on', models.JSONField(blank=True, default=recovery.decision_models.default_retry_on, help_text='Error classes retried.')),
+                ('retry_on', models.JSONField(blank=True, default=recovery.decisions.models.default_retry_on, help_text='Error classes retried.')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('service', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='retry_policies', to='recovery.service')),

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from recovery import intake
+from recovery.errors import intake
 
 
 class Command(BaseCommand):

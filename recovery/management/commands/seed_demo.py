@@ -9,12 +9,17 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandParser
 
-from healing.models import AuditEvent
-from healing.roles import OPERATORS, VIEWERS
-from healing.services import Actor
-from recovery import breakers, fallbacks, services
-from recovery.classification import ErrorReport
-from recovery.models import Agent, FallbackOption, Operation, Service
+from core.access import services as access
+from core.access.models import Agent
+from core.access.roles import OPERATORS, VIEWERS
+from core.audit.models import AuditEvent
+from core.audit.services import Actor
+from recovery.breakers import services as breaker_services
+from recovery.breakers.models import Service
+from recovery.decisions import fallbacks
+from recovery.decisions.models import FallbackOption, Operation
+from recovery.errors import services as error_services
+from recovery.errors.classification import ErrorReport
 
 AGENTS = [
     ("research-agent", "Reads the web and summarises sources."),
@@ -121,7 +126,7 @@ class Command(BaseCommand):
         actor = Actor(source=AuditEvent.Source.CLI)
         for name, kind, criticality, description in SERVICES:
             if not Service.objects.filter(name=name).exists():
-                breakers.create_service(
+                breaker_services.create_service(
                     data={"name": name, "kind": kind, "criticality": criticality, "description": description},
                     actor=actor,
                     reason="demo data",
@@ -130,10 +135,10 @@ class Command(BaseCommand):
         agents = []
         for name, description in AGENTS:
             agent = Agent.objects.filter(name=name).first()
-            agents.append(agent or services.create_agent(name=name, description=description, actor=actor))
+            agents.append(agent or access.create_agent(name=name, description=description, actor=actor))
         rng = random.Random(7)
         for _ in range(errors):
-            services.record_errors([rng.choice(ERRORS)], agent=rng.choice(agents))
+            error_services.record_errors([rng.choice(ERRORS)], agent=rng.choice(agents))
         self.stdout.write(
             f"Demo data: users admin/operator/viewer, {len(SERVICES)} services, {len(agents)} agents, {errors} errors."
         )

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+from core.access import roles
+
+
+class IsAuthenticatedPrincipal(BasePermission):
+    """Any agent key, or a user who is an operator or a viewer (or staff)."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        user = request.user
+        return roles.is_agent(user) or roles.is_viewer(user)
+
+
+class IsOperator(BasePermission):
+    message = "This action needs an operator; agent keys and viewers cannot perform it."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return roles.is_operator(request.user)
+
+
+class ReadOrOperator(BasePermission):
+    """Reads for every principal; writes for operators only."""
+
+    message = IsOperator.message
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        if request.method in SAFE_METHODS:
+            return IsAuthenticatedPrincipal().has_permission(request, view)
+        return roles.is_operator(request.user)
+
+
+class AgentOrOperator(BasePermission):
+    """Reporting errors and outcomes: what agents do, and operators' scripts may do for them."""
+
+    message = "Only agent keys and operators may report."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return roles.is_agent(request.user) or roles.is_operator(request.user)

@@ -1,0 +1,516 @@
+"""The breaker and service API. Views parse input, call one service or selector, and serialize the answer."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db.models import Max
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from pydantic import TypeAdapter
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.access.permissions import AgentOrOperator, IsOperator, ReadOrOperator
+from core.api.errors import InvalidInput, NotFound
+from core.api.negotiation import JsonOnlyView
+from core.api.validation import parse
+from core.audit.services import Actor
+from core.infra.conf import rebound
+from core.slugs import SLUG
+from recovery.breakers import selectors, services, waits
+from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
+from recovery.breakers.schemas import OutcomeBatchIn, OutcomeIn, OutcomeOut, OverrideIn, PermitOut
+
+_SLUG = re.compile(SLUG)
+_OUTCOME = TypeAdapter(OutcomeIn)
+_OUTCOMES = TypeAdapter(list[OutcomeIn])
+_BATCH = TypeAdapter(OutcomeBatchIn)
+_OVERRIDE = TypeAdapter(OverrideIn)
+
+
+def _slug(value: str) -> str:
+    if not _SLUG.match(value):
+        raise InvalidInput("a service is a lower-case slug: letters, digits and . _ : -", field="service")
+    return value
+
+
+def _known(name: str) -> Service:
+    service = selectors.services().filter(name=_slug(name)).first()
+    if service is None:
+        raise NotFound(f"Unknown service {name!r}.", field="service")
+    return service
+
+
+PERMIT_EXAMPLES = [
+    OpenApiExample(
+        "Closed",
+        value={
+            "service": "openai",
+            "allowed": True,
+            "state": "closed",
+            "retry_after_s": None,
+            "permit_id": None,
+            "reason": "closed",
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "Open",
+        value={
+            "service": "openai",
+            "allowed": False,
+            "state": "open",
+            "retry_after_s": 12.4,
+            "permit_id": None,
+            "reason": "open",
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "A half-open trial",
+        value={
+            "service": "openai",
+            "allowed": True,
+            "state": "half_open",
+            "retry_after_s": None,
+            "permit_id": "2f1c9a7e5b3d4c6e8a0b1c2d3e4f5a6b",
+            "reason": "half-open: a trial call",
+        },
+        response_only=True,
+    ),
+]
+
+
+class PermitView(JsonOnlyView):
+    permission_classes = [AgentOrOperator]
+
+    @extend_schema(
+        operation_id="request_permit",
+        summary="May I call this service now?",
+        description="One Redis round trip. In half-open, at most `half_open_max_calls` trial permits are granted "
+        "across the fleet; send the `permit_id` back with the outcome.",
+        request=None,
+        responses={200: PermitOut},
+        examples=PERMIT_EXAMPLES,
+    )
+    def post(self, request: Request, service: str) -> Response:
+        answer = services.request_permit(_slug(service), actor=Actor.from_request(request))
+        return Response(answer.__dict__)
+
+
+class OutcomesView(JsonOnlyView):
+    permission_classes = [AgentOrOperator]
+
+    @extend_schema(
+        operation_id="report_outcomes",
+        summary="Report the outcome of one call or a batch",
+        description='Send one outcome, a list, or `{"outcomes": [...]}`. Each counts into its service\'s breaker; '
+        "a failure's `error` is classified and recorded as in `POST /errors`. Validation and authentication "
+        "errors do not count (the caller's fault). All outcomes are validated before any is counted. "
+        "`plan_id` names the recovery plan the call followed (the first outcome naming it sets whether it "
+        "worked); a success's `result` is kept under `cache_key` for cache fallbacks.",
+        request=PolymorphicProxySerializer(
+            component_name="OutcomeReport",
+            serializers=[OutcomeIn, OutcomeBatchIn],  # type: ignore[list-item]
+            resource_type_field_name=None,
+        ),
+        responses={200: OutcomeOut},
+        examples=[
+            OpenApiExample(
+                "A success",
+                value={"service": "github-mcp", "operation": "search", "success": True, "duration_ms": 182},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A success after a recovery plan, with a result to cache",
+                value={
+                    "service": "github-mcp",
+                    "operation": "search",
+                    "success": True,
+                    "duration_ms": 240,
+                    "plan_id": "6f1c2a9e-5b3d-4c6e-8a0b-1c2d3e4f5a6b",
+                    "cache_key": "repo:rebound is:open",
+                    "result": {"total": 12, "titles": ["Breakers flap under load"]},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "A failure",
+                value={
+                    "service": "openai",
+                    "success": False,
+                    "duration_ms": 950,
+                    "error": {"status_code": 429, "headers": {"Retry-After": "20"}},
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Answer",
+                value={
+                    "service": "openai",
+                    "state": "closed",
+                    "transition": None,
+                    "error_class": "rate_limit",
+                    "counted": True,
+                },
+                response_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        items, is_batch = _parse_outcomes(request.data)
+        reports = [
+            services.OutcomeReport(
+                i.service,
+                i.operation,
+                i.success,
+                i.duration_ms,
+                i.error.to_report() if i.error else None,
+                i.permit_id,
+                plan_id=str(i.plan_id) if i.plan_id else "",
+                cache_key=i.cache_key,
+                result=i.result,
+                has_result="result" in i.model_fields_set,
+            )
+            for i in items
+        ]
+        answers = services.record_outcomes(reports, actor=Actor.from_request(request))
+        return Response({"results": answers} if is_batch else answers[0])
+
+
+def _parse_outcomes(data: Any) -> tuple[list[OutcomeIn], bool]:
+    if isinstance(data, list):
+        items = parse(_OUTCOMES, data)
+    elif isinstance(data, dict) and "outcomes" in data:
+        items = parse(_BATCH, data).outcomes
+    elif isinstance(data, dict):
+        return [parse(_OUTCOME, data)], False
+    else:
+        raise InvalidInput("The body must be an outcome object or a list of them.", field="body")
+    limit = rebound("OUTCOMES_BATCH_MAX")
+    if not items or len(items) > limit:
+        raise InvalidInput(f"A batch holds 1 to {limit} outcomes; this one has {len(items)}.", field="body")
+    return items, True
+
+
+BREAKER_EXAMPLE: dict[str, Any] = {
+    "service": "openai",
+    "criticality": "essential",
+    "state": "open",
+    "automatic_state": "open",
+    "window": {"calls": 0, "failures": 0, "rate": 0.0, "consecutive_failures": 0, "trial_permits_in_use": 0},
+    "opened_at": "2026-11-22T09:00:00Z",
+    "open_until": "2026-11-22T09:00:30Z",
+    "override": None,
+    "why": {
+        "reason": "failure rate 60% over the last 20 calls (threshold 50%)",
+        "from_state": "closed",
+        "to_state": "open",
+        "at": "2026-11-22T09:00:00Z",
+        "window": {
+            "calls": 20,
+            "failures": 12,
+            "rate": 60.0,
+            "consecutive": 4,
+            "patterns": [
+                {
+                    "pattern": 12,
+                    "error_class": "external_service",
+                    "type_name": "",
+                    "message_template": "Service Unavailable",
+                    "count": 11,
+                }
+            ],
+        },
+    },
+    "settings": {
+        "failure_rate_threshold": 50.0,
+        "window_type": "count",
+        "window_size": 20,
+        "minimum_calls": 10,
+        "consecutive_failures": 5,
+        "slow_call_ms": 0,
+        "wait_duration_s": 30.0,
+        "half_open_max_calls": 3,
+        "success_threshold": 2,
+        "wait_multiplier": 1.0,
+        "max_wait_s": 300.0,
+    },
+}
+
+
+class BreakerListView(APIView):
+    @extend_schema(
+        operation_id="list_breakers",
+        summary="Every breaker: state, window, settings and why",
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("Breakers", value=[BREAKER_EXAMPLE], response_only=True)],
+    )
+    def get(self, request: Request) -> Response:
+        return Response([selectors.breaker_view(s) for s in selectors.services()])
+
+
+class BreakerSnapshotView(JsonOnlyView):
+    @extend_schema(
+        operation_id="breaker_snapshot",
+        summary="Every breaker at once, and the id of the last transition before it (SDKs' live views)",
+        description="Read the breakers here, then long-poll `/breakers/events?after=<last_event_id>`: no "
+        "transition is missed in between (one committed while the states are read comes again as an event). "
+        "`server_time` lets a client convert `open_until` to its own clock.",
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[
+            OpenApiExample(
+                "Snapshot",
+                value={
+                    "last_event_id": 41,
+                    "server_time": "2026-11-22T09:00:05Z",
+                    "breakers": [BREAKER_EXAMPLE],
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        # The id before the states: a transition committed in between is delivered again, never lost.
+        last = BreakerTransition.objects.aggregate(last=Max("id"))["last"] or 0
+        breakers = [selectors.breaker_view(s) for s in selectors.services()]
+        return Response({"last_event_id": last, "server_time": timezone.now(), "breakers": breakers})
+
+
+class BreakerDetailView(APIView):
+    @extend_schema(
+        operation_id="get_breaker",
+        summary="One breaker, and why it is in its state",
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("An open breaker", value=BREAKER_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request, service: str) -> Response:
+        return Response(selectors.breaker_view(_known(service)))
+
+
+class OverrideView(APIView):
+    permission_classes = [IsOperator]
+
+    @extend_schema(
+        operation_id="override_breaker",
+        summary="Force a breaker open or closed, disable it, or return it to automatic (operators; audited)",
+        request=OverrideIn,
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[
+            OpenApiExample(
+                "Force open",
+                value={
+                    "mode": "forced_open",
+                    "reason": "provider incident INC-42",
+                    "expires_at": "2026-11-22T12:00:00Z",
+                },
+                request_only=True,
+            ),
+            OpenApiExample("The breaker after", value=BREAKER_EXAMPLE, response_only=True),
+        ],
+    )
+    def post(self, request: Request, service: str) -> Response:
+        body = parse(_OVERRIDE, request.data if isinstance(request.data, dict) else None)
+        updated = services.set_override(
+            name=_known(service).name,
+            mode=body.mode,
+            reason=body.reason,
+            expires_at=body.expires_at,
+            actor=Actor.from_request(request),
+        )
+        return Response(selectors.breaker_view(updated))
+
+
+class ServiceSerializer(serializers.ModelSerializer[Service]):
+    class Meta:
+        model = Service
+        fields = [
+            "name",
+            *SETTINGS_FIELDS,
+            "auto_registered",
+            "override",
+            "override_reason",
+            "override_until",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ServicePatchSerializer(serializers.ModelSerializer[Service]):
+    reason = serializers.CharField(max_length=2000)
+
+    class Meta:
+        model = Service
+        fields = [*SETTINGS_FIELDS, "reason"]
+
+    def to_internal_value(self, data: Any) -> Any:
+        unknown = set(data) - set(self.fields) if isinstance(data, dict) else set()
+        if unknown:
+            raise serializers.ValidationError(
+                {name: ["not a setting that can be changed"] for name in sorted(unknown)}
+            )
+        return super().to_internal_value(data)
+
+
+SERVICE_EXAMPLE = {
+    "name": "openai",
+    "kind": "model_provider",
+    "criticality": "essential",
+    "description": "",
+    **BREAKER_EXAMPLE["settings"],
+    "auto_registered": True,
+    "override": "auto",
+    "override_reason": "",
+    "override_until": None,
+    "created_at": "2026-11-22T08:00:00Z",
+    "updated_at": "2026-11-22T08:00:00Z",
+}
+
+
+class ServiceListView(APIView):
+    @extend_schema(
+        operation_id="list_services",
+        responses={200: ServiceSerializer(many=True)},
+        examples=[OpenApiExample("Services", value=[SERVICE_EXAMPLE], response_only=True)],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(ServiceSerializer(selectors.services(), many=True).data)
+
+
+class ServiceDetailView(APIView):
+    permission_classes = [ReadOrOperator]
+
+    @extend_schema(
+        operation_id="get_service",
+        responses={200: ServiceSerializer},
+        examples=[OpenApiExample("A service", value=SERVICE_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request, service: str) -> Response:
+        return Response(ServiceSerializer(_known(service)).data)
+
+    @extend_schema(
+        operation_id="update_service",
+        summary="Change criticality and breaker settings (operators; audited; no restart needed)",
+        request=ServicePatchSerializer(partial=True),
+        responses={200: ServiceSerializer},
+        examples=[
+            OpenApiExample(
+                "Tighten",
+                value={
+                    "failure_rate_threshold": 30,
+                    "window_size": 50,
+                    "reason": "flaky since the provider's migration",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def patch(self, request: Request, service: str) -> Response:
+        known = _known(service)
+        data = ServicePatchSerializer(known, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        fields = dict(data.validated_data)
+        reason = fields.pop("reason", "")
+        updated = services.update_service(
+            name=known.name, data=fields, actor=Actor.from_request(request), reason=reason
+        )
+        return Response(ServiceSerializer(updated).data)
+
+
+EVENT_PARAMETERS = [
+    OpenApiParameter(
+        "after",
+        int,
+        description="Only transitions with a larger id (the last you saw).",
+        examples=[OpenApiExample("From the start", value=0)],
+    ),
+    OpenApiParameter(
+        "wait",
+        float,
+        description="Seconds to wait for the first one (long-poll).",
+        examples=[OpenApiExample("Long-poll", value=25)],
+    ),
+]
+
+
+def _int_param(request: Request, name: str, default: float) -> float:
+    raw = request.query_params.get(name, request.headers.get("Last-Event-ID") if name == "after" else None)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput("must be a number", field=name) from None
+    if value < 0:
+        raise InvalidInput("must not be negative", field=name)
+    return value
+
+
+class BreakerEventsView(APIView):
+    @extend_schema(
+        operation_id="breaker_events",
+        summary="Breaker transitions after an id, waiting up to `wait` seconds for the first (long-poll)",
+        parameters=EVENT_PARAMETERS,
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        after = int(_int_param(request, "after", 0))
+        wait = min(_int_param(request, "wait", 0), rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
+        rows = waits.wait_for(after, wait)
+        events = [selectors.transition_json(r) for r in rows]
+        return Response({"events": events, "last_id": events[-1]["id"] if events else after})
+
+
+class EventStreamRenderer(BaseRenderer):
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
+        return str(data).encode()
+
+
+class BreakerStreamView(APIView):
+    renderer_classes = [EventStreamRenderer, *APIView.renderer_classes]
+
+    @extend_schema(
+        operation_id="breaker_stream",
+        summary="Breaker transitions as Server-Sent Events (reconnect with Last-Event-ID)",
+        parameters=EVENT_PARAMETERS[:1],
+        responses={(200, "text/event-stream"): str},
+        examples=[
+            OpenApiExample(
+                "An event",
+                response_only=True,
+                media_type="text/event-stream",
+                value='id: 7\nevent: transition\ndata: {"id": 7, "service": "openai", '
+                '"from_state": "closed", "to_state": "open"}\n\n',
+            )
+        ],
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        after = int(_int_param(request, "after", 0))
+        max_seconds = rebound("BREAKER_STREAM_MAX_SECONDS")
+
+        def events() -> Any:
+            yield "retry: 1000\n\n"
+            for event_id, payload in waits.stream(after, max_seconds):
+                yield (
+                    f"id: {event_id}\nevent: transition\ndata: {payload}\n\n"
+                    if event_id
+                    else ": keep-alive\n\n"
+                )
+
+        response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response

@@ -1,0 +1,114 @@
+"""Reads of the recovery app."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from django.db.models import QuerySet
+
+from recovery.breakers import registry
+from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
+from recovery.breakers.store import current_store
+
+
+def live_breaker(service: Service) -> dict[str, Any]:
+    """The breaker's automatic state and window as its store holds them now (an override is not applied)."""
+
+    try:
+        peek = current_store().peek(service, registry.config_of(service))
+        live: dict[str, Any] = {
+            "state": peek.state,
+            "window": {
+                "calls": peek.calls,
+                "failures": peek.failures,
+                "rate": round(100.0 * peek.failures / peek.calls, 2) if peek.calls else 0.0,
+                "consecutive_failures": peek.consecutive,
+                "trial_permits_in_use": peek.trials_in_use,
+            },
+            "opened_at": _ms(peek.opened_at) if peek.state != "closed" else None,
+            "open_until": _ms(peek.open_until) if peek.state == "open" else None,
+        }
+        if peek.state == "open" and peek.open_until <= peek.now:
+            live["state"] = "half_open"  # what the next permit will find
+    except redis.RedisError:
+        live = {"state": "unknown", "window": None, "opened_at": None, "open_until": None}
+    return live
+
+
+def breaker_view(service: Service) -> dict[str, Any]:
+    """A breaker as operators and agents read it: state, settings, the live window, and why."""
+
+    live = live_breaker(service)
+    override = registry.override_in_force(service)
+    last = service.transitions.order_by("-created_at", "-id").first()
+    return {
+        "service": service.name,
+        "criticality": service.criticality,
+        **live,
+        "automatic_state": live["state"],
+        "state": override if override != Service.Override.AUTO else live["state"],
+        "override": {"mode": override, "reason": service.override_reason, "until": service.override_until}
+        if override != Service.Override.AUTO
+        else None,
+        "why": {
+            "reason": last.reason,
+            "from_state": last.from_state,
+            "to_state": last.to_state,
+            "at": last.created_at,
+            "window": last.window,
+        }
+        if last
+        else None,
+        "settings": service_settings(service),
+    }
+
+
+def service_settings(service: Service) -> dict[str, Any]:
+
+    return {
+        name: getattr(service, name)
+        for name in SETTINGS_FIELDS
+        if name not in ("kind", "criticality", "description")
+    }
+
+
+def _ms(value: int) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
+
+
+def services() -> QuerySet[Service]:
+    return Service.objects.order_by("name")
+
+
+def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition]:
+    return list(
+        BreakerTransition.objects.select_related("service").filter(pk__gt=after_id).order_by("id")[:limit]
+    )
+
+
+def transition_json(row: BreakerTransition) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "service": row.service.name,
+        "from_state": row.from_state,
+        "to_state": row.to_state,
+        "reason": row.reason,
+        "actor": row.actor,
+        "window": row.window,
+        "at": row.created_at.isoformat(),
+    }
+
+
+# --- operators -------------------------------------------------------------------------------------------
+
+
+def effective_state(service: Service) -> str:
+    override = registry.override_in_force(service)
+    if override != Service.Override.AUTO:
+        return override
+    try:
+        return current_store().peek(service, registry.config_of(service)).state
+    except redis.RedisError:
+        return "unknown"

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from recovery.breakers import services
+
+
+@shared_task(
+    name="recovery.tasks.expire_breaker_overrides",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=60,
+    soft_time_limit=50,
+)
+def expire_breaker_overrides() -> int:
+
+    return services.expire_overrides()

@@ -1,0 +1,524 @@
+"""The recovery API: plans, options, fallback chains and retry policies. Views parse input, call one service or
+selector, and serialize the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.access.permissions import AgentOrOperator
+from core.api.negotiation import JsonOnlyView
+from core.api.validation import parse
+from core.audit.services import Actor
+from core.slugs import SLUG, Slug
+from recovery.breakers.api import _known
+from recovery.decisions import fallbacks, policies, services
+from recovery.decisions.models import RetryPolicy
+from recovery.errors.schemas import ErrorIn
+from recovery.errors.taxonomy import ErrorClass, ErrorKind
+
+Operation = Annotated[str, StringConstraints(max_length=200)]
+CacheKey = Annotated[str, StringConstraints(max_length=500)]
+
+
+def _one_of(values: list[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value and value not in values:
+            raise ValueError(f"must be one of {', '.join(values)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Optional query parameters: empty, or one of the vocabulary's names (a typo is a 400 naming the field).
+OptionalClass = Annotated[str, _one_of(ErrorClass.values)]
+OptionalKind = Annotated[str, _one_of(ErrorKind.values)]
+OptionalSlug = Annotated[str, StringConstraints(pattern=r"^$|" + SLUG, max_length=100)]
+
+# --- Shapes ------------------------------------------------------------------------------------------------
+
+
+class PlanIn(BaseModel):
+    """A failed call: what was called, the error (as in POST /errors), and which attempt it was."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: Slug
+    operation: Operation = ""
+    error: ErrorIn
+    attempt: int = Field(default=1, ge=1, le=10_000, description="The attempt that just failed, from 1.")
+    task_id: Annotated[str, StringConstraints(max_length=200)] = ""
+    elapsed_s: float | None = Field(
+        default=None, ge=0, description="Seconds since the first attempt started."
+    )
+    idempotency_key: Annotated[str, StringConstraints(max_length=200)] = Field(
+        default="", description="Makes a non-idempotent operation safe to retry automatically."
+    )
+    cache_key: CacheKey = Field(
+        default="", description="Which cached result a cache fallback may offer (as sent with outcomes)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _error_defaults(cls, data: Any) -> Any:
+        # The error may leave out what the request already says.
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            error = dict(data["error"])
+            error.setdefault("service", data.get("service"))
+            if data.get("operation"):
+                error.setdefault("operation", data["operation"])
+            data = {**data, "error": error}
+        return data
+
+    @model_validator(mode="after")
+    def _same_service(self) -> PlanIn:
+        if self.error.service != self.service:
+            raise ValueError("the error's service must be the plan's service")
+        return self
+
+
+class FallbackOut(BaseModel):
+    kind: Literal["service", "cache", "static", "skip"]
+    position: int
+    service: str | None
+    operation: str | None
+    value: Any = Field(description="The cached result or the static default.")
+    cached_at: str | None
+    warning: str | None
+
+
+class PlanOut(BaseModel):
+    plan_id: UUID
+    action: Literal["retry", "fallback", "wait", "degrade", "escalate", "abort"]
+    delay_s: float | None
+    fallback: FallbackOut | None
+    attempts_left: int | None
+    reason: str
+    error_class: str
+    severity: str
+    kind: str
+    retry_after_s: float | None
+    breaker_state: str
+    degradation_level: str
+    policy: str | None
+
+
+class OptionsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Slug
+    operation: Operation = ""
+    error_class: ErrorClass
+    kind: OptionalKind = ""
+    cache_key: CacheKey = ""
+
+
+class ChainQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: Slug
+    operation: Operation = ""
+    cache_key: CacheKey = ""
+
+
+class ResolveQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: OptionalSlug = ""
+    operation: Operation = ""
+    error_class: OptionalClass = ""
+    kind: OptionalKind = ""
+
+
+_PLAN = TypeAdapter(PlanIn)
+_OPTIONS = TypeAdapter(OptionsQuery)
+_CHAIN = TypeAdapter(ChainQuery)
+_RESOLVE = TypeAdapter(ResolveQuery)
+
+
+def _query(request: Request) -> dict[str, str]:
+    # The last value of each parameter, as Django reads a query string.
+    return {key: str(request.query_params.get(key, "")) for key in request.query_params}
+
+
+def plan_json(planned: services.Planned) -> dict[str, Any]:
+    d, i = planned.decision, planned.inputs
+    return {
+        "plan_id": str(planned.plan.pk),
+        "action": d.action,
+        "delay_s": d.delay_s,
+        "fallback": fallbacks.option_json(d.fallback) if d.fallback else None,
+        "attempts_left": d.attempts_left,
+        "reason": d.reason,
+        "error_class": i.error_class,
+        "severity": i.severity,
+        "kind": i.kind,
+        "retry_after_s": i.retry_after_s,
+        "breaker_state": i.breaker.state,
+        "degradation_level": i.degradation_level,
+        "policy": i.policy.name,
+    }
+
+
+# --- Plans and options -------------------------------------------------------------------------------------
+
+PLAN_REQUEST = {
+    "service": "openai",
+    "operation": "chat.completions",
+    "error": {"type": "APITimeoutError", "message": "Request timed out."},
+    "attempt": 1,
+    "task_id": "summarise-inbox-42",
+    "elapsed_s": 30.2,
+}
+PLAN_ANSWER = {
+    "plan_id": "6f1c2a9e-5b3d-4c6e-8a0b-1c2d3e4f5a6b",
+    "action": "retry",
+    "delay_s": 1.0,
+    "fallback": None,
+    "attempts_left": 3,
+    "reason": "a transient error (connection_timeout): retry in 1 s, attempt 2 of 4 (policy connection timeout)",
+    "error_class": "transient",
+    "severity": "medium",
+    "kind": "connection_timeout",
+    "retry_after_s": None,
+    "breaker_state": "closed",
+    "degradation_level": "normal",
+    "policy": "connection timeout",
+}
+FALLBACK_ANSWER = {
+    **PLAN_ANSWER,
+    "action": "fallback",
+    "delay_s": None,
+    "fallback": {
+        "kind": "cache",
+        "position": 1,
+        "service": None,
+        "operation": None,
+        "value": {"summary": "3 unread, none urgent"},
+        "cached_at": "2026-11-22T08:59:12+00:00",
+        "warning": None,
+    },
+    "attempts_left": 0,
+    "reason": "a transient error (connection_timeout), not retried: policy connection timeout is exhausted: it "
+    "allows 4 attempt(s) and attempt 4 failed; fall back to the cached result of 48 s ago (position 1)",
+}
+
+
+class PlanView(JsonOnlyView):
+    permission_classes = [AgentOrOperator]
+
+    @extend_schema(
+        operation_id="plan_recovery",
+        summary="It failed: what now?",
+        description="Classifies the error and answers one plan: `retry` after `delay_s`, `fallback` to the option "
+        "given, `wait` `delay_s` (rate limit, open breaker), `degrade` (skip it), `escalate` (a human is needed) "
+        "or `abort` (back to the caller), with the reason in words. Send the `plan_id` back with the outcome of "
+        "what you did, so Rebound learns whether the plan worked. A `retry` spends from the service's retry "
+        "budget. The decision tree is in docs/recovery.md.",
+        request=PlanIn,
+        responses={200: PlanOut},
+        examples=[
+            OpenApiExample("A timeout", value=PLAN_REQUEST, request_only=True),
+            OpenApiExample("Retry", value=PLAN_ANSWER, response_only=True),
+            OpenApiExample("Fall back to the cache", value=FALLBACK_ANSWER, response_only=True),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        body = parse(_PLAN, request.data if isinstance(request.data, dict) else None)
+        planned = services.make_plan(
+            services.PlanRequest(
+                service=body.service,
+                operation=body.operation,
+                error=body.error.to_report(),
+                attempt=body.attempt,
+                task_id=body.task_id,
+                elapsed_s=body.elapsed_s,
+                idempotency_key=body.idempotency_key,
+                cache_key=body.cache_key,
+            ),
+            actor=Actor.from_request(request),
+        )
+        return Response(plan_json(planned))
+
+
+OPTIONS_EXAMPLE = {
+    "service": "openai",
+    "operation": "chat.completions",
+    "error_class": "transient",
+    "kind": "",
+    "policy": {"name": "transient", "scope": "error_class"},
+    "breaker": {"state": "closed", "open_for_s": None},
+    "budget": {"allowed": True, "retries": 1, "calls": 40, "limit": 8, "window_s": 10, "note": ""},
+    "degradation": {"level": "normal", "skips_service": False},
+    "critical": True,
+    "options": [
+        {
+            "action": "retry",
+            "available": True,
+            "why": "policy transient: 2 more attempt(s), next after 1 s; budget: 1 of 8 retries used in the last "
+            "10 s (40 calls); breaker closed",
+            "delay_s": 1.0,
+            "fallback": None,
+        },
+        {
+            "action": "fallback",
+            "available": False,
+            "why": "anthropic/messages: breaker open for 12.5 s more",
+            "delay_s": None,
+            "fallback": {
+                "kind": "service",
+                "position": 1,
+                "service": "anthropic",
+                "operation": "messages",
+                "value": None,
+                "cached_at": None,
+                "warning": None,
+            },
+        },
+        {
+            "action": "wait",
+            "available": False,
+            "why": "nothing to wait for",
+            "delay_s": None,
+            "fallback": None,
+        },
+        {
+            "action": "degrade",
+            "available": False,
+            "why": "operation chat.completions is critical: it may not be skipped; degradation level normal",
+            "delay_s": None,
+            "fallback": None,
+        },
+        {
+            "action": "escalate",
+            "available": True,
+            "why": "a human can always be asked",
+            "delay_s": None,
+            "fallback": None,
+        },
+        {
+            "action": "abort",
+            "available": True,
+            "why": "return the error to the caller",
+            "delay_s": None,
+            "fallback": None,
+        },
+    ],
+}
+
+
+class OptionsView(APIView):
+    @extend_schema(
+        operation_id="recovery_options",
+        summary="Every recovery option for an error class now, and why each is or is not available",
+        parameters=[
+            OpenApiParameter(
+                "service", str, required=True, examples=[OpenApiExample("A service", value="openai")]
+            ),
+            OpenApiParameter("operation", str),
+            OpenApiParameter("error_class", str, required=True, enum=ErrorClass.values),
+            OpenApiParameter("kind", str, enum=ErrorKind.values),
+            OpenApiParameter("cache_key", str),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("Options", value=OPTIONS_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request) -> Response:
+        query = parse(_OPTIONS, _query(request))
+        return Response(
+            services.list_options(
+                service=_known(query.service),
+                operation=query.operation,
+                error_class=query.error_class.value,
+                kind=query.kind,
+                cache_key=query.cache_key,
+            )
+        )
+
+
+# --- Fallback chains ---------------------------------------------------------------------------------------
+
+CHAIN_EXAMPLE = {
+    "service": "openai",
+    "operation": "chat.completions",
+    "critical": True,
+    "chain": [
+        {
+            "id": 3,
+            "position": 1,
+            "kind": "service",
+            "scope": "chat.completions",
+            "available": False,
+            "why": "anthropic/messages: breaker open for 12.5 s more",
+            "service": "anthropic",
+            "operation": "messages",
+            "value": None,
+            "cached_at": None,
+            "age_s": None,
+            "warning": None,
+        },
+        {
+            "id": 4,
+            "position": 1,
+            "kind": "cache",
+            "scope": "",
+            "available": True,
+            "why": "a result cached 48 s ago",
+            "service": None,
+            "operation": None,
+            "value": {"summary": "3 unread, none urgent"},
+            "cached_at": "2026-11-22T08:59:12+00:00",
+            "age_s": 48.0,
+            "warning": None,
+        },
+    ],
+    "exhausted": False,
+}
+
+
+class FallbackChainView(APIView):
+    @extend_schema(
+        operation_id="fallback_chain",
+        summary="A service's fallback chain, with each option's availability now",
+        description="The options configured for the operation come first, then those for every operation. "
+        "`exhausted` is true when none is available now.",
+        parameters=[OpenApiParameter("operation", str), OpenApiParameter("cache_key", str)],
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("A chain", value=CHAIN_EXAMPLE, response_only=True)],
+    )
+    def get(self, request: Request, service: str) -> Response:
+        query = parse(_CHAIN, {**_query(request), "service": service})
+        return Response(fallbacks.chain_view(_known(query.service), query.operation, query.cache_key))
+
+
+# --- Retry policies (read-only: operators edit them in the admin) -------------------------------------------
+
+
+def policy_json(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "id": policy.pk,
+        "name": policy.name,
+        "description": policy.description,
+        "builtin": policy.builtin,
+        "scope": policy.scope,
+        "service": policy.service.name if policy.service_id else None,  # type: ignore[union-attr]
+        "operation": policy.operation,
+        "error_class": policy.error_class,
+        "kind": policy.kind,
+        "strategy": policy.strategy,
+        "max_attempts": policy.max_attempts,
+        "base_delay_s": policy.base_delay_s,
+        "multiplier": policy.multiplier,
+        "max_delay_s": policy.max_delay_s,
+        "deadline_s": policy.deadline_s,
+        "honour_retry_after": policy.honour_retry_after,
+        "retry_on": policy.retry_on,
+    }
+
+
+POLICY_EXAMPLE = {
+    "id": 7,
+    "name": "database lock",
+    "description": "3 retries at 100 ms (004).",
+    "builtin": True,
+    "scope": "kind",
+    "service": None,
+    "operation": "",
+    "error_class": "",
+    "kind": "database_lock",
+    "strategy": "fixed",
+    "max_attempts": 4,
+    "base_delay_s": 0.1,
+    "multiplier": 2.0,
+    "max_delay_s": 0.1,
+    "deadline_s": None,
+    "honour_retry_after": True,
+    "retry_on": ["transient", "rate_limit", "resource", "external_service"],
+}
+
+
+class RetryPolicyListView(APIView):
+    @extend_schema(
+        operation_id="list_retry_policies",
+        summary="Retry policies, each with its scope (operation, service, kind, error_class or global)",
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[OpenApiExample("Policies", value=[POLICY_EXAMPLE], response_only=True)],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            [policy_json(p) for p in RetryPolicy.objects.select_related("service").order_by("name")]
+        )
+
+
+class RetryPolicyResolveView(APIView):
+    @extend_schema(
+        operation_id="resolve_retry_policy",
+        summary="Which retry policy applies to a call and error, and why (the precedence chain)",
+        parameters=[
+            OpenApiParameter("service", str, examples=[OpenApiExample("A service", value="postgres")]),
+            OpenApiParameter("operation", str),
+            OpenApiParameter("error_class", str, enum=ErrorClass.values),
+            OpenApiParameter("kind", str, enum=ErrorKind.values),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        examples=[
+            OpenApiExample(
+                "A database lock",
+                response_only=True,
+                value={
+                    "policy": POLICY_EXAMPLE,
+                    "scope": "kind",
+                    "why": "no policy for service postgres; kind database_lock: policy 'database lock'",
+                    "chain": [
+                        {"scope": "service", "looked_for": "service postgres", "policy": None},
+                        {"scope": "kind", "looked_for": "kind database_lock", "policy": "database lock"},
+                        {
+                            "scope": "error_class",
+                            "looked_for": "error class transient",
+                            "policy": "transient",
+                        },
+                        {"scope": "global", "looked_for": "the global default", "policy": "global default"},
+                    ],
+                },
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        query = parse(_RESOLVE, _query(request))
+        service = _known(query.service) if query.service else None
+        steps = policies.explain(service, query.operation, query.error_class, query.kind)
+        chosen = next((s for s in steps if s.policy is not None), None)
+        why = []
+        for step in steps:
+            if step.policy is None:
+                why.append(f"no policy for {step.looked_for}")
+                continue
+            why.append(f"{step.looked_for}: policy {step.policy.name!r}")
+            break
+        return Response(
+            {
+                "policy": policy_json(chosen.policy) if chosen and chosen.policy else None,
+                "scope": chosen.scope if chosen else None,
+                "why": "; ".join(why) if chosen else "no policy applies: never retried",
+                "chain": [
+                    {
+                        "scope": s.scope,
+                        "looked_for": s.looked_for,
+                        "policy": s.policy.name if s.policy else None,
+                    }
+                    for s in steps
+                ],
+            }
+        )

@@ -1,0 +1,318 @@
+"""Fallback chains and the result cache behind them.
+
+A chain is a service's FallbackOption rows for one operation: the options configured for that operation first,
+then those for every operation (operation ""), each group in position order. Each option is available now or
+not, and says why:
+
+* service: another service (and operation); not while that service's breaker is open.
+* cache: the last good result agents sent with a successful outcome (`cache_key` and `result`), kept in Redis
+  for RESULT_CACHE_TTL_SECONDS; not when there is none, or it is older than the option's `max_age_s`.
+* static: a static default, always.
+* skip: skip the call with a partial result and a warning; only for non-critical work (the Operation row says
+  critical=False, or there is none and the service is non-critical).
+
+The cache key names the input a result belongs to (a search's query, a report's date): a result is only ever
+offered for the same service, operation and cache_key. The empty key means "the operation's last result,
+whatever its input", for operations without input (a status, a summary).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.core.cache import BaseCache, cache
+from django.db.models import Case, IntegerField, Value, When
+from django.utils import timezone
+
+from core.api.errors import InvalidInput
+from core.audit.services import Actor, audited_delete, audited_save
+from core.infra import redisconn
+from core.infra.conf import rebound
+from recovery.breakers import registry as breaker_registry
+from recovery.breakers import selectors as breaker_selectors
+from recovery.breakers.models import Service
+from recovery.breakers.schemas import encoded, too_large
+from recovery.decisions.models import FallbackOption, Operation
+from recovery.decisions.planner import BreakerInput, OptionInput, seconds
+
+log = logging.getLogger(__name__)
+Kind = FallbackOption.Kind
+
+# --- The result cache --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CachedResult:
+    value: Any
+    cached_at: datetime
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.cached_at.timestamp())
+
+
+def result_key(service: str, operation: str, cache_key: str) -> str:
+    # Hashed: cache keys are the agents' text of any length; the service stays readable for operators.
+    digest = hashlib.sha256(f"{operation}\0{cache_key}".encode()).hexdigest()[:40]
+    return f"rebound:result:{{{service}}}:{digest}"
+
+
+class ResultCache:
+    """Results in Redis (SET with a TTL), or in Django's cache in the embedded mode (per process there)."""
+
+    def __init__(self, backend: BaseCache | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.backend = backend
+        self.clock = clock
+
+    def _redis(self) -> redis.Redis | None:
+        return redisconn.client() if self.backend is None and settings.REDIS_URL else None
+
+    def put_many(self, items: list[tuple[str, str, str, Any]], at: float | None = None) -> int:
+        """Store (service, operation, cache_key, value) results; a result over the size limit is skipped."""
+        ttl = int(rebound("RESULT_CACHE_TTL_SECONDS"))
+        stamp = self.clock() if at is None else at
+        entries: dict[str, bytes] = {}
+        for service, operation, cache_key, value in items:
+            if (problem := too_large(value)) is not None:
+                log.warning("result of %s/%s not cached: %s", service, operation, problem)
+                continue
+            entries[result_key(service, operation, cache_key)] = encoded({"v": value, "at": stamp})
+        if not entries:
+            return 0
+        client = self._redis()
+        if client is not None:
+            pipe = client.pipeline(transaction=False)
+            for key, payload in entries.items():
+                pipe.set(key, payload, ex=ttl)
+            pipe.execute()
+        else:
+            (self.backend or cache).set_many({k: v.decode() for k, v in entries.items()}, timeout=ttl)
+        return len(entries)
+
+    def get(self, service: str, operation: str, cache_key: str) -> CachedResult | None:
+        key = result_key(service, operation, cache_key)
+        client = self._redis()
+        raw: Any = client.get(key) if client is not None else (self.backend or cache).get(key)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return CachedResult(data["v"], datetime.fromtimestamp(data["at"], tz=UTC))
+
+
+_results = ResultCache()
+
+
+def results() -> ResultCache:
+    return _results
+
+
+def use_results(new: ResultCache | None) -> None:
+    """Swap the result cache (tests: an injected clock or backend; None: the default)."""
+    global _results
+    _results = new or ResultCache()
+
+
+def store_results(items: list[tuple[str, str, str, Any]]) -> int:
+    """Cache the results of successful outcomes. Best effort: a Redis failure loses a cache entry, not the
+    outcome."""
+    if not items:
+        return 0
+    try:
+        return results().put_many(items)
+    except redis.RedisError as error:
+        log.warning("result cache unreachable, %d results not cached: %s", len(items), error)
+        return 0
+
+
+# --- Breakers and criticality, as the planner sees them ----------------------------------------------------
+
+
+def breaker_info(service: Service) -> BreakerInput:
+    """The breaker's state and, while it is open, how long until it lets a call through."""
+    live = breaker_selectors.live_breaker(
+        service
+    )  # not breaker_view: its last transition and settings are not needed
+    override = breaker_registry.override_in_force(service)
+    state = override if override != Service.Override.AUTO else live["state"]
+    now = timezone.now()
+    open_for: float | None = None
+    if state == "open" and live["open_until"] is not None:
+        open_for = (live["open_until"] - now).total_seconds()
+    elif state == "forced_open" and service.override_until is not None:
+        open_for = (service.override_until - now).total_seconds()
+    return BreakerInput(state, round(max(0.0, open_for), 3) if open_for is not None else None)
+
+
+def operation_of(service: Service, operation: str) -> Operation | None:
+    if not operation:
+        return None
+    return Operation.objects.filter(service=service, name=operation).first()
+
+
+def is_critical(service: Service, op: Operation | None) -> bool:
+    if op is not None:
+        return op.critical
+    return service.criticality == Service.Criticality.ESSENTIAL
+
+
+# --- The chain ---------------------------------------------------------------------------------------------
+
+
+def chain_rows(service: Service, operation: str) -> list[FallbackOption]:
+    """The options that apply to this operation: its own first, then those for every operation."""
+    scopes = [operation, ""] if operation else [""]
+    return list(
+        FallbackOption.objects.filter(service=service, operation__in=scopes)
+        .select_related("service", "target_service")
+        .annotate(
+            general=Case(When(operation="", then=Value(1)), default=Value(0), output_field=IntegerField())
+        )
+        .order_by("general", "position", "id")
+    )
+
+
+def chain_status(
+    service: Service, operation: str, *, critical: bool, cache_key: str = ""
+) -> tuple[OptionInput, ...]:
+    """Every option of the chain with its availability now, in the order it is tried."""
+    now = results().clock()
+    return tuple(_status(row, operation, critical, cache_key, now) for row in chain_rows(service, operation))
+
+
+def _status(row: FallbackOption, operation: str, critical: bool, cache_key: str, now: float) -> OptionInput:
+    base: dict[str, Any] = {
+        "id": row.pk,
+        "position": row.position,
+        "kind": row.kind,
+        "scope": row.operation,
+        "warning": row.warning or None,
+    }
+    if not row.enabled:
+        return OptionInput(available=False, why="disabled by an operator", **base)
+    if row.kind == Kind.SERVICE:
+        target = row.target_service
+        assert target is not None  # a check constraint
+        breaker = breaker_info(target)
+        target_operation = row.target_operation or operation
+        name = f"{target.name}/{target_operation}" if target_operation else target.name
+        state = breaker.state.replace("_", " ")
+        is_open = breaker.state in ("open", "forced_open")
+        more = (
+            f" for {seconds(breaker.open_for_s)} more" if is_open and breaker.open_for_s is not None else ""
+        )
+        return OptionInput(
+            available=not is_open,
+            why=f"{name}: breaker {state}{more}",
+            service=target.name,
+            operation=target_operation or None,
+            **base,
+        )
+    if row.kind == Kind.CACHE:
+        return _cache_status(row, operation, cache_key, now, base)
+    if row.kind == Kind.STATIC:
+        return OptionInput(available=True, why="a static default", value=row.static_value, **base)
+    if critical:
+        return OptionInput(available=False, why="critical work is never skipped", **base)
+    return OptionInput(available=True, why="non-critical work: skip it with a partial result", **base)
+
+
+def _cache_status(
+    row: FallbackOption, operation: str, cache_key: str, now: float, base: dict[str, Any]
+) -> OptionInput:
+    service = row.service.name
+    try:
+        found = results().get(service, operation, cache_key)
+    except redis.RedisError as error:
+        return OptionInput(available=False, why=f"the result cache is unreachable: {error}", **base)
+    key_words = f" for cache_key {cache_key!r}" if cache_key else ""
+    if found is None:
+        return OptionInput(available=False, why=f"no cached result{key_words}", **base)
+    age = round(found.age_s(now), 3)
+    cached: dict[str, Any] = {"cached_at": found.cached_at.isoformat(), "age_s": age}
+    if row.max_age_s is not None and age > row.max_age_s:
+        why = f"the cached result{key_words} is {seconds(age)} old; at most {seconds(row.max_age_s)} is accepted"
+        return OptionInput(available=False, why=why, **cached, **base)
+    return OptionInput(
+        available=True,
+        why=f"a result cached {seconds(age)} ago{key_words}",
+        value=found.value,
+        **cached,
+        **base,
+    )
+
+
+def option_json(option: OptionInput, *, with_value: bool = True) -> dict[str, Any]:
+    """An option as the plan's `fallback` shows it."""
+    data = {
+        "kind": option.kind,
+        "position": option.position,
+        "service": option.service,
+        "operation": option.operation,
+        "cached_at": option.cached_at,
+        "warning": option.warning,
+    }
+    return {**data, "value": option.value} if with_value else data
+
+
+def chain_view(service: Service, operation: str, cache_key: str = "") -> dict[str, Any]:
+    """GET /fallbacks/{service}: the chain with each option's availability now, and whether it is exhausted."""
+    op = operation_of(service, operation)
+    critical = is_critical(service, op)
+    chain = chain_status(service, operation, critical=critical, cache_key=cache_key)
+    return {
+        "service": service.name,
+        "operation": operation,
+        "critical": critical,
+        "chain": [asdict(o) for o in chain],
+        "exhausted": not any(o.available for o in chain),
+    }
+
+
+# --- Operators' writes (the admin): audited ----------------------------------------------------------------
+
+OPTION_FIELDS = [
+    "service",
+    "operation",
+    "position",
+    "kind",
+    "enabled",
+    "description",
+    "target_service",
+    "target_operation",
+    "static_value",
+    "max_age_s",
+    "warning",
+]
+OPERATION_FIELDS = ["service", "name", "idempotent", "critical", "description"]
+
+
+def save_option(option: FallbackOption, *, actor: Actor, reason: str) -> FallbackOption:
+    if (
+        option.kind == Kind.SERVICE
+        and option.target_service_id == option.service_id
+        and (option.target_operation or option.operation) == option.operation
+    ):
+        raise InvalidInput(
+            "A service fallback must name another service or operation.", field="target_service"
+        )
+    return audited_save(option, OPTION_FIELDS, actor=actor, reason=reason, action="fallback_option")
+
+
+def delete_option(option: FallbackOption, *, actor: Actor, reason: str) -> None:
+    audited_delete(option, OPTION_FIELDS, actor=actor, reason=reason, action="fallback_option")
+
+
+def save_operation(operation: Operation, *, actor: Actor, reason: str) -> Operation:
+    return audited_save(operation, OPERATION_FIELDS, actor=actor, reason=reason, action="operation")
+
+
+def delete_operation(operation: Operation, *, actor: Actor, reason: str) -> None:
+    audited_delete(operation, OPERATION_FIELDS, actor=actor, reason=reason, action="operation")

@@ -1,0 +1,357 @@
+"""Recovery plans: gather what the planner must know, ask it, and keep its answer and whether following it worked.
+
+Every plan is a RecoveryPlan row with `inputs`, what the planner saw (the policy, the budget, the breaker, the
+degradation level, the chain), so that an operator can replay any decision. Each fallback chosen is a
+FallbackInvocation row, and a chain found empty-handed is one too (kind "exhausted").
+
+The retry budget is spent only when the answer is `retry`: the planner decides on a peek, then the spend is
+atomic (`budget.try_retry`); if another agent took the last retry in between, the planner decides again with
+the budget spent. No network I/O happens inside the transaction that writes the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import redis
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from core.audit.services import Actor
+from recovery import metrics
+from recovery.breakers import registry as breaker_registry
+from recovery.breakers.models import Service
+from recovery.breakers.services import fail_mode
+from recovery.decisions import budget, fallbacks, planner, policies
+from recovery.decisions.models import FallbackInvocation, RecoveryPlan, RetryPolicy
+from recovery.decisions.planner import BudgetInput, Decision, Inputs, PolicyInput
+from recovery.degradation import selectors as degradation_selectors
+from recovery.errors.classification import ErrorReport
+from recovery.errors.services import classify_report
+from recovery.errors.writes import Classified
+
+if TYPE_CHECKING:
+    from recovery.breakers.services import OutcomeReport
+
+log = logging.getLogger(__name__)
+Result = RecoveryPlan.Result
+SUCCESS_RATE_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    service: str
+    operation: str
+    error: ErrorReport
+    attempt: int = 1
+    task_id: str = ""
+    elapsed_s: float | None = None
+    idempotency_key: str = ""
+    cache_key: str = ""
+
+
+@dataclass(frozen=True)
+class Planned:
+    plan: RecoveryPlan
+    decision: Decision
+    inputs: Inputs
+    classified: Classified
+
+
+# --- Gathering the inputs ----------------------------------------------------------------------------------
+
+
+def _without_budget_store(service: Service, error: Exception) -> BudgetInput:
+
+    # As the breakers do without their store: essential services fail open by default, the others closed.
+    mode = fail_mode(service)
+    log.warning("retry budget store unreachable, failing %s for %s: %s", mode, service.name, error)
+    note = f"the budget store is unreachable: failing {mode} for {service.criticality} services"
+    return BudgetInput(mode == "open", 0, 0, 0, int(service.retry_budget_window_s), note=note)
+
+
+def budget_now(service: Service) -> BudgetInput:
+    try:
+        return budget.peek(service)
+    except redis.RedisError as error:
+        return _without_budget_store(service, error)
+
+
+def _spend(service: Service) -> BudgetInput:
+    try:
+        return budget.try_retry(service)
+    except redis.RedisError as error:
+        return _without_budget_store(service, error)
+
+
+def policy_input(
+    policy: RetryPolicy, error_class: str, attempt: int, retry_after_s: float | None
+) -> PolicyInput:
+    return PolicyInput(
+        name=policy.name if policy.pk else None,
+        max_attempts=policy.max_attempts,
+        deadline_s=policy.deadline_s,
+        retries_class=policies.retries(policy, error_class),
+        attempts_left=policies.attempts_left(policy, attempt),
+        delay_s=policies.delay_s(policy, attempt, retry_after_s=retry_after_s),
+    )
+
+
+def gather(
+    service: Service,
+    operation: str,
+    *,
+    error_class: str,
+    kind: str,
+    severity: str = "",
+    needs_human: bool = False,
+    retry_after_s: float | None = None,
+    attempt: int = 1,
+    elapsed_s: float | None = None,
+    has_idempotency_key: bool = False,
+    cache_key: str = "",
+) -> tuple[Inputs, RetryPolicy]:
+    """Everything the planner looks at, read now."""
+    op = fallbacks.operation_of(service, operation)
+    critical = fallbacks.is_critical(service, op)
+    policy = policies.resolve(service, operation, error_class, kind)
+    level = degradation_selectors.current(service.name)
+    inputs = Inputs(
+        service=service.name,
+        operation=operation,
+        error_class=error_class,
+        kind=kind,
+        severity=severity,
+        needs_human=needs_human,
+        retry_after_s=retry_after_s,
+        attempt=attempt,
+        elapsed_s=elapsed_s,
+        idempotent=op.idempotent if op is not None else True,
+        has_idempotency_key=has_idempotency_key,
+        operation_critical=op.critical if op is not None else None,
+        essential=service.criticality == Service.Criticality.ESSENTIAL,
+        policy=policy_input(policy, error_class, attempt, retry_after_s),
+        budget=budget_now(service),
+        breaker=fallbacks.breaker_info(service),
+        degradation_level=level.level,
+        skipped_at_level=degradation_selectors.skipped_at(level.level, service),
+        chain=fallbacks.chain_status(service, operation, critical=critical, cache_key=cache_key),
+    )
+    return inputs, policy
+
+
+def inputs_json(inputs: Inputs) -> dict[str, Any]:
+    """What the planner saw, for the plan's row: cached and static values left out (they can be large)."""
+    data = asdict(inputs)
+    for option in data["chain"]:
+        option.pop("value", None)
+    return data
+
+
+# --- Planning ----------------------------------------------------------------------------------------------
+
+
+def make_plan(request: PlanRequest, *, actor: Actor) -> Planned:
+    service = breaker_registry.get(request.service)
+    classified = classify_report(request.error)
+    verdict = classified.verdict
+    _record_call(service)
+    inputs, policy = gather(
+        service,
+        request.operation,
+        error_class=verdict.error_class,
+        kind=verdict.kind,
+        severity=verdict.severity,
+        needs_human=verdict.needs_human,
+        retry_after_s=classified.report.retry_after_s,
+        attempt=request.attempt,
+        elapsed_s=request.elapsed_s,
+        has_idempotency_key=bool(request.idempotency_key),
+        cache_key=request.cache_key,
+    )
+    decision = planner.decide(inputs)
+    if decision.action == planner.RETRY:
+        inputs = replace(inputs, budget=_spend(service))
+        if not inputs.budget.allowed:
+            # Another agent took the window's last retry since the peek: decide again, budget spent.
+            decision = planner.decide(inputs)
+    plan = _write(request, service, policy, inputs, decision, actor)
+    return Planned(plan, decision, inputs, classified)
+
+
+def _record_call(service: Service) -> None:
+    # A plan request is a failed call: it counts into the window the budget is a share of.
+    try:
+        budget.record_calls(service, 1)
+    except redis.RedisError as error:
+        log.warning("retry budget store unreachable, a call of %s not counted: %s", service.name, error)
+
+
+def _write(
+    request: PlanRequest,
+    service: Service,
+    policy: RetryPolicy,
+    inputs: Inputs,
+    decision: Decision,
+    actor: Actor,
+) -> RecoveryPlan:
+    now = timezone.now()
+    option = decision.fallback
+    plan = RecoveryPlan(
+        agent=actor.agent,
+        service=service.name,
+        operation=request.operation,
+        task_id=request.task_id,
+        attempt=request.attempt,
+        elapsed_s=request.elapsed_s,
+        idempotency_key=request.idempotency_key,
+        error_class=inputs.error_class,
+        severity=inputs.severity,
+        kind=inputs.kind,
+        policy=policy if policy.pk else None,
+        action=decision.action,
+        delay_s=decision.delay_s,
+        fallback=fallbacks.option_json(option, with_value=False) if option else None,
+        attempts_left=decision.attempts_left,
+        reason=decision.reason,
+        inputs=inputs_json(inputs),
+        created_at=now,
+    )
+    invocation = _invocation(plan, inputs, decision, actor, now)
+    with transaction.atomic():
+        plan.save()
+        if invocation is not None:
+            invocation.plan = plan
+            invocation.save()
+        transaction.on_commit(lambda: _count(plan, invocation, decision))
+    return plan
+
+
+def _invocation(
+    plan: RecoveryPlan, inputs: Inputs, decision: Decision, actor: Actor, now: datetime
+) -> FallbackInvocation | None:
+    option = decision.fallback
+    common = {"service": plan.service, "operation": plan.operation, "agent": actor.agent, "created_at": now}
+    if option is not None:
+        detail = fallbacks.option_json(option, with_value=False) | {"why": option.why}
+        return FallbackInvocation(option_id=option.id, kind=option.kind, detail=detail, **common)
+    if decision.chain_exhausted:
+        chain = [{"position": o.position, "kind": o.kind, "why": o.why} for o in inputs.chain]
+        return FallbackInvocation(kind="exhausted", detail={"chain": chain}, **common)
+    return None
+
+
+def _count(plan: RecoveryPlan, invocation: FallbackInvocation | None, decision: Decision) -> None:
+    metrics.recovery_plans_total.labels(action=plan.action).inc()
+    if decision.action == planner.RETRY:
+        metrics.retries_total.labels(operation=plan.operation, outcome="planned").inc()
+    elif decision.retry_refused == "budget":
+        metrics.retries_total.labels(operation=plan.operation, outcome="budget_exhausted").inc()
+    if invocation is not None:
+        metrics.fallback_invocations_total.labels(service=plan.service, kind=invocation.kind).inc()
+
+
+# --- Options -----------------------------------------------------------------------------------------------
+
+
+def list_options(
+    *, service: Service, operation: str, error_class: str, kind: str = "", cache_key: str = ""
+) -> dict[str, Any]:
+    """Every option for a first failure of this class, with why each is or is not available now."""
+    inputs, policy = gather(service, operation, error_class=error_class, kind=kind, cache_key=cache_key)
+    return {
+        "service": service.name,
+        "operation": operation,
+        "error_class": error_class,
+        "kind": kind,
+        "policy": {"name": inputs.policy.name, "scope": policy.scope if policy.pk else None},
+        "breaker": asdict(inputs.breaker),
+        "budget": asdict(inputs.budget),
+        "degradation": {"level": inputs.degradation_level, "skips_service": inputs.skipped_at_level},
+        "critical": inputs.critical,
+        "options": [
+            {
+                "action": a.action,
+                "available": a.available,
+                "why": a.why,
+                "delay_s": a.delay_s,
+                "fallback": fallbacks.option_json(a.fallback) if a.fallback else None,
+            }
+            for a in planner.options(inputs)
+        ],
+    }
+
+
+# --- Outcomes: budget calls, cached results, and whether plans worked ---------------------------------------
+
+
+def on_outcomes(
+    sender: object, *, reports: list[OutcomeReport], services: dict[str, Service], actor: Actor, **_: object
+) -> None:
+    """Receiver of the breakers' outcomes_recorded (connected in RecoveryConfig.ready())."""
+    after_outcomes(reports, services, actor=actor)
+
+
+def after_outcomes(reports: list[OutcomeReport], services: dict[str, Service], *, actor: Actor) -> None:
+    """What the recovery side takes from a batch of outcomes (called by breakers.record_outcomes)."""
+    try:
+        budget.record_calls_many(services[r.service] for r in reports)
+    except redis.RedisError as error:
+        log.warning("retry budget store unreachable, %d calls not counted: %s", len(reports), error)
+    fallbacks.store_results(
+        [(r.service, r.operation, r.cache_key, r.result) for r in reports if r.success and r.has_result]
+    )
+    record_results([(r.plan_id, r.success) for r in reports if r.plan_id], actor=actor)
+
+
+def record_results(items: Iterable[tuple[str, bool]], *, actor: Actor) -> int:
+    """Set each named plan's result from the outcome that followed it: compare-and-set from pending, so the
+    first outcome decides and a later one changes nothing. An agent sets only its own plans' results; a plan id
+    that is unknown or another agent's is ignored."""
+    first: dict[str, bool] = {}
+    for plan_id, success in items:
+        first.setdefault(str(plan_id), success)
+    if not first:
+        return 0
+    now = timezone.now()
+    changed = 0
+    for result, ids in (
+        (Result.SUCCEEDED, [p for p, ok in first.items() if ok]),
+        (Result.FAILED, [p for p, ok in first.items() if not ok]),
+    ):
+        if not ids:
+            continue
+        pending = RecoveryPlan.objects.filter(pk__in=ids, result=Result.PENDING)
+        if actor.agent is not None:
+            pending = pending.filter(agent=actor.agent)
+        changed += pending.update(result=result, result_at=now)
+    if changed:
+        refresh_success_rate()
+    return changed
+
+
+def refresh_success_rate(now: datetime | None = None) -> dict[str, float | None]:
+    """recovery_success_rate{action}: of the last hour's plans with a result, the share that succeeded; NaN for
+    an action without any (no data, rather than a stale figure)."""
+    since = (now or timezone.now()) - SUCCESS_RATE_WINDOW
+    rows = (
+        RecoveryPlan.objects.filter(created_at__gte=since, result__in=[Result.SUCCEEDED, Result.FAILED])
+        .values("action", "result")
+        .annotate(n=Count("id"))
+    )
+    tally: dict[str, dict[str, int]] = {action: {} for action in planner.ACTIONS}
+    for row in rows:
+        tally.setdefault(row["action"], {})[row["result"]] = row["n"]
+    rates: dict[str, float | None] = {}
+    for action, counts in tally.items():
+        done = counts.get(Result.SUCCEEDED, 0) + counts.get(Result.FAILED, 0)
+        rate = counts.get(Result.SUCCEEDED, 0) / done if done else None
+        rates[action] = rate
+        metrics.recovery_success_rate.labels(action=action).set(rate if rate is not None else math.nan)
+    return rates

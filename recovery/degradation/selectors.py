@@ -1,0 +1,171 @@
+"""Graceful degradation: reading the level in force, and what the API shows of it. (Writes: forcing, rules with
+hysteresis, expiry live in recovery.degradation_services.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from recovery.breakers.models import Service
+from recovery.degradation.models import (
+    GLOBAL_SCOPE,
+    LEVEL_RANK,
+    DegradationEvent,
+    DegradationLevel,
+    DegradationState,
+)
+
+Level = DegradationLevel
+
+# Where a service's skip_from_level is blank: non-critical services are skipped from "minimal", essential never.
+DEFAULT_SKIP = {Service.Criticality.NON_CRITICAL: Level.MINIMAL.value, Service.Criticality.ESSENTIAL: "never"}
+
+
+@dataclass(frozen=True)
+class LevelView:
+    scope: str
+    level: str
+    source: str  # "automatic" or "operator"
+    reason: str
+    until: datetime | None
+    since: datetime | None
+
+
+def forced_in_force(state: DegradationState, now: datetime | None = None) -> bool:
+    if not state.forced_level:
+        return False
+    return state.forced_until is None or state.forced_until > (now or timezone.now())
+
+
+def view_of(state: DegradationState | None, scope: str, now: datetime | None = None) -> LevelView:
+    if state is None:
+        return LevelView(scope, Level.NORMAL.value, "automatic", "", None, None)
+    if forced_in_force(state, now):
+        return LevelView(
+            scope, state.forced_level, "operator", state.forced_reason, state.forced_until, state.changed_at
+        )
+    return LevelView(
+        scope, state.automatic_level, "automatic", state.automatic_reason, None, state.changed_at
+    )
+
+
+def worse(a: LevelView, b: LevelView) -> LevelView:
+    return b if LEVEL_RANK[b.level] > LEVEL_RANK[a.level] else a
+
+
+def current(service: str | None = None) -> LevelView:
+    """The level in force: the fleet's, or for a service the worse of the fleet's and its own."""
+    scopes = [GLOBAL_SCOPE] + ([service] if service else [])
+    rows = {s.scope: s for s in DegradationState.objects.filter(scope__in=scopes)}
+    now = timezone.now()
+    level = view_of(rows.get(GLOBAL_SCOPE), GLOBAL_SCOPE, now)
+    if service:
+        level = worse(level, view_of(rows.get(service), service, now))
+    return level
+
+
+def skip_from(service: Service) -> str:
+    return service.skip_from_level or DEFAULT_SKIP.get(service.criticality, "never")  # type: ignore[call-overload]
+
+
+def skipped_at(level: str, service: Service) -> bool:
+    """Should agents skip this service at this level? Essential services are never skipped by default."""
+    start = skip_from(service)
+    if start == "never":
+        return False
+    return LEVEL_RANK[level] >= LEVEL_RANK[start]
+
+
+# --- what the API and the admin show ---------------------------------------------------------------------
+
+
+def level_json(view: LevelView) -> dict[str, Any]:
+    return {
+        "scope": view.scope,
+        "level": view.level,
+        "source": view.source,
+        "reason": view.reason,
+        "since": view.since,
+        "until": view.until,
+    }
+
+
+def state_json(scope: str, now: datetime | None = None) -> dict[str, Any]:
+    """One scope in full: the level in force, and the automatic and forced levels behind it."""
+    state = DegradationState.objects.select_related("forced_by").filter(scope=scope).first()
+    answer = level_json(view_of(state, scope, now))
+    answer["automatic"] = {
+        "level": state.automatic_level if state else Level.NORMAL.value,
+        "reason": state.automatic_reason if state else "",
+        "pending_level": (state.pending_level or None) if state else None,
+        "pending_since": state.pending_since if state else None,
+    }
+    answer["forced"] = (
+        {
+            "level": state.forced_level,
+            "reason": state.forced_reason,
+            "until": state.forced_until,
+            "by": state.forced_by.get_username() if state.forced_by else None,
+            "in_force": forced_in_force(state, now),
+        }
+        if state and state.forced_level
+        else None
+    )
+    return answer
+
+
+def _skip_order(item: dict[str, Any]) -> tuple[bool, int, str]:
+    # Non-critical services first: they are what agents should drop before anything essential.
+    essential = item["criticality"] == Service.Criticality.ESSENTIAL
+    return essential, -LEVEL_RANK[item["level"]], item["service"]
+
+
+def overview(now: datetime | None = None) -> dict[str, Any]:
+    """The fleet's level, every service whose own level is not normal, and the services to skip now."""
+    now = now or timezone.now()
+    rows = {s.scope: s for s in DegradationState.objects.all()}
+    fleet = view_of(rows.get(GLOBAL_SCOPE), GLOBAL_SCOPE, now)
+    own = {scope: view_of(row, scope, now) for scope, row in rows.items() if scope != GLOBAL_SCOPE}
+    raised = {scope: view for scope, view in own.items() if view.level != Level.NORMAL.value}
+    candidates = Service.objects.only("name", "criticality", "skip_from_level")
+    if fleet.level == Level.NORMAL.value:
+        # Only services with a level of their own can be skipped while the fleet is normal: no full scan.
+        candidates = candidates.filter(name__in=list(raised))
+    skip = []
+    for service in candidates:
+        level = worse(fleet, raised[service.name]) if service.name in raised else fleet
+        if skipped_at(level.level, service):
+            skip.append(
+                {
+                    "service": service.name,
+                    "criticality": service.criticality,
+                    "level": level.level,
+                    "skip_from": skip_from(service),
+                }
+            )
+    return {
+        **level_json(fleet),
+        "services": [level_json(view) for _, view in sorted(raised.items())],
+        "skip": sorted(skip, key=_skip_order),
+    }
+
+
+def for_service(service: Service) -> dict[str, Any]:
+    """The level in force for one service (the worse of the fleet's and its own), and whether to skip it."""
+    view = current(service.name)
+    return {
+        "service": service.name,
+        "criticality": service.criticality,
+        **level_json(view),
+        "skip": skipped_at(view.level, service),
+        "skip_from": skip_from(service),
+    }
+
+
+def events(scope: str | None = None) -> QuerySet[DegradationEvent]:
+    qs = DegradationEvent.objects.select_related("actor_user")
+    return qs.filter(scope=scope) if scope else qs

@@ -1,0 +1,157 @@
+"""Writes of the recovery app: agents and keys, classification rules, and error intake."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.access.models import Agent
+from core.api.errors import Conflict
+from core.audit import services as audit
+from core.audit.services import Actor
+from core.infra import request_ids
+from recovery import metrics
+from recovery.errors import intake, rules_cache
+from recovery.errors.classification import ErrorReport, classify, fingerprint, message_template
+from recovery.errors.models import RULE_FIELDS, ClassificationRule, ErrorEvent
+from recovery.errors.taxonomy import Severity
+from recovery.errors.writes import (
+    Classified,
+    _event_fields,
+    _pattern_rows,
+    _record_portable,
+    _record_postgres,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- Classification rules --------------------------------------------------------------------------------
+
+
+def create_rule(*, data: dict[str, Any], actor: Actor, reason: str) -> ClassificationRule:
+    reason = audit.require_reason(reason)
+    rule = ClassificationRule(**{k: v for k, v in data.items() if k in RULE_FIELDS})
+    audit.full_clean(rule)
+    with transaction.atomic():
+        rule.save()
+        audit.record(actor, "rule.create", rule, reason=reason, after=audit.snapshot(rule, RULE_FIELDS))
+    return rule
+
+
+def update_rule(
+    *, rule: ClassificationRule, data: dict[str, Any], actor: Actor, reason: str
+) -> ClassificationRule:
+    reason = audit.require_reason(reason)
+    before = audit.snapshot(rule, RULE_FIELDS)
+    for key, value in data.items():
+        if key in RULE_FIELDS:
+            setattr(rule, key, value)
+    audit.full_clean(rule)
+    with transaction.atomic():
+        rule.save()
+        audit.record(
+            actor, "rule.update", rule, reason=reason, before=before, after=audit.snapshot(rule, RULE_FIELDS)
+        )
+    return rule
+
+
+def delete_rule(*, rule: ClassificationRule, actor: Actor, reason: str) -> None:
+    reason = audit.require_reason(reason)
+    if rule.builtin:
+        # A deleted built-in could only come back by hand; disabling keeps it one click from return.
+        raise Conflict(f"{rule.name!r} is a built-in rule: disable it instead of deleting it.")
+    with transaction.atomic():
+        audit.record(actor, "rule.delete", rule, reason=reason, before=audit.snapshot(rule, RULE_FIELDS))
+        rule.delete()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    classified: Classified
+    pattern_id: int | None  # None: a new pattern whose first reports are still queued (buffered intake)
+    pattern_total: int
+
+
+def classify_report(report: ErrorReport) -> Classified:
+    verdict = classify(report, rules_cache.active_rules())
+    template = message_template(report.message)
+    return Classified(report, verdict, template, fingerprint(report, verdict.error_class, template))
+
+
+def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Recorded]:
+    """Classify, count into patterns and store every error, all or nothing."""
+    classified = [classify_report(r) for r in reports]
+    now = timezone.now()
+    request_id = request_ids.get_request_id() or ""
+    patterns: dict[str, tuple[int | None, int]]
+    events = [_event_fields(c, agent, now, request_id) for c in classified]
+    buffered = _buffer(classified, events, now) if intake.enabled() else None
+    if buffered is not None:
+        patterns = buffered
+    else:
+        record = _record_postgres if connection.vendor == "postgresql" else _record_portable
+        patterns = dict(record(classified, events, now))
+    if connection.in_atomic_block:
+        transaction.on_commit(lambda: _count(classified))
+    else:
+        # Not through on_commit: outside a transaction it would check the database connection (a round trip
+        # on a path that, buffered, never touches the database).
+        _count(classified)
+    return [Recorded(c, *patterns[c.fingerprint]) for c in classified]
+
+
+def _buffer(
+    classified: list[Classified], events: list[dict[str, Any]], now: Any
+) -> dict[str, tuple[int | None, int]] | None:
+    try:
+        return intake.enqueue(
+            _pattern_rows(classified, now),
+            [(c.fingerprint, e) for c, e in zip(classified, events, strict=True)],
+        )
+    except redis.RedisError as error:
+        # An accepted report is never dropped: without Redis it is written in the request.
+        log.warning("intake buffer unreachable, writing %d errors synchronously: %s", len(classified), error)
+        return None
+
+
+def _count(classified: list[Classified]) -> None:
+    tally = Counter((c.verdict.error_class, c.verdict.severity) for c in classified)
+    for (error_class, severity), n in tally.items():
+        metrics.errors_total.labels(error_class=error_class, severity=severity).inc(n)
+
+
+def summarize(recorded: list[Recorded], successes: int) -> dict[str, Any]:
+    verdicts = [r.classified.verdict for r in recorded]
+    total = len(verdicts)
+    attempts = total + successes
+    return {
+        "total": total,
+        "successes": successes,
+        "success_rate": round(successes / attempts, 4) if attempts else 1.0,
+        "by_class": dict(Counter(v.error_class for v in verdicts)),
+        "by_severity": dict(Counter(v.severity for v in verdicts)),
+        "retryable": sum(v.retryable for v in verdicts),
+        "needs_human": sum(v.needs_human for v in verdicts),
+        "critical": [i for i, v in enumerate(verdicts) if v.severity in (Severity.CRITICAL, Severity.FATAL)],
+    }
+
+
+def prune_error_events(*, older_than_days: int, batch_size: int = 5000) -> int:
+    """Delete error events past retention in bounded batches, so no single statement holds locks long."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(
+            ErrorEvent.objects.filter(occurred_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return deleted
+        deleted += ErrorEvent.objects.filter(pk__in=ids).delete()[0]
