@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install lint format typecheck migrations-check ci bench clean
+.PHONY: run test install lint format typecheck imports migrations-check ci bench clean
 
 run:
 	./scripts/run
@@ -29,8 +29,13 @@ format: install
 	$(PY) -m ruff format .
 
 typecheck: install
-	$(PY) -m mypy config recovery healing bench
+	$(PY) -m mypy config core recovery healing bench
 	$(PY) -m mypy --strict rebound_client
+
+# The house's rules: layer contracts (pyproject.toml, [tool.importlinter]) and no import cycles.
+imports: install
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/check_cycles.py
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run

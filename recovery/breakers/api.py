@@ -18,12 +18,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import AgentOrOperator, IsOperator, ReadOrOperator
-from core.api.errors import InvalidInput, NotFound
+from core.api.errors import InvalidInput
 from core.api.negotiation import JsonOnlyView
 from core.api.validation import parse
 from core.audit.services import Actor
 from core.infra.conf import rebound
-from core.slugs import SLUG
+from core.slugs import SLUG, service_slug
 from recovery.breakers import selectors, services, waits
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
 from recovery.breakers.schemas import OutcomeBatchIn, OutcomeIn, OutcomeOut, OverrideIn, PermitOut
@@ -33,19 +33,6 @@ _OUTCOME = TypeAdapter(OutcomeIn)
 _OUTCOMES = TypeAdapter(list[OutcomeIn])
 _BATCH = TypeAdapter(OutcomeBatchIn)
 _OVERRIDE = TypeAdapter(OverrideIn)
-
-
-def _slug(value: str) -> str:
-    if not _SLUG.match(value):
-        raise InvalidInput("a service is a lower-case slug: letters, digits and . _ : -", field="service")
-    return value
-
-
-def _known(name: str) -> Service:
-    service = selectors.services().filter(name=_slug(name)).first()
-    if service is None:
-        raise NotFound(f"Unknown service {name!r}.", field="service")
-    return service
 
 
 PERMIT_EXAMPLES = [
@@ -101,7 +88,7 @@ class PermitView(JsonOnlyView):
         examples=PERMIT_EXAMPLES,
     )
     def post(self, request: Request, service: str) -> Response:
-        answer = services.request_permit(_slug(service), actor=Actor.from_request(request))
+        answer = services.request_permit(service_slug(service), actor=Actor.from_request(request))
         return Response(answer.__dict__)
 
 
@@ -292,7 +279,7 @@ class BreakerDetailView(APIView):
         examples=[OpenApiExample("An open breaker", value=BREAKER_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, service: str) -> Response:
-        return Response(selectors.breaker_view(_known(service)))
+        return Response(selectors.breaker_view(selectors.known_service(service)))
 
 
 class OverrideView(APIView):
@@ -319,7 +306,7 @@ class OverrideView(APIView):
     def post(self, request: Request, service: str) -> Response:
         body = parse(_OVERRIDE, request.data if isinstance(request.data, dict) else None)
         updated = services.set_override(
-            name=_known(service).name,
+            name=selectors.known_service(service).name,
             mode=body.mode,
             reason=body.reason,
             expires_at=body.expires_at,
@@ -394,7 +381,7 @@ class ServiceDetailView(APIView):
         examples=[OpenApiExample("A service", value=SERVICE_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, service: str) -> Response:
-        return Response(ServiceSerializer(_known(service)).data)
+        return Response(ServiceSerializer(selectors.known_service(service)).data)
 
     @extend_schema(
         operation_id="update_service",
@@ -414,7 +401,7 @@ class ServiceDetailView(APIView):
         ],
     )
     def patch(self, request: Request, service: str) -> Response:
-        known = _known(service)
+        known = selectors.known_service(service)
         data = ServicePatchSerializer(known, data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)

@@ -8,6 +8,8 @@ from typing import Any
 import redis
 from django.db.models import QuerySet
 
+from core.api.errors import NotFound
+from core.slugs import service_slug
 from recovery.breakers import registry
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
 from recovery.breakers.store import current_store
@@ -112,3 +114,11 @@ def effective_state(service: Service) -> str:
         return current_store().peek(service, registry.config_of(service)).state
     except redis.RedisError:
         return "unknown"
+
+
+def known_service(name: str) -> Service:
+    """The service of that name, for a route or a query naming it: 400 if the name is no slug, 404 if unknown."""
+    service = services().filter(name=service_slug(name)).first()
+    if service is None:
+        raise NotFound(f"Unknown service {name!r}.", field="service")
+    return service

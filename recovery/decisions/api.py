@@ -26,7 +26,7 @@ from core.api.negotiation import JsonOnlyView
 from core.api.validation import parse
 from core.audit.services import Actor
 from core.slugs import SLUG, Slug
-from recovery.breakers.api import _known
+from recovery.breakers import selectors as breaker_selectors
 from recovery.decisions import fallbacks, policies, services
 from recovery.decisions.models import RetryPolicy
 from recovery.errors.schemas import ErrorIn
@@ -339,7 +339,7 @@ class OptionsView(APIView):
         query = parse(_OPTIONS, _query(request))
         return Response(
             services.list_options(
-                service=_known(query.service),
+                service=breaker_selectors.known_service(query.service),
                 operation=query.operation,
                 error_class=query.error_class.value,
                 kind=query.kind,
@@ -400,7 +400,11 @@ class FallbackChainView(APIView):
     )
     def get(self, request: Request, service: str) -> Response:
         query = parse(_CHAIN, {**_query(request), "service": service})
-        return Response(fallbacks.chain_view(_known(query.service), query.operation, query.cache_key))
+        return Response(
+            fallbacks.chain_view(
+                breaker_selectors.known_service(query.service), query.operation, query.cache_key
+            )
+        )
 
 
 # --- Retry policies (read-only: operators edit them in the admin) -------------------------------------------
@@ -497,7 +501,7 @@ class RetryPolicyResolveView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = parse(_RESOLVE, _query(request))
-        service = _known(query.service) if query.service else None
+        service = breaker_selectors.known_service(query.service) if query.service else None
         steps = policies.explain(service, query.operation, query.error_class, query.kind)
         chosen = next((s for s in steps if s.policy is not None), None)
         why = []

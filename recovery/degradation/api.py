@@ -19,7 +19,7 @@ from core.access.permissions import IsOperator, ReadOrOperator
 from core.api.errors import InvalidInput
 from core.api.validation import parse
 from core.audit.services import Actor
-from recovery.breakers.api import _known
+from recovery.breakers import selectors as breaker_selectors
 from recovery.degradation import selectors
 from recovery.degradation import services as degradation_services
 from recovery.degradation.models import DegradationEvent
@@ -187,7 +187,7 @@ class DegradationView(APIView):
     def get(self, request: Request) -> Response:
         name = request.query_params.get("service")
         if name is not None:
-            return Response(selectors.for_service(_known(name)))
+            return Response(selectors.for_service(breaker_selectors.known_service(name)))
         return Response(selectors.overview())
 
     @extend_schema(
