@@ -30,18 +30,18 @@ app.autodiscover_tasks(
 
 
 @before_task_publish.connect
-def _attach_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+def _attach_request_id(headers: dict[str, Any] | None = None, **_: object) -> None:
     request_id = request_ids.get_request_id()
     if headers is not None and request_id and "request_id" not in headers:
         headers["request_id"] = request_id
 
 
 @task_prerun.connect
-def _adopt_request_id(task: Any = None, task_id: str = "", **_: Any) -> None:
+def _adopt_request_id(task: Any = None, task_id: str = "", **_: object) -> None:
     request_id = getattr(task.request, "request_id", None) if task is not None else None
     request_ids.set_request_id(request_id or f"task-{task_id}")
 
 
 @task_postrun.connect
-def _forget_request_id(**_: Any) -> None:
+def _forget_request_id(**_: object) -> None:
     request_ids.set_request_id(None)

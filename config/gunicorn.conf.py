@@ -1,6 +1,8 @@
 """gunicorn settings shared by production, docker-compose and the benchmarks."""
 
 import os
+from types import ModuleType
+from typing import Protocol
 
 from config.env import load
 from config.metrics import process_id
@@ -8,12 +10,14 @@ from config.metrics import process_id
 # Validate the environment in the master: a worker that exits on a bad variable would be respawned forever.
 load()
 
+multiprocess: ModuleType | None = None
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # Imported here, in the master before it forks: importing it inside the child_exit signal handler can
     # interrupt another import of the same package half-way.
-    from prometheus_client import multiprocess
-else:
-    multiprocess = None  # type: ignore[assignment]
+    import prometheus_client.multiprocess
+
+    multiprocess = prometheus_client.multiprocess
+
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
@@ -28,7 +32,11 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
 
 
-def child_exit(server, worker):  # type: ignore[no-untyped-def]
+class _Worker(Protocol):
+    pid: int
+
+
+def child_exit(server: object, worker: _Worker) -> None:
     # A dead worker's live gauges must leave the multiprocess metrics, or /metrics reports ghosts.
     if multiprocess is not None:
         multiprocess.mark_process_dead(process_id(worker.pid))

@@ -5,7 +5,7 @@ Two rules shape the whole admin:
 * Rebound's roles decide what a user may do, not Django's per-model permissions (no group is given any):
   operators act, viewers and other staff read. `RoleAdmin` maps the one onto the other.
 * Every change an operator makes goes through a service with a reason, so that it lands in the audit trail
-  exactly once with source "admin". `ServiceAdmin` turns the services' domain errors into form errors, and
+  exactly once with source "admin". `ServiceLayerAdmin` turns the services' domain errors into form errors, and
   `reasoned_action` asks for the reason before an action runs.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -43,7 +43,7 @@ REASON_TEMPLATE = "admin/rebound/reason_confirmation.html"
 CHANGE_FORM_WITH_ACTIONS = "admin/rebound/change_form_with_actions.html"
 # Marks the second POST of an action: the one sent from the reason page, not from the changelist.
 CONFIRMED = "rebound_confirmed"
-# Where ServiceAdmin keeps a service's refusal between the failed save and the form shown again.
+# Where ServiceLayerAdmin keeps a service's refusal between the failed save and the form shown again.
 REJECTION_ATTR = "_rebound_rejection"
 
 Fieldsets = list[tuple[str | None, dict[str, Any]]]
@@ -96,7 +96,7 @@ def adopt(obj: Model, saved: Model) -> None:
 # --- Permissions from roles ------------------------------------------------------------------------------
 
 
-class RoleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RoleAdmin(admin.ModelAdmin):
     """Operators may do everything the admin offers; viewers (and any staff) may look.
 
     `object_actions` names admin actions that are also offered as buttons on an object's own page.
@@ -199,7 +199,7 @@ def rejecting_form(form_class: type[forms.BaseForm], error: DomainError, aliases
     return Rejected
 
 
-class ServiceAdmin(RoleAdmin):
+class ServiceLayerAdmin(RoleAdmin):
     """An admin whose save_model calls a service, never saves directly.
 
     A service may still refuse after the form validated (DomainError). changeform_view runs in a
@@ -255,7 +255,7 @@ class ReasonForm(forms.Form):
 
 
 def render_reason_page(
-    model_admin: admin.ModelAdmin,  # type: ignore[type-arg]
+    model_admin: admin.ModelAdmin,
     request: HttpRequest,
     form: ReasonForm,
     *,
@@ -283,7 +283,7 @@ def render_reason_page(
 
 
 def reasoned_action(
-    model_admin: admin.ModelAdmin,  # type: ignore[type-arg]
+    model_admin: admin.ModelAdmin,
     request: HttpRequest,
     queryset: QuerySet[Any],
     *,
@@ -324,7 +324,13 @@ def reasoned_action(
     return None
 
 
-class ReasonedDeleteMixin:
+if TYPE_CHECKING:
+    _ModelAdminBase = admin.ModelAdmin[Any]
+else:
+    _ModelAdminBase = object
+
+
+class ReasonedDeleteMixin(_ModelAdminBase):
     """Deleting always with a reason: Django's unaudited bulk delete action is dropped (subclasses offer an
     action calling `_reasoned_delete_action` instead), and its delete page is replaced by one that asks why.
     Subclasses write `_delete(request, obj, reason)` (through a service, which audits) and may reword the
@@ -340,7 +346,7 @@ class ReasonedDeleteMixin:
         return f"Deleted “{label}”."
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        actions: dict[str, Any] = super().get_actions(request)
         actions.pop("delete_selected", None)
         return actions
 
@@ -348,7 +354,7 @@ class ReasonedDeleteMixin:
         self, request: HttpRequest, queryset: QuerySet[Any], action: str, title: str, plural: str
     ) -> TemplateResponse | None:
         return reasoned_action(
-            self,  # type: ignore[arg-type]
+            self,
             request,
             queryset,
             action=action,
@@ -362,7 +368,7 @@ class ReasonedDeleteMixin:
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        model_admin: admin.ModelAdmin = self  # type: ignore[type-arg, assignment]
+        model_admin = self
         obj = model_admin.get_object(request, unquote(object_id))
         if not model_admin.has_delete_permission(request, obj):
             raise PermissionDenied

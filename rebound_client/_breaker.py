@@ -1,10 +1,10 @@
-"""The local fail-safe breaker: the server's state machine (recovery/breaker_logic.py), ported.
+"""The local fail-safe breaker: the server's state machine (recovery/breakers/logic.py), ported.
 
 The SDK is its own distribution and must not import Django or the server, so the few functions it needs are
 copied here: closed, open, half-open; a failure rate over a count or time window with a minimum of calls,
 consecutive failures, slow calls, Retry-After, trial calls and growing waits. They run only while Rebound is
 unreachable (or cannot tell the state), one breaker per service in this process, with the settings the server
-last gave. tests/test_sdk_breaker.py drives this module and the server's with the same sequences and compares.
+last gave. tests/sdk/test_breaker.py drives this module and the server's with the same sequences and compares.
 
 Times are integer milliseconds of a monotonic clock; the state is a plain dict, as on the server.
 """
@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 log = logging.getLogger("rebound_client")
 
@@ -84,7 +84,21 @@ class Result:
     transitions: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def new_state() -> dict[str, Any]:
+class State(TypedDict):
+    """A breaker's state: a plain dict, so that it is stored as JSON as it is."""
+
+    state: str
+    opened_at: int
+    open_until: int
+    wait_ms: int
+    consecutive: int
+    ho_ok: int  # successes while half-open
+    win: Any  # a count window: list of 0/1, oldest first; a time window: {second: [calls, failures]}
+    win_type: str
+    trials: dict[str, int]  # {permit_id: expiry}
+
+
+def new_state() -> State:
     return {
         "state": CLOSED,
         "opened_at": 0,
@@ -98,7 +112,7 @@ def new_state() -> dict[str, Any]:
     }
 
 
-def _fit_window(st: dict[str, Any], cfg: Config, now: int) -> None:
+def _fit_window(st: State, cfg: Config, now: int) -> None:
     if st["win_type"] != cfg.window_type:
         st["win"], st["win_type"] = ([] if cfg.window_type == "count" else {}), cfg.window_type
     if cfg.window_type == "count":
@@ -108,14 +122,14 @@ def _fit_window(st: dict[str, Any], cfg: Config, now: int) -> None:
         st["win"] = {s: v for s, v in st["win"].items() if int(s) > oldest}
 
 
-def window_counts(st: dict[str, Any], cfg: Config, now: int) -> tuple[int, int]:
+def window_counts(st: State, cfg: Config, now: int) -> tuple[int, int]:
     _fit_window(st, cfg, now)
     if cfg.window_type == "count":
         return len(st["win"]), sum(st["win"])
     return sum(v[0] for v in st["win"].values()), sum(v[1] for v in st["win"].values())
 
 
-def _push(st: dict[str, Any], cfg: Config, now: int, failed: bool) -> None:
+def _push(st: State, cfg: Config, now: int, failed: bool) -> None:
     _fit_window(st, cfg, now)
     if cfg.window_type == "count":
         st["win"].append(1 if failed else 0)
@@ -126,19 +140,19 @@ def _push(st: dict[str, Any], cfg: Config, now: int, failed: bool) -> None:
         bucket[1] += 1 if failed else 0
 
 
-def _reset_window(st: dict[str, Any]) -> None:
+def _reset_window(st: State) -> None:
     st["win"] = [] if st["win_type"] == "count" else {}
     st["consecutive"] = 0
 
 
-def _open(st: dict[str, Any], now: int, wait_ms: int, until: int = 0) -> None:
+def _open(st: State, now: int, wait_ms: int, until: int = 0) -> None:
     st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, wait_ms
     st["open_until"] = max(now + wait_ms, until)
     st["ho_ok"], st["trials"] = 0, {}
     _reset_window(st)
 
 
-def advance(st: dict[str, Any], now: int, result: Result) -> None:
+def advance(st: State, now: int, result: Result) -> None:
     if st["state"] == OPEN and now >= st["open_until"]:
         st["state"], st["ho_ok"], st["trials"] = HALF_OPEN, 0, {}
         result.transitions.append((OPEN, HALF_OPEN, "the wait is over: trial calls allowed"))
@@ -146,7 +160,7 @@ def advance(st: dict[str, Any], now: int, result: Result) -> None:
         st["trials"] = {k: v for k, v in st["trials"].items() if v > now}
 
 
-def permit(st: dict[str, Any], cfg: Config, now: int, permit_id: str) -> Result:
+def permit(st: State, cfg: Config, now: int, permit_id: str) -> Result:
     result = Result(state=st["state"])
     advance(st, now, result)
     result.state = st["state"]
@@ -165,7 +179,7 @@ def permit(st: dict[str, Any], cfg: Config, now: int, permit_id: str) -> Result:
     return result
 
 
-def record(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome) -> Result:
+def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
     result = Result(state=st["state"])
     advance(st, now, result)
     if outcome.permit_id:
@@ -176,7 +190,7 @@ def record(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome) -> Resul
     return result
 
 
-def _count(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
+def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
     state = st["state"]
     if outcome.retry_after_ms > 0:
         until = now + outcome.retry_after_ms
@@ -245,7 +259,7 @@ class LocalBreaker:
             _open(breaker.state, now, cfg.wait_ms)
             breaker.state["open_until"] = now + open_for_ms  # what is left of the fleet's wait
         elif state in (OPEN, HALF_OPEN):
-            breaker.state.update(state=HALF_OPEN, opened_at=now, wait_ms=cfg.wait_ms)
+            breaker.state.update({"state": HALF_OPEN, "opened_at": now, "wait_ms": cfg.wait_ms})
         return breaker
 
     def permit(self) -> Result:

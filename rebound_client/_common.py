@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -18,42 +19,37 @@ from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundUnav
 log = logging.getLogger("rebound_client")
 USER_AGENT = "rebound-client/0.1"
 CacheKey = str | Callable[..., str] | None
+# httpx.BaseTransport for `Client`, httpx.AsyncBaseTransport for `AsyncClient`.
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 
+@dataclass(kw_only=True, eq=False)
 class Settings:
-    """The knobs shared by both clients (see the constructors' docstrings)."""
+    """The knobs shared by both clients, checked and normalised. Their defaults are those of
+    `ClientBase.__init__`, the one constructor of both clients (see the clients' docstrings)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        test_mode: bool = False,
-        timeout_s: float = 5.0,
-        flush_interval_s: float = 0.2,
-        flush_at: int = 1000,
-        buffer_size: int = 50_000,
-        max_batch: int = 2000,
-        refresh_s: float = 30.0,
-        events_wait_s: float = 25.0,
-        max_backoff_s: float = 5.0,
-    ) -> None:
-        if not base_url:
+    base_url: str
+    api_key: str = field(repr=False)
+    test_mode: bool
+    timeout_s: float
+    flush_interval_s: float
+    flush_at: int
+    buffer_size: int
+    max_batch: int
+    refresh_s: float
+    events_wait_s: float
+    max_backoff_s: float
+
+    def __post_init__(self) -> None:
+        if not self.base_url:
             raise ValueError("base_url is required, e.g. http://rebound.internal:8000")
-        if not api_key:
+        if not self.api_key:
             raise ValueError("api_key is required: an agent key rb_<prefix>_<secret>")
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.test_mode = test_mode
-        self.timeout_s = timeout_s
-        self.flush_interval_s = flush_interval_s
+        self.base_url = self.base_url.rstrip("/")
         # Test mode flushes synchronously, after every outcome, so that a test sees its effect at once.
-        self.flush_at = 1 if test_mode else max(1, flush_at)
-        self.buffer_size = max(1, buffer_size)
-        self.max_batch = max(1, max_batch)
-        self.refresh_s = refresh_s
-        self.events_wait_s = events_wait_s
-        self.max_backoff_s = max_backoff_s
+        self.flush_at = 1 if self.test_mode else max(1, self.flush_at)
+        self.buffer_size = max(1, self.buffer_size)
+        self.max_batch = max(1, self.max_batch)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -84,7 +80,7 @@ def check_status(response: httpx.Response) -> None:
     raise ReboundAPIError(f"Rebound answered {status}: {detail}", status_code=status, body=body)
 
 
-def transitions_in(response: httpx.Response) -> list[Any]:
+def transitions_in(response: httpx.Response) -> list[dict[str, Any]]:
     """The answers of a flush that carry a transition. Most flushes cause none, and then the answer (one
     object per outcome) is not even parsed: the flusher shares the GIL with the guarded calls."""
     content = response.content
@@ -144,11 +140,51 @@ def key_for(cache_key: CacheKey, args: tuple[Any, ...], kwargs: Mapping[str, Any
 Items = list[tuple[Any, ...]]
 
 
-class ClientBase:
-    """What `Client` and `AsyncClient` hold and decide apart from their I/O: the settings, the decision core,
-    the encoder, the views of them, and what to make of the server's answers."""
+class ClientBase(Generic[TransportT]):
+    """What `Client` and `AsyncClient` hold and decide apart from their I/O: their constructor and options,
+    the settings, the decision core, the encoder, the views of them, and what to make of the server's
+    answers."""
 
     settings: Settings
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        test_mode: bool = False,
+        timeout_s: float = 5.0,
+        flush_interval_s: float = 0.2,
+        flush_at: int = 1000,
+        buffer_size: int = 50_000,
+        max_batch: int = 2000,
+        refresh_s: float = 30.0,
+        events_wait_s: float = 25.0,
+        max_backoff_s: float = 5.0,
+        on_change: Callable[[Change], None] | None = None,
+        transport: TransportT | None = None,
+    ) -> None:
+        settings = Settings(
+            base_url=base_url,
+            api_key=api_key,
+            test_mode=test_mode,
+            timeout_s=timeout_s,
+            flush_interval_s=flush_interval_s,
+            flush_at=flush_at,
+            buffer_size=buffer_size,
+            max_batch=max_batch,
+            refresh_s=refresh_s,
+            events_wait_s=events_wait_s,
+            max_backoff_s=max_backoff_s,
+        )
+        self._open(settings, on_change, transport)
+
+    def _open(
+        self, settings: Settings, on_change: Callable[[Change], None] | None, transport: TransportT | None
+    ) -> None:
+        """The rest of the constructor, each client's own: its HTTP clients and background work. It calls
+        `_setup`."""
+        raise NotImplementedError
 
     def _setup(
         self, settings: Settings, on_change: Callable[[Change], None] | None, wake: Callable[[], None]
@@ -260,7 +296,7 @@ class GuardBase:
 
     def __init__(
         self,
-        client: ClientBase,
+        client: ClientBase[Any],
         service: str,
         operation: str,
         cache_key: str | None = None,
@@ -281,7 +317,7 @@ class GuardBase:
         # The hot path: nothing to ask, nothing to remember.
         return self.service in self._client._fast and self.cache_key is None and self.plan_id is None
 
-    def set_result(self, value: Any) -> None:
+    def set_result(self, value: object) -> None:
         """The call's result, sent with the success outcome when the guard has a `cache_key` (the planner's
         cache fallback serves it when the service fails later); without one it is not kept."""
         if self.cache_key is not None and self._slow is not None:

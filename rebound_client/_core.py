@@ -127,7 +127,7 @@ class CallState:
     def __init__(self, permit_id: str, local: tuple[LocalBreaker, str] | None) -> None:
         self.permit_id = permit_id
         self.local = local
-        self.result: tuple[Any] | None = None
+        self.result: tuple[object] | None = None
 
 
 class Core:
@@ -278,7 +278,7 @@ class Core:
 
     # --- applying what the server said -------------------------------------------------------------------
 
-    def to_monotonic(self, value: Any, now_mono: float, now_wall: float) -> float | None:
+    def to_monotonic(self, value: object, now_mono: float, now_wall: float) -> float | None:
         """A server timestamp (ISO 8601) as this process's monotonic time, allowing for the clocks' offset."""
         when = _timestamp(value)
         return None if when is None else now_mono + (when - self.offset_s - now_wall)
@@ -378,7 +378,7 @@ class Core:
         self._notify(changes)
         return details
 
-    def apply_outcome_answers(self, answers: Iterable[Any]) -> set[str]:
+    def apply_outcome_answers(self, answers: Iterable[object]) -> set[str]:
         """The answers to a flush: each outcome that caused a transition carries it."""
         transitions = [
             a["transition"]
@@ -441,7 +441,7 @@ class Core:
         return breaker.state
 
 
-def _timestamp(value: Any) -> float | None:
+def _timestamp(value: object) -> float | None:
     if not value:
         return None
     try:

@@ -42,7 +42,7 @@ def describe(exc: BaseException) -> dict[str, Any]:
     return error
 
 
-def _retry_after_header(response: Any) -> str | None:
+def _retry_after_header(response: object) -> str | None:
     headers = getattr(response, "headers", None)
     if headers is None:
         return None

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from rebound_client._describe import describe
 from rebound_client.errors import (
@@ -27,6 +27,17 @@ RETRY, VALUE, FALLBACK, RAISE = "retry", "value", "fallback", "raise"
 SAFETY_ATTEMPTS = 20  # whatever the plans say, no call loops for ever
 
 Fallbacks = Mapping[str | tuple[str, str], Callable[..., Any]]
+
+
+class PlanKwargs(TypedDict):
+    """The keyword arguments of the clients' `plan` that following a plan passes."""
+
+    operation: str
+    attempt: int
+    elapsed_s: float
+    task_id: str | None
+    idempotency_key: str | None
+    cache_key: str | None
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class Following:
         assert self.primary is not None
         return self.primary
 
-    def plan_kwargs(self) -> dict[str, Any]:
+    def plan_kwargs(self) -> PlanKwargs:
         """The keyword arguments of the client's `plan` about the last failure."""
         return {
             "operation": self.operation,

@@ -13,7 +13,8 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, Unpack
 
 import httpx
 
@@ -32,7 +33,7 @@ from rebound_client._common import (
     unavailable,
 )
 from rebound_client._core import ALLOW, ASK, CallState, Change
-from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, Rules
+from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, PlanKwargs, Rules
 from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundError, ReboundUnavailableError
 from rebound_client.plans import Plan
 
@@ -54,7 +55,9 @@ class AsyncGuard(GuardBase):
         self._started = perf_counter()
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         # A cancelled or interrupted call did not finish: nothing to report, nothing to flush.
         if self._finish(perf_counter() - self._started, error) and self._client.settings.test_mode:
             await self._client.flush()
@@ -63,7 +66,7 @@ class AsyncGuard(GuardBase):
         return self._client._decorate(fn, self.service, self.operation, self.cache_key)
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
     """A Rebound client for asyncio code. `async with AsyncClient(url, key) as client:`, or call `await
     client.start()` (the first guarded call starts it otherwise) and `await client.aclose()`.
 
@@ -71,36 +74,15 @@ class AsyncClient(ClientBase):
     each outcome before the guarded block returns.
     """
 
-    def __init__(
+    # The constructor and its options are ClientBase's: `AsyncClient(base_url, api_key, *, test_mode=False,
+    # ..., transport=None)`, with `transport` an httpx.AsyncBaseTransport.
+
+    def _open(
         self,
-        base_url: str,
-        api_key: str,
-        *,
-        test_mode: bool = False,
-        timeout_s: float = 5.0,
-        flush_interval_s: float = 0.2,
-        flush_at: int = 1000,
-        buffer_size: int = 50_000,
-        max_batch: int = 2000,
-        refresh_s: float = 30.0,
-        events_wait_s: float = 25.0,
-        max_backoff_s: float = 5.0,
-        on_change: Callable[[Change], None] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        settings: Settings,
+        on_change: Callable[[Change], None] | None,
+        transport: httpx.AsyncBaseTransport | None,
     ) -> None:
-        settings = Settings(
-            base_url,
-            api_key,
-            test_mode=test_mode,
-            timeout_s=timeout_s,
-            flush_interval_s=flush_interval_s,
-            flush_at=flush_at,
-            buffer_size=buffer_size,
-            max_batch=max_batch,
-            refresh_s=refresh_s,
-            events_wait_s=events_wait_s,
-            max_backoff_s=max_backoff_s,
-        )
         self._transport = transport
         self._wake: asyncio.Event | None = None
         self._setup(settings, on_change, self._poke)
@@ -382,7 +364,9 @@ class AsyncClient(ClientBase):
                         raise
                     raise step.error from error
 
-    async def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
+    async def _plan_or_none(
+        self, service: str, error: BaseException, **kwargs: Unpack[PlanKwargs]
+    ) -> Plan | None:
         try:
             return await self.plan(service, error, **kwargs)
         except ReboundUnavailableError as failure:

@@ -16,7 +16,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, Unpack, cast
 
 import httpx
 
@@ -35,7 +36,7 @@ from rebound_client._common import (
     unavailable,
 )
 from rebound_client._core import ALLOW, ASK, CallState, Change
-from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, Rules
+from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, PlanKwargs, Rules
 from rebound_client.errors import (
     CircuitOpenError,
     ReboundAPIError,
@@ -69,14 +70,16 @@ class Guard(GuardBase):
         self._started = perf_counter()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._finish(perf_counter() - self._started, error)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         return self._client._decorate(fn, self.service, self.operation, self.cache_key)
 
 
-class Client(ClientBase):
+class Client(ClientBase[httpx.BaseTransport]):
     """A Rebound client for synchronous code (and async functions it decorates).
 
     `Client("http://rebound:8000", "rb_...")` loads the fleet's breakers (one request) and starts two daemon
@@ -84,40 +87,19 @@ class Client(ClientBase):
     before the guarded block returns. Use it as a context manager, or call `close()`, to send what is queued.
     """
 
-    def __init__(
+    # The constructor and its options are ClientBase's: `Client(base_url, api_key, *, test_mode=False, ...,
+    # transport=None)`, with `transport` an httpx.BaseTransport.
+
+    def _open(
         self,
-        base_url: str,
-        api_key: str,
-        *,
-        test_mode: bool = False,
-        timeout_s: float = 5.0,
-        flush_interval_s: float = 0.2,
-        flush_at: int = 1000,
-        buffer_size: int = 50_000,
-        max_batch: int = 2000,
-        refresh_s: float = 30.0,
-        events_wait_s: float = 25.0,
-        max_backoff_s: float = 5.0,
-        on_change: Callable[[Change], None] | None = None,
-        transport: httpx.BaseTransport | None = None,
+        s: Settings,
+        on_change: Callable[[Change], None] | None,
+        transport: httpx.BaseTransport | None,
     ) -> None:
-        s = Settings(
-            base_url,
-            api_key,
-            test_mode=test_mode,
-            timeout_s=timeout_s,
-            flush_interval_s=flush_interval_s,
-            flush_at=flush_at,
-            buffer_size=buffer_size,
-            max_batch=max_batch,
-            refresh_s=refresh_s,
-            events_wait_s=events_wait_s,
-            max_backoff_s=max_backoff_s,
-        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._setup(s, on_change, self._flush_now if test_mode else self._wake.set)
+        self._setup(s, on_change, self._flush_now if s.test_mode else self._wake.set)
 
         def http(read_s: float) -> httpx.Client:
             timeout = httpx.Timeout(s.timeout_s, read=read_s)
@@ -135,7 +117,7 @@ class Client(ClientBase):
         self._threads = [
             threading.Thread(target=self._view_loop, name="rebound-view", daemon=True),
         ]
-        if not test_mode:
+        if not s.test_mode:
             self._threads.append(threading.Thread(target=self._flush_loop, name="rebound-flush", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -404,7 +386,7 @@ class Client(ClientBase):
                         raise
                     raise step.error from error
 
-    def _plan_or_none(self, service: str, error: BaseException, **kwargs: Any) -> Plan | None:
+    def _plan_or_none(self, service: str, error: BaseException, **kwargs: Unpack[PlanKwargs]) -> Plan | None:
         try:
             return self.plan(service, error, **kwargs)
         except ReboundUnavailableError as failure:

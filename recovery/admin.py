@@ -24,15 +24,15 @@ from recovery.sagas import admin as saga_admin
 from recovery.sagas.models import Transaction, TransactionStep
 
 
-class ServiceAdmin(breaker_admin.BreakerServiceAdmin):
-    def more_inlines(self, request: HttpRequest) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
+class FleetServiceAdmin(breaker_admin.BreakerServiceAdmin):
+    def more_inlines(self, request: HttpRequest) -> list[type[InlineModelAdmin]]:
         return decision_admin.service_inlines(request)  # operations, fallbacks, retry policies
 
 
 admin.site.register(ClassificationRule, error_admin.ClassificationRuleAdmin)
 admin.site.register(ErrorPattern, error_admin.ErrorPatternAdmin)
 admin.site.register(ErrorEvent, error_admin.ErrorEventAdmin)
-admin.site.register(Service, ServiceAdmin)
+admin.site.register(Service, FleetServiceAdmin)
 admin.site.register(BreakerTransition, breaker_admin.BreakerTransitionAdmin)
 admin.site.register(RetryPolicy, decision_admin.RetryPolicyAdmin)
 admin.site.register(Operation, decision_admin.OperationAdmin)

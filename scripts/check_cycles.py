@@ -7,7 +7,7 @@ import sys
 
 import grimp
 
-PACKAGES = ("config", "core", "recovery", "healing", "rebound_client")
+PACKAGES = ("config", "core", "recovery", "healing", "console", "mcp_server", "drill", "rebound_client")
 
 
 def cycles(graph: grimp.ImportGraph) -> list[list[str]]:

@@ -276,7 +276,7 @@ REBOUND: dict[str, Any] = {
 }
 
 # --- Logging: JSON lines with the request id, in web and Celery processes alike --------------------------
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "core.infra.request_ids.RequestIdFilter"}},

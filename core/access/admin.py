@@ -1,7 +1,10 @@
+"""The admin of agents and API keys: keys issued (shown once), revoked and found by their pasted text; every
+change with a reason, through core.access.services."""
+
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
 from django.contrib import admin, messages
@@ -19,19 +22,29 @@ from core.admin_helpers import (
     CHANGE_FORM_WITH_ACTIONS,
     ReadOnlyInlineMixin,
     RoleAdmin,
-    ServiceAdmin,
+    ServiceLayerAdmin,
     admin_actor,
     adopt,
     reason_widget,
     reasoned_action,
 )
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class LiveKeys(TypedDict):
+    """What `AgentAdmin.get_queryset` annotates each agent with."""
+
+    live_key_count: int
+
+
 # --- Agents ----------------------------------------------------------------------------------------------
 
 AGENT_FIELDS = ["name", "description"]
 
 
-class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
+class AgentForm(forms.ModelForm):
     reason = forms.CharField(
         required=False, widget=reason_widget(), help_text="Recorded in the audit trail with your name."
     )
@@ -46,7 +59,7 @@ class AgentForm(forms.ModelForm):  # type: ignore[type-arg]
         self.fields["reason"].required = self.instance.pk is not None
 
 
-class ApiKeyInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class ApiKeyInline(ReadOnlyInlineMixin, admin.TabularInline):
     """An agent's keys, newest first, read-only: keys are issued and revoked by actions, never edited."""
 
     model = ApiKey
@@ -61,7 +74,7 @@ class ApiKeyInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[ty
         return str(api_key)
 
 
-class AgentAdmin(ServiceAdmin):
+class AgentAdmin(ServiceLayerAdmin):
     form = AgentForm
     list_display = ["name", "is_active", "created_at", "last_seen_at", "live_keys"]
     list_filter = ["is_active"]
@@ -87,10 +100,10 @@ class AgentAdmin(ServiceAdmin):
         return super().get_queryset(request).annotate(live_key_count=live)
 
     @admin.display(description="live keys", ordering="live_key_count")
-    def live_keys(self, agent: Agent) -> int:
-        return agent.live_key_count  # type: ignore[attr-defined,no-any-return]
+    def live_keys(self, agent: WithAnnotations[Agent, LiveKeys]) -> int:
+        return agent.live_key_count
 
-    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:
         return [ApiKeyInline] if obj is not None else []
 
     # Agents are deactivated, never deleted: their keys, errors and audit events must stay explainable.

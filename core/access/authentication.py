@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions
+from rest_framework.request import Request
 
 from core.access import keys
 from core.access.models import Agent, ApiKey
@@ -36,22 +37,26 @@ class AgentPrincipal:
     is_agent: bool = True
     is_superuser: bool = False
     is_staff: bool = False
-    pk: Any = field(default=None)
+    pk: None = None
 
     def get_username(self) -> str:
         return f"agent:{self.agent.name}"
 
-    def has_perm(self, perm: str, obj: Any = None) -> bool:
+    def has_perm(self, perm: str, obj: object = None) -> bool:
         return False
 
     def __str__(self) -> str:
         return self.get_username()
 
 
+# What `request.user` is after ApiKeyAuthentication: an agent's principal, or the key's user.
+Principal = AgentPrincipal | AbstractBaseUser
+
+
 @dataclass(frozen=True)
 class _Cached:
     expires: float
-    principal: Any
+    principal: Principal
     key: ApiKey
 
 
@@ -74,7 +79,7 @@ def forget_key(api_key: ApiKey) -> None:
             del _cache[digest]
 
 
-def _load(plaintext: str) -> tuple[Any, ApiKey]:
+def _load(plaintext: str) -> tuple[Principal, ApiKey]:
     prefix = keys.parse_prefix(plaintext)
     if prefix is None:
         raise exceptions.AuthenticationFailed("Malformed API key.")
@@ -86,7 +91,7 @@ def _load(plaintext: str) -> tuple[Any, ApiKey]:
     if api_key.agent is not None:
         if not api_key.agent.is_active:
             raise exceptions.AuthenticationFailed("This agent is deactivated.")
-        principal: Any = AgentPrincipal(agent=api_key.agent)
+        principal: Principal = AgentPrincipal(agent=api_key.agent)
     else:
         user = api_key.user
         if user is None or not user.is_active:
@@ -106,7 +111,7 @@ def _touch(api_key: ApiKey) -> None:
         Agent.objects.filter(stale, pk=api_key.agent_id).update(last_seen_at=now)
 
 
-def verify(plaintext: str) -> tuple[Any, ApiKey]:
+def verify(plaintext: str) -> tuple[Principal, ApiKey]:
     digest = keys.hash_key(plaintext)
     now = time.monotonic()
     cached = _cache.get(digest)
@@ -123,7 +128,7 @@ def verify(plaintext: str) -> tuple[Any, ApiKey]:
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
-    def authenticate(self, request: Any) -> tuple[Any, ApiKey] | None:
+    def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
@@ -135,5 +140,5 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Empty bearer token.")
         return verify(token)
 
-    def authenticate_header(self, request: Any) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="rebound"'

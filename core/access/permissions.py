@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
 
 from core.access import roles
 
@@ -10,7 +14,7 @@ from core.access import roles
 class IsAuthenticatedPrincipal(BasePermission):
     """Any agent key, or a user who is an operator or a viewer (or staff)."""
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         user = request.user
         return roles.is_agent(user) or roles.is_viewer(user)
 
@@ -18,7 +22,7 @@ class IsAuthenticatedPrincipal(BasePermission):
 class IsOperator(BasePermission):
     message = "This action needs an operator; agent keys and viewers cannot perform it."
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return roles.is_operator(request.user)
 
 
@@ -27,7 +31,7 @@ class ReadOrOperator(BasePermission):
 
     message = IsOperator.message
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if request.method in SAFE_METHODS:
             return IsAuthenticatedPrincipal().has_permission(request, view)
         return roles.is_operator(request.user)
@@ -38,5 +42,5 @@ class AgentOrOperator(BasePermission):
 
     message = "Only agent keys and operators may report."
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return roles.is_agent(request.user) or roles.is_operator(request.user)

@@ -1,3 +1,6 @@
+"""Writes of access: agents created, changed, activated and deactivated; keys issued and revoked. Each one
+audited with its reason."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""Domain errors: raised by services, mapped to HTTP status in one place (config/exceptions.py)."""
+"""Domain errors: raised by services, mapped to HTTP status in one place (core/api/exceptions.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ the field's path (`[2].status_code` for the third item of a batch), so that a ca
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
@@ -17,7 +17,15 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from core.api.errors import DomainError
 
 
-def _flatten(detail: Any, path: str = "") -> list[dict[str, str]]:
+class ErrorAnswer(TypedDict):
+    """Every 4xx body (documented as core.api.schemas.ErrorBody)."""
+
+    detail: str
+    code: str
+    errors: list[dict[str, str]]
+
+
+def _flatten(detail: object, path: str = "") -> list[dict[str, str]]:
     if isinstance(detail, dict):
         out: list[dict[str, str]] = []
         for key, value in detail.items():
@@ -39,7 +47,7 @@ def _flatten(detail: Any, path: str = "") -> list[dict[str, str]]:
     return [{"field": path or "body", "message": str(detail)}]
 
 
-def _body(detail: str, code: str, errors: list[dict[str, str]]) -> dict[str, Any]:
+def _body(detail: str, code: str, errors: list[dict[str, str]]) -> ErrorAnswer:
     return {"detail": detail, "code": code, "errors": errors}
 
 

@@ -3,10 +3,12 @@ uses to declare its answers (so that every response and every 4xx body is in /ap
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
 
-from drf_spectacular.utils import OpenApiResponse
-from pydantic import BaseModel, Field
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from pydantic import AfterValidator, BaseModel, Field
 
 T = TypeVar("T")
 
@@ -34,6 +36,31 @@ class Page(BaseModel, Generic[T]):
     previous: str | None = Field(description="The previous page's URL, or null on the first page.")
     results: list[T]
 
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        # The schema's component name: `PatternOutPage`, not `Page[PatternOut]`, which OpenAPI refuses.
+        return f"{getattr(params[0], '__name__', 'Item')}Page"
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else timezone.make_aware(value)
+
+
+# A date and time from a query or a body: one without an offset is read in the server's time zone (UTC).
+Moment = Annotated[datetime, AfterValidator(_aware)]
+
+# The query parameters of every paged list (core/api/pagination.py).
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", int, description="A page number within the list (from 1)."),
+    OpenApiParameter("page_size", int, description="Items per page: 50 unless said, at most 500."),
+]
+
+
+def query_parameters(model: type[BaseModel], *, paged: bool = False) -> list[Any]:
+    """extend_schema's `parameters` for a query parsed by a pydantic model (drf-spectacular reads its fields;
+    its type stubs know serializers only, hence list[Any]), with the page parameters of a paged list."""
+    return [model, *(PAGE_PARAMETERS if paged else [])]
+
 
 # What each error status means wherever it appears; a view names the ones it can answer.
 ERROR_MEANINGS = {
@@ -43,6 +70,7 @@ ERROR_MEANINGS = {
     404: "No such object, or not one of the caller's.",
     409: "A conflict with the object's current state (a lost compare-and-set, a sequence taken).",
     413: "The body is over the limit the answer states.",
+    415: "The body is not JSON (Content-Type must be application/json).",
 }
 
 

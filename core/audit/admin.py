@@ -1,3 +1,5 @@
+"""The audit trail in the admin: read-only, filterable, with links to each target's page and history."""
+
 from __future__ import annotations
 
 from django.contrib import admin

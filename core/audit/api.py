@@ -1,33 +1,39 @@
+"""The audit trail for humans (GET /api/v1/audit-events): filtered and paged."""
+
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import generics
+from pydantic import TypeAdapter
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.access import roles
+from core.api.pagination import Pagination
+from core.api.schemas import Page, answers, query_parameters
+from core.api.validation import parse
 from core.audit import selectors
-from core.audit.serializers import AuditEventSerializer, AuditFilterSerializer
+from core.audit.schemas import AuditEventOut, AuditFilter
+
+_FILTER = TypeAdapter(AuditFilter)
 
 
 class IsHuman(BasePermission):
     message = "The audit trail is for operators and viewers."
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return roles.is_viewer(request.user)
 
 
-class AuditEventListView(generics.ListAPIView):  # type: ignore[type-arg]
-    serializer_class = AuditEventSerializer
+class AuditEventListView(APIView):
     permission_classes = [IsHuman]
 
     @extend_schema(
         operation_id="list_audit_events",
         summary="The audit trail, newest first (operators and viewers)",
-        parameters=[AuditFilterSerializer],
+        parameters=query_parameters(AuditFilter, paged=True),
+        responses=answers({200: Page[AuditEventOut]}, 400, 403, 404),
         examples=[
             OpenApiExample(
                 "A page",
@@ -56,10 +62,9 @@ class AuditEventListView(generics.ListAPIView):  # type: ignore[type-arg]
             )
         ],
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self) -> Any:
-        filters = AuditFilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return selectors.audit_events(**filters.validated_data)
+    def get(self, request: Request) -> Response:
+        filters = parse(_FILTER, request.query_params.dict())
+        events = selectors.audit_events(**filters.model_dump(exclude_none=True))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(events, request, view=self) or []
+        return paginator.get_paginated_response([AuditEventOut.model_validate(e).model_dump() for e in page])

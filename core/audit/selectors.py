@@ -1,3 +1,5 @@
+"""Reads of the audit trail."""
+
 from __future__ import annotations
 
 from datetime import datetime

@@ -1,10 +1,10 @@
-"""Writes of the healing app. For now: the audit trail that every human control action goes through."""
+"""Writes of the audit trail: the one record() that every human control action goes through."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
@@ -15,13 +15,16 @@ from core.api.errors import InvalidInput
 from core.audit.models import AuditEvent, audit_label
 from core.infra import request_ids
 
+if TYPE_CHECKING:
+    from core.access.models import Agent
+
 
 @dataclass(frozen=True)
 class Actor:
     """Who acts: a user (admin, API or CLI), an agent key, or the system itself."""
 
     user: Any = None
-    agent: Any = None
+    agent: Agent | None = None
     source: str = AuditEvent.Source.API
 
     @property

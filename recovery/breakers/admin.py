@@ -32,7 +32,7 @@ from core.admin_helpers import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     ReasonForm,
-    ServiceAdmin,
+    ServiceLayerAdmin,
     admin_actor,
     adopt,
     pill,
@@ -151,7 +151,7 @@ def breaker_panel(service: Service) -> SafeString:
 # --- Transitions: read-only, inline and on their own -----------------------------------------------------
 
 
-class LatestTransitions(BaseInlineFormSet):  # type: ignore[type-arg]
+class LatestTransitions(BaseInlineFormSet):
     """Only the newest transitions: a flapping breaker can have thousands, and the page must stay light.
 
     The slice is taken here, after the formset has filtered by service (a sliced queryset cannot be filtered).
@@ -163,7 +163,7 @@ class LatestTransitions(BaseInlineFormSet):  # type: ignore[type-arg]
         return self._latest
 
 
-class TransitionInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class TransitionInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = BreakerTransition
     formset = LatestTransitions
     verbose_name_plural = f"transitions (the latest {TRANSITIONS_SHOWN})"
@@ -238,7 +238,7 @@ class BreakerTransitionAdmin(ReadOnlyAdmin):
 # --- Services --------------------------------------------------------------------------------------------
 
 
-class ServiceForm(forms.ModelForm):  # type: ignore[type-arg]
+class ServiceForm(forms.ModelForm):
     audit_reason = forms.CharField(
         label="Why are you changing this service?",
         required=False,
@@ -316,7 +316,7 @@ OVERRIDE_ACTIONS = {
 }
 
 
-class BreakerServiceAdmin(ServiceAdmin):
+class BreakerServiceAdmin(ServiceLayerAdmin):
     form = ServiceForm
     reason_field = "audit_reason"
     list_display = [
@@ -389,12 +389,12 @@ class BreakerServiceAdmin(ServiceAdmin):
         # The name is the breaker's key (in the store, the API, the SDKs): it is chosen once.
         return [*fields, "name"] if obj is not None else fields
 
-    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[type[InlineModelAdmin]]:
         if obj is None:
             return []
         return [TransitionInline, *self.more_inlines(request)]
 
-    def more_inlines(self, request: HttpRequest) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
+    def more_inlines(self, request: HttpRequest) -> list[type[InlineModelAdmin]]:
         """What the rooms above the breakers show on a service's page (recovery/admin.py adds them)."""
         return []
 

@@ -1,17 +1,14 @@
-"""The breaker and service API. Views parse input, call one service or selector, and serialize the answer."""
+"""The breaker and service API. Views parse input, call one service or selector, and shape the answer."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Max
 from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from pydantic import TypeAdapter
-from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,19 +17,38 @@ from rest_framework.views import APIView
 from core.access.permissions import AgentOrOperator, IsOperator, ReadOrOperator
 from core.api.errors import InvalidInput
 from core.api.negotiation import JsonOnlyView
+from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
 from core.infra.conf import rebound
-from core.slugs import SLUG, service_slug
+from core.slugs import service_slug
 from recovery.breakers import selectors, services, waits
-from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
-from recovery.breakers.schemas import OutcomeBatchIn, OutcomeIn, OutcomeOut, OverrideIn, PermitOut
+from recovery.breakers.schemas import (
+    BreakerEventsOut,
+    BreakerList,
+    BreakerOut,
+    BreakerSnapshotOut,
+    EventsQuery,
+    OutcomeAnswer,
+    OutcomeBatchIn,
+    OutcomeBatchOutDict,
+    OutcomeIn,
+    OutcomeReportIn,
+    OverrideIn,
+    PermitOut,
+    PermitOutDict,
+    ServiceList,
+    ServiceOut,
+    ServicePatchIn,
+    TransitionOut,
+)
 
-_SLUG = re.compile(SLUG)
 _OUTCOME = TypeAdapter(OutcomeIn)
 _OUTCOMES = TypeAdapter(list[OutcomeIn])
 _BATCH = TypeAdapter(OutcomeBatchIn)
 _OVERRIDE = TypeAdapter(OverrideIn)
+_SERVICE_PATCH = TypeAdapter(ServicePatchIn)
+_EVENTS = TypeAdapter(EventsQuery)
 
 
 PERMIT_EXAMPLES = [
@@ -84,12 +100,20 @@ class PermitView(JsonOnlyView):
         description="One Redis round trip. In half-open, at most `half_open_max_calls` trial permits are granted "
         "across the fleet; send the `permit_id` back with the outcome.",
         request=None,
-        responses={200: PermitOut},
+        responses=answers({200: PermitOut}, 400, 403, 404),
         examples=PERMIT_EXAMPLES,
     )
     def post(self, request: Request, service: str) -> Response:
         answer = services.request_permit(service_slug(service), actor=Actor.from_request(request))
-        return Response(answer.__dict__)
+        body: PermitOutDict = {  # PermitOut as a plain dict: the hot path
+            "service": answer.service,
+            "allowed": answer.allowed,
+            "state": answer.state,
+            "retry_after_s": answer.retry_after_s,
+            "permit_id": answer.permit_id,
+            "reason": answer.reason,
+        }
+        return Response(body)
 
 
 class OutcomesView(JsonOnlyView):
@@ -103,12 +127,8 @@ class OutcomesView(JsonOnlyView):
         "errors do not count (the caller's fault). All outcomes are validated before any is counted. "
         "`plan_id` names the recovery plan the call followed (the first outcome naming it sets whether it "
         "worked); a success's `result` is kept under `cache_key` for cache fallbacks.",
-        request=PolymorphicProxySerializer(
-            component_name="OutcomeReport",
-            serializers=[OutcomeIn, OutcomeBatchIn],  # type: ignore[list-item]
-            resource_type_field_name=None,
-        ),
-        responses={200: OutcomeOut},
+        request=OutcomeReportIn,
+        responses=answers({200: OutcomeAnswer}, 400, 403, 404, 413),
         examples=[
             OpenApiExample(
                 "A success",
@@ -168,11 +188,14 @@ class OutcomesView(JsonOnlyView):
             )
             for i in items
         ]
-        answers = services.record_outcomes(reports, actor=Actor.from_request(request))
-        return Response({"results": answers} if is_batch else answers[0])
+        results = services.record_outcomes(reports, actor=Actor.from_request(request))
+        if not is_batch:
+            return Response(results[0])
+        body: OutcomeBatchOutDict = {"results": results}
+        return Response(body)
 
 
-def _parse_outcomes(data: Any) -> tuple[list[OutcomeIn], bool]:
+def _parse_outcomes(data: object) -> tuple[list[OutcomeIn], bool]:
     if isinstance(data, list):
         items = parse(_OUTCOMES, data)
     elif isinstance(data, dict) and "outcomes" in data:
@@ -233,15 +256,20 @@ BREAKER_EXAMPLE: dict[str, Any] = {
 }
 
 
+def _breaker(view: dict[str, Any]) -> dict[str, Any]:
+    """A selector's breaker view, checked against and shaped as BreakerOut."""
+    return BreakerOut.model_validate(view).model_dump()
+
+
 class BreakerListView(APIView):
     @extend_schema(
         operation_id="list_breakers",
         summary="Every breaker: state, window, settings and why",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: BreakerList}),
         examples=[OpenApiExample("Breakers", value=[BREAKER_EXAMPLE], response_only=True)],
     )
     def get(self, request: Request) -> Response:
-        return Response([selectors.breaker_view(s) for s in selectors.services()])
+        return Response([_breaker(selectors.breaker_view(s)) for s in selectors.services()])
 
 
 class BreakerSnapshotView(JsonOnlyView):
@@ -251,7 +279,7 @@ class BreakerSnapshotView(JsonOnlyView):
         description="Read the breakers here, then long-poll `/breakers/events?after=<last_event_id>`: no "
         "transition is missed in between (one committed while the states are read comes again as an event). "
         "`server_time` lets a client convert `open_until` to its own clock.",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: BreakerSnapshotOut}),
         examples=[
             OpenApiExample(
                 "Snapshot",
@@ -266,20 +294,23 @@ class BreakerSnapshotView(JsonOnlyView):
     )
     def get(self, request: Request) -> Response:
         # The id before the states: a transition committed in between is delivered again, never lost.
-        last = BreakerTransition.objects.aggregate(last=Max("id"))["last"] or 0
+        last = selectors.last_transition_id()
         breakers = [selectors.breaker_view(s) for s in selectors.services()]
-        return Response({"last_event_id": last, "server_time": timezone.now(), "breakers": breakers})
+        snapshot = BreakerSnapshotOut.model_validate(
+            {"last_event_id": last, "server_time": timezone.now(), "breakers": breakers}
+        )
+        return Response(snapshot.model_dump())
 
 
 class BreakerDetailView(APIView):
     @extend_schema(
         operation_id="get_breaker",
         summary="One breaker, and why it is in its state",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: BreakerOut}, 400, 404),
         examples=[OpenApiExample("An open breaker", value=BREAKER_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, service: str) -> Response:
-        return Response(selectors.breaker_view(selectors.known_service(service)))
+        return Response(_breaker(selectors.breaker_view(selectors.known_service(service))))
 
 
 class OverrideView(APIView):
@@ -289,7 +320,7 @@ class OverrideView(APIView):
         operation_id="override_breaker",
         summary="Force a breaker open or closed, disable it, or return it to automatic (operators; audited)",
         request=OverrideIn,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: BreakerOut}, 400, 403, 404),
         examples=[
             OpenApiExample(
                 "Force open",
@@ -312,39 +343,7 @@ class OverrideView(APIView):
             expires_at=body.expires_at,
             actor=Actor.from_request(request),
         )
-        return Response(selectors.breaker_view(updated))
-
-
-class ServiceSerializer(serializers.ModelSerializer[Service]):
-    class Meta:
-        model = Service
-        fields = [
-            "name",
-            *SETTINGS_FIELDS,
-            "auto_registered",
-            "override",
-            "override_reason",
-            "override_until",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields
-
-
-class ServicePatchSerializer(serializers.ModelSerializer[Service]):
-    reason = serializers.CharField(max_length=2000)
-
-    class Meta:
-        model = Service
-        fields = [*SETTINGS_FIELDS, "reason"]
-
-    def to_internal_value(self, data: Any) -> Any:
-        unknown = set(data) - set(self.fields) if isinstance(data, dict) else set()
-        if unknown:
-            raise serializers.ValidationError(
-                {name: ["not a setting that can be changed"] for name in sorted(unknown)}
-            )
-        return super().to_internal_value(data)
+        return Response(_breaker(selectors.breaker_view(updated)))
 
 
 SERVICE_EXAMPLE = {
@@ -362,14 +361,18 @@ SERVICE_EXAMPLE = {
 }
 
 
+def _service(service: object) -> dict[str, Any]:
+    return ServiceOut.model_validate(service).model_dump()
+
+
 class ServiceListView(APIView):
     @extend_schema(
         operation_id="list_services",
-        responses={200: ServiceSerializer(many=True)},
+        responses=answers({200: ServiceList}),
         examples=[OpenApiExample("Services", value=[SERVICE_EXAMPLE], response_only=True)],
     )
     def get(self, request: Request) -> Response:
-        return Response(ServiceSerializer(selectors.services(), many=True).data)
+        return Response([_service(s) for s in selectors.services()])
 
 
 class ServiceDetailView(APIView):
@@ -377,17 +380,17 @@ class ServiceDetailView(APIView):
 
     @extend_schema(
         operation_id="get_service",
-        responses={200: ServiceSerializer},
+        responses=answers({200: ServiceOut}, 400, 404),
         examples=[OpenApiExample("A service", value=SERVICE_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, service: str) -> Response:
-        return Response(ServiceSerializer(selectors.known_service(service)).data)
+        return Response(_service(selectors.known_service(service)))
 
     @extend_schema(
         operation_id="update_service",
         summary="Change criticality and breaker settings (operators; audited; no restart needed)",
-        request=ServicePatchSerializer(partial=True),
-        responses={200: ServiceSerializer},
+        request=ServicePatchIn,
+        responses=answers({200: ServiceOut}, 400, 403, 404),
         examples=[
             OpenApiExample(
                 "Tighten",
@@ -402,15 +405,26 @@ class ServiceDetailView(APIView):
     )
     def patch(self, request: Request, service: str) -> Response:
         known = selectors.known_service(service)
-        data = ServicePatchSerializer(known, data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        reason = fields.pop("reason", "")
+        body = parse(_SERVICE_PATCH, request.data if isinstance(request.data, dict) else None)
         updated = services.update_service(
-            name=known.name, data=fields, actor=Actor.from_request(request), reason=reason
+            name=known.name,
+            data=body.model_dump(exclude={"reason"}, exclude_unset=True),
+            actor=Actor.from_request(request),
+            reason=body.reason,
         )
-        return Response(ServiceSerializer(updated).data)
+        return Response(_service(updated))
 
+
+TRANSITION_EXAMPLE = {
+    "id": 7,
+    "service": "openai",
+    "from_state": "closed",
+    "to_state": "open",
+    "reason": "failure rate 60% over the last 20 calls (threshold 50%)",
+    "actor": "automatic",
+    "window": BREAKER_EXAMPLE["why"]["window"],
+    "at": "2026-11-22T09:00:00+00:00",
+}
 
 EVENT_PARAMETERS = [
     OpenApiParameter(
@@ -428,17 +442,13 @@ EVENT_PARAMETERS = [
 ]
 
 
-def _int_param(request: Request, name: str, default: float) -> float:
-    raw = request.query_params.get(name, request.headers.get("Last-Event-ID") if name == "after" else None)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput("must be a number", field=name) from None
-    if value < 0:
-        raise InvalidInput("must not be negative", field=name)
-    return value
+def _events_query(request: Request) -> EventsQuery:
+    """`after` (or the Last-Event-ID header of a reconnecting stream) and `wait`; blank means not given."""
+    given = {
+        "after": request.query_params.get("after", request.headers.get("Last-Event-ID")),
+        "wait": request.query_params.get("wait"),
+    }
+    return parse(_EVENTS, {name: value for name, value in given.items() if value not in (None, "")})
 
 
 class BreakerEventsView(APIView):
@@ -446,14 +456,22 @@ class BreakerEventsView(APIView):
         operation_id="breaker_events",
         summary="Breaker transitions after an id, waiting up to `wait` seconds for the first (long-poll)",
         parameters=EVENT_PARAMETERS,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: BreakerEventsOut}, 400),
+        examples=[
+            OpenApiExample(
+                "Events",
+                value={"events": [TRANSITION_EXAMPLE], "last_id": 7},
+                response_only=True,
+            )
+        ],
     )
     def get(self, request: Request) -> Response:
-        after = int(_int_param(request, "after", 0))
-        wait = min(_int_param(request, "wait", 0), rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
-        rows = waits.wait_for(after, wait)
-        events = [selectors.transition_json(r) for r in rows]
-        return Response({"events": events, "last_id": events[-1]["id"] if events else after})
+        query = _events_query(request)
+        after = int(query.after)
+        wait = min(query.wait, rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
+        events = [TransitionOut.of(row) for row in waits.wait_for(after, wait)]
+        answer = BreakerEventsOut(events=events, last_id=events[-1].id if events else after)
+        return Response(answer.model_dump())
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -473,7 +491,7 @@ class BreakerStreamView(APIView):
         operation_id="breaker_stream",
         summary="Breaker transitions as Server-Sent Events (reconnect with Last-Event-ID)",
         parameters=EVENT_PARAMETERS[:1],
-        responses={(200, "text/event-stream"): str},
+        responses={**answers({}, 400), (200, "text/event-stream"): str},
         examples=[
             OpenApiExample(
                 "An event",
@@ -485,10 +503,10 @@ class BreakerStreamView(APIView):
         ],
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        after = int(_int_param(request, "after", 0))
+        after = int(_events_query(request).after)
         max_seconds = rebound("BREAKER_STREAM_MAX_SECONDS")
 
-        def events() -> Any:
+        def events() -> Iterator[str]:
             yield "retry: 1000\n\n"
             for event_id, payload in waits.stream(after, max_seconds):
                 yield (

@@ -1,5 +1,5 @@
 """The breaker's state machine as pure functions over a plain dict: the database store runs these, and the
-Redis store's Lua scripts (breaker_lua.py) do the same steps. One contract suite (tests/test_breaker_contract.py)
+Redis store's Lua scripts (lua.py) do the same steps. One contract suite (tests/recovery/breakers/test_store_contract.py)
 holds both to the same semantics.
 
 Times are integer milliseconds. A state dict has: state, opened_at, open_until, wait_ms, consecutive, ho_ok
@@ -10,7 +10,7 @@ win_type, trials ({permit_id: expiry}).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
@@ -61,7 +61,21 @@ class Result:
         return round(100.0 * self.failures / self.calls, 2) if self.calls else 0.0
 
 
-def new_state() -> dict[str, Any]:
+class State(TypedDict):
+    """A breaker's state: a plain dict, so that it is stored as JSON (and read by the Lua scripts) as it is."""
+
+    state: str
+    opened_at: int
+    open_until: int
+    wait_ms: int
+    consecutive: int
+    ho_ok: int  # successes while half-open
+    win: Any  # a count window: list of 0/1, oldest first; a time window: {second: [calls, failures]}
+    win_type: str
+    trials: dict[str, int]  # {permit_id: expiry}
+
+
+def new_state() -> State:
     return {
         "state": CLOSED,
         "opened_at": 0,
@@ -78,7 +92,7 @@ def new_state() -> dict[str, Any]:
 # --- the window ------------------------------------------------------------------------------------------
 
 
-def _fit_window(st: dict[str, Any], cfg: Config, now: int) -> None:
+def _fit_window(st: State, cfg: Config, now: int) -> None:
     if st["win_type"] != cfg.window_type:
         st["win"], st["win_type"] = ([] if cfg.window_type == "count" else {}), cfg.window_type
     if cfg.window_type == "count":
@@ -88,14 +102,14 @@ def _fit_window(st: dict[str, Any], cfg: Config, now: int) -> None:
         st["win"] = {s: v for s, v in st["win"].items() if int(s) > oldest}
 
 
-def window_counts(st: dict[str, Any], cfg: Config, now: int) -> tuple[int, int]:
+def window_counts(st: State, cfg: Config, now: int) -> tuple[int, int]:
     _fit_window(st, cfg, now)
     if cfg.window_type == "count":
         return len(st["win"]), sum(st["win"])
     return sum(v[0] for v in st["win"].values()), sum(v[1] for v in st["win"].values())
 
 
-def _push(st: dict[str, Any], cfg: Config, now: int, failed: bool) -> None:
+def _push(st: State, cfg: Config, now: int, failed: bool) -> None:
     _fit_window(st, cfg, now)
     if cfg.window_type == "count":
         st["win"].append(1 if failed else 0)
@@ -106,7 +120,7 @@ def _push(st: dict[str, Any], cfg: Config, now: int, failed: bool) -> None:
         bucket[1] += 1 if failed else 0
 
 
-def _reset_window(st: dict[str, Any]) -> None:
+def _reset_window(st: State) -> None:
     st["win"] = [] if st["win_type"] == "count" else {}
     st["consecutive"] = 0
 
@@ -114,14 +128,14 @@ def _reset_window(st: dict[str, Any]) -> None:
 # --- transitions -----------------------------------------------------------------------------------------
 
 
-def _open(st: dict[str, Any], cfg: Config, now: int, wait_ms: int, until: int = 0) -> None:
+def _open(st: State, cfg: Config, now: int, wait_ms: int, until: int = 0) -> None:
     st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, wait_ms
     st["open_until"] = max(now + wait_ms, until)
     st["ho_ok"], st["trials"] = 0, {}
     _reset_window(st)
 
 
-def advance(st: dict[str, Any], cfg: Config, now: int, result: Result) -> None:
+def advance(st: State, cfg: Config, now: int, result: Result) -> None:
     """open becomes half_open once the wait is over: lazily, on the next permit or outcome."""
     if st["state"] == OPEN and now >= st["open_until"]:
         st["state"], st["ho_ok"], st["trials"] = HALF_OPEN, 0, {}
@@ -130,7 +144,7 @@ def advance(st: dict[str, Any], cfg: Config, now: int, result: Result) -> None:
         st["trials"] = {k: v for k, v in st["trials"].items() if v > now}
 
 
-def permit(st: dict[str, Any], cfg: Config, now: int, permit_id: str) -> Result:
+def permit(st: State, cfg: Config, now: int, permit_id: str) -> Result:
     result = Result(state=st["state"])
     advance(st, cfg, now, result)
     result.state = st["state"]
@@ -151,7 +165,7 @@ def permit(st: dict[str, Any], cfg: Config, now: int, permit_id: str) -> Result:
     return result
 
 
-def record(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome) -> Result:
+def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
     result = Result(state=st["state"])
     advance(st, cfg, now, result)
     if outcome.permit_id:
@@ -163,7 +177,7 @@ def record(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome) -> Resul
     return result
 
 
-def _count(st: dict[str, Any], cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
+def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
     state = st["state"]
     if outcome.retry_after_ms > 0 and not outcome.frozen:
         # A rate limit with Retry-After: nobody should call before then.

@@ -1,4 +1,4 @@
-"""The Redis store's Lua scripts: the same steps as breaker_logic.py, atomic inside Redis.
+"""The Redis store's Lua scripts: the same steps as logic.py, atomic inside Redis.
 
 Keys (hash-tagged by service, so a cluster keeps them on one node): the state hash, the count window (a list of
 0/1, oldest first, with the failures in it counted in the hash's `wf`), the time window (a hash of per-second

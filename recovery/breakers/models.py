@@ -1,3 +1,6 @@
+"""Services (anything an agent calls) with their breaker settings and operator overrides, the breaker state of
+the embedded mode's database store, and every transition as a row."""
+
 from __future__ import annotations
 
 from django.conf import settings

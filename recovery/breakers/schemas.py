@@ -1,22 +1,29 @@
+"""The breakers' API shapes: outcomes in (one or a batch), permits, transitions, breakers and services out."""
+
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, TypedDict
 from uuid import UUID
 
+from django.db.models import Choices
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from core.infra.conf import rebound
 from core.slugs import Slug
-from recovery.errors.schemas import ErrorIn
+from recovery.breakers.models import BreakerTransition, Service
+from recovery.errors.schemas import ErrorIn, check_mirrors
 
 
 def encoded(value: Any) -> bytes:
@@ -103,15 +110,34 @@ class OutcomeBatchIn(BaseModel):
     outcomes: list[OutcomeIn]
 
 
+class OutcomeReportIn(RootModel[OutcomeIn | list[OutcomeIn] | OutcomeBatchIn]):
+    """One outcome, a list of them, or `{"outcomes": [...]}`."""
+
+
 class TransitionOut(BaseModel):
+    """One change of a breaker's state, with why and the window it saw."""
+
     id: int
     service: str
     from_state: str
     to_state: str
     reason: str
-    actor: str
-    window: dict[str, Any]
-    at: str
+    actor: str = Field(description="automatic, agent or user")
+    window: dict[str, Any] = Field(description="The window the breaker saw: calls, failures, rate, patterns.")
+    at: str = Field(description="When, in ISO 8601.")
+
+    @classmethod
+    def of(cls, row: BreakerTransition) -> TransitionOut:
+        return cls(
+            id=row.pk,
+            service=row.service.name,
+            from_state=row.from_state,
+            to_state=row.to_state,
+            reason=row.reason,
+            actor=row.actor,
+            window=row.window,
+            at=row.created_at.isoformat(),
+        )
 
 
 class OutcomeOut(BaseModel):
@@ -122,6 +148,10 @@ class OutcomeOut(BaseModel):
     counted: bool
 
 
+class OutcomeBatchOut(BaseModel):
+    results: list[OutcomeOut]
+
+
 class PermitOut(BaseModel):
     service: str
     allowed: bool
@@ -129,6 +159,194 @@ class PermitOut(BaseModel):
     retry_after_s: float | None
     permit_id: str | None
     reason: str
+
+
+class OutcomeAnswer(RootModel[OutcomeOut | OutcomeBatchOut]):
+    """The answer for one outcome, or `{"results": [...]}` for a list or a batch."""
+
+
+# --- the hot paths' answers, as plain dicts (see recovery.errors.schemas: a model per item costs more than
+# the work); each mirrors the model above that documents it.
+
+
+class OutcomeOutDict(TypedDict):
+    service: str
+    state: str
+    transition: dict[str, Any] | None
+    error_class: str | None
+    counted: bool
+
+
+class OutcomeBatchOutDict(TypedDict):
+    results: list[OutcomeOutDict]
+
+
+class PermitOutDict(TypedDict):
+    service: str
+    allowed: bool
+    state: str
+    retry_after_s: float | None
+    permit_id: str | None
+    reason: str
+
+
+check_mirrors(
+    (OutcomeOutDict, OutcomeOut), (OutcomeBatchOutDict, OutcomeBatchOut), (PermitOutDict, PermitOut)
+)
+
+
+# --- breakers and services -------------------------------------------------------------------------------
+
+
+def _choice(choices: type[Choices]) -> WithJsonSchema:
+    """A Django choice as an inline enum: no shared component (`Kind` is a name several models use)."""
+    return WithJsonSchema({"type": "string", "enum": list(choices.values)})
+
+
+Kind = Annotated[Service.Kind, _choice(Service.Kind)]
+Criticality = Annotated[Service.Criticality, _choice(Service.Criticality)]
+WindowType = Annotated[Service.WindowType, _choice(Service.WindowType)]
+Override = Annotated[Service.Override, _choice(Service.Override)]
+STATES = "closed, open, half_open; unknown when the store is unreachable; or the override in force"
+
+
+class BreakerWindowOut(BaseModel):
+    """The breaker's window as its store holds it now."""
+
+    calls: int
+    failures: int
+    rate: float = Field(description="Failures in percent of the calls.")
+    consecutive_failures: int
+    trial_permits_in_use: int
+
+
+class BreakerOverrideOut(BaseModel):
+    mode: Override
+    reason: str
+    until: datetime | None
+
+
+class BreakerWhyOut(BaseModel):
+    """The breaker's last transition: why it is in its state."""
+
+    reason: str
+    from_state: str
+    to_state: str
+    at: datetime
+    window: dict[str, Any] = Field(description="The window the breaker saw: calls, failures, rate, patterns.")
+
+
+class BreakerSettingsOut(BaseModel):
+    failure_rate_threshold: float = Field(description="Percent.")
+    window_type: WindowType
+    window_size: int = Field(description="Calls, or seconds.")
+    minimum_calls: int
+    consecutive_failures: int = Field(description="0 turns this trigger off.")
+    slow_call_ms: int = Field(description="Slower calls count as failures; 0: off.")
+    wait_duration_s: float
+    half_open_max_calls: int
+    success_threshold: int
+    wait_multiplier: float
+    max_wait_s: float
+
+
+class BreakerOut(BaseModel):
+    """A breaker as operators and agents read it: state, the live window, the override, why, and settings."""
+
+    service: str
+    criticality: Criticality
+    state: str = Field(description=f"What a permit finds: {STATES}.")
+    window: BreakerWindowOut | None = Field(description="null when the store is unreachable.")
+    opened_at: datetime | None
+    open_until: datetime | None
+    automatic_state: str = Field(description="The state without the override.")
+    override: BreakerOverrideOut | None
+    why: BreakerWhyOut | None
+    settings: BreakerSettingsOut
+
+
+class BreakerList(RootModel[list[BreakerOut]]):
+    """Every breaker, by service name."""
+
+
+class BreakerSnapshotOut(BaseModel):
+    last_event_id: int = Field(description="The last transition before the states were read.")
+    server_time: datetime
+    breakers: list[BreakerOut]
+
+
+class BreakerEventsOut(BaseModel):
+    events: list[TransitionOut]
+    last_id: int = Field(description="The last transition's id: the next call's `after`.")
+
+
+class EventsQuery(BaseModel):
+    after: float = Field(default=0, ge=0, description="Only transitions with a larger id (the last you saw).")
+    wait: float = Field(default=0, ge=0, description="Seconds to wait for the first one (long-poll).")
+
+
+class ServiceOut(BaseModel):
+    """Anything an agent calls, with its breaker settings and the operator's override."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    kind: Kind
+    criticality: Criticality
+    description: str
+    failure_rate_threshold: float = Field(description="Percent.")
+    window_type: WindowType
+    window_size: int = Field(description="Calls, or seconds.")
+    minimum_calls: int
+    consecutive_failures: int = Field(description="0 turns this trigger off.")
+    slow_call_ms: int = Field(description="Slower calls count as failures; 0: off.")
+    wait_duration_s: float
+    half_open_max_calls: int
+    success_threshold: int
+    wait_multiplier: float
+    max_wait_s: float
+    auto_registered: bool
+    override: Override
+    override_reason: str
+    override_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ServiceList(RootModel[list[ServiceOut]]):
+    """Every service, by name."""
+
+
+Count = Annotated[int, Field(ge=0, le=2_147_483_647)]
+Positive = Annotated[int, Field(ge=1, le=2_147_483_647)]
+
+
+class ServicePatchIn(BaseModel):
+    """A change to a service's criticality and breaker settings (operators): only the fields sent change."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: Kind | None = None
+    criticality: Criticality | None = None
+    description: str | None = None
+    failure_rate_threshold: Annotated[float, Field(ge=1, le=100)] | None = Field(
+        default=None, description="Percent."
+    )
+    window_type: WindowType | None = None
+    window_size: Annotated[int, Field(ge=1, le=10_000)] | None = Field(
+        default=None, description="Calls, or seconds."
+    )
+    minimum_calls: Positive | None = None
+    consecutive_failures: Count | None = Field(default=None, description="0 turns this trigger off.")
+    slow_call_ms: Count | None = Field(default=None, description="Slower calls count as failures; 0: off.")
+    wait_duration_s: Annotated[float, Field(ge=0.001)] | None = None
+    half_open_max_calls: Positive | None = None
+    success_threshold: Positive | None = None
+    wait_multiplier: Annotated[float, Field(ge=1)] | None = None
+    max_wait_s: Annotated[float, Field(ge=0.001)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=2000)] = Field(
+        description="Why: operator actions require a reason, kept in the audit trail."
+    )
 
 
 class OverrideIn(BaseModel):

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from django.db.models import QuerySet
+from django.db.models import Max, QuerySet
 
 from core.api.errors import NotFound
 from core.slugs import service_slug
@@ -90,17 +90,9 @@ def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition
     )
 
 
-def transition_json(row: BreakerTransition) -> dict[str, Any]:
-    return {
-        "id": row.pk,
-        "service": row.service.name,
-        "from_state": row.from_state,
-        "to_state": row.to_state,
-        "reason": row.reason,
-        "actor": row.actor,
-        "window": row.window,
-        "at": row.created_at.isoformat(),
-    }
+def last_transition_id() -> int:
+    """The id of the last transition written (0 before the first): where a reader of the feed starts."""
+    return BreakerTransition.objects.aggregate(last=Max("id"))["last"] or 0
 
 
 # --- operators -------------------------------------------------------------------------------------------

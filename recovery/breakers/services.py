@@ -23,12 +23,13 @@ from core.infra import redisconn
 from recovery import metrics
 from recovery.breakers import logic, registry, signals
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
-from recovery.breakers.selectors import effective_state, transition_json
+from recovery.breakers.schemas import OutcomeOutDict, TransitionOut
+from recovery.breakers.selectors import effective_state
 from recovery.breakers.store import current_store
 from recovery.errors import intake
 from recovery.errors.classification import ErrorReport
 from recovery.errors.models import ErrorEvent
-from recovery.errors.services import record_errors
+from recovery.errors.services import Classified, Recorded, record_errors
 from recovery.errors.taxonomy import ErrorClass
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,12 @@ class OutcomeReport:
     has_result: bool = False
 
 
-def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[str, Any]]:
+def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[OutcomeOutDict]:
     """Count each outcome into its service's breaker; failures with an error are classified and recorded too."""
     services = {name: registry.get(name) for name in dict.fromkeys(r.service for r in reports)}
     failed = [i for i, r in enumerate(reports) if r.error is not None]
-    recorded = record_errors([reports[i].error for i in failed], agent=actor.agent) if failed else []  # type: ignore[misc]
+    errors = [r.error for r in reports if r.error is not None]
+    recorded = record_errors(errors, agent=actor.agent) if errors else []
     verdicts = {i: rec.classified for i, rec in zip(failed, recorded, strict=True)}
     items = []
     for i, report in enumerate(reports):
@@ -140,7 +142,7 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[
     transitions = _write_transitions_many(
         [(s, r) for (s, _, _), r in zip(items, results, strict=True) if r], actor, queued
     )
-    answers = []
+    answers: list[OutcomeOutDict] = []
     for i, (service, _, _) in enumerate(items):
         result = results[i]
         override = registry.override_in_force(service)
@@ -163,7 +165,9 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[dict[
     return answers
 
 
-def _as_outcome(report: OutcomeReport, cfg: logic.Config, classified: Any, service: Service) -> logic.Outcome:
+def _as_outcome(
+    report: OutcomeReport, cfg: logic.Config, classified: Classified | None, service: Service
+) -> logic.Outcome:
     frozen = registry.override_in_force(service) != Service.Override.AUTO
     if report.success:
         slow = bool(cfg.slow_ms and report.duration_ms is not None and report.duration_ms >= cfg.slow_ms)
@@ -222,7 +226,7 @@ def recent_patterns(service: str, queued: list[dict[str, Any]] | None = None) ->
 
 
 def _queued_patterns(
-    reports: list[OutcomeReport], verdicts: dict[int, Any], recorded: list[Any], failed: list[int]
+    reports: list[OutcomeReport], verdicts: dict[int, Classified], recorded: list[Recorded], failed: list[int]
 ) -> dict[str, list[dict[str, Any]]]:
     """This batch's errors by service and pattern, for transitions written before the errors' rows are."""
     by_service: dict[str, dict[str, dict[str, Any]]] = {}
@@ -300,7 +304,7 @@ def _write_transitions_many(
     with transaction.atomic():
         created = BreakerTransition.objects.bulk_create([row for _, row in rows])
         transaction.on_commit(lambda: announce(created))
-    return {index: transition_json(row) for (index, _), row in zip(rows, created, strict=True)}
+    return {index: TransitionOut.of(row).model_dump() for (index, _), row in zip(rows, created, strict=True)}
 
 
 def announce(rows: list[BreakerTransition]) -> None:
@@ -319,7 +323,7 @@ def announce(rows: list[BreakerTransition]) -> None:
         client = redisconn.client()
         pipe = client.pipeline(transaction=False)
         for row in rows:
-            pipe.publish(CHANNEL, json.dumps(transition_json(row)))
+            pipe.publish(CHANNEL, json.dumps(TransitionOut.of(row).model_dump()))
         pipe.execute()
     except redis.RedisError as error:
         log.warning("could not publish %d breaker transitions: %s", len(rows), error)

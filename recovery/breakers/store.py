@@ -1,5 +1,5 @@
 """Where breaker state lives: Redis in production (Lua, one round trip per permit or outcome, one pipeline per
-batch), the database in the embedded mode. Both give the same answers (tests/test_breaker_contract.py)."""
+batch), the database in the embedded mode. Both give the same answers (tests/recovery/breakers/test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
 from django.conf import settings
@@ -41,6 +41,7 @@ def use_store(new: BreakerStore | None) -> None:
 
 
 Clock = Callable[[], int]
+ScriptArg = str | int | float  # what the Lua scripts take as ARGV
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class DatabaseStore:
         order = sorted(range(len(items)), key=lambda i: items[i][0].name)
         by_index: dict[int, logic.Result] = {}
         with transaction.atomic():
-            rows: dict[int, tuple[BreakerState, dict[str, Any]]] = {}
+            rows: dict[int, tuple[BreakerState, logic.State]] = {}
             for i in order:
                 service, cfg, outcome = items[i]
                 if service.pk not in rows:
@@ -110,7 +111,7 @@ class DatabaseStore:
 
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
         row = BreakerState.objects.filter(service=service).first()
-        state = dict(row.data) if row and row.data else logic.new_state()
+        state = cast(logic.State, dict(row.data)) if row and row.data else logic.new_state()
         now = self.clock()
         calls, failures = logic.window_counts(state, cfg, now)
         trials = sum(1 for expiry in state["trials"].values() if expiry > now)
@@ -146,7 +147,7 @@ class RedisStore:
         tag = f"{self.prefix}:{{{service.name}}}"
         return [f"{tag}:state", f"{tag}:count", f"{tag}:time", f"{tag}:trials"]
 
-    def _args(self, cfg: logic.Config) -> list[Any]:
+    def _args(self, cfg: logic.Config) -> list[ScriptArg]:
         return [
             self.clock() if self.clock else 0,
             *_config_args(cfg),
@@ -163,7 +164,7 @@ class RedisStore:
         pipe = self.client.pipeline(transaction=False)
         for indexes in by_service.values():
             service, cfg, _ = items[indexes[0]]
-            args: list[Any] = [*self._args(cfg), len(indexes)]
+            args: list[ScriptArg] = [*self._args(cfg), len(indexes)]
             for i in indexes:
                 o = items[i][2]
                 args += [o.permit_id, int(o.failure), int(o.ignored), o.retry_after_ms, int(o.frozen)]
@@ -196,7 +197,7 @@ class RedisStore:
 
 
 @lru_cache(maxsize=1024)
-def _config_args(cfg: logic.Config) -> tuple[Any, ...]:
+def _config_args(cfg: logic.Config) -> tuple[ScriptArg, ...]:
     # The same settings go with every call of a service: converted once per settings, not per call.
     return (
         cfg.window_type,
@@ -238,7 +239,7 @@ def _many_results(reply: list[Any]) -> list[logic.Result]:
     return results
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -1,3 +1,5 @@
+"""Celery tasks of the breakers: thin, idempotent, no arguments. Beat runs them (config/settings/base.py)."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -7,15 +7,15 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import redis
 from django.conf import settings
+from redis.client import PubSub
 
 from core.infra import redisconn
 from recovery.breakers import selectors
 from recovery.breakers.models import BreakerTransition
-from recovery.breakers.selectors import transition_json
+from recovery.breakers.schemas import TransitionOut
 from recovery.breakers.services import CHANNEL
 
 POLL_SECONDS = 0.25
@@ -25,7 +25,7 @@ class _Waker:
     """Something to block on until a transition may have been written."""
 
     def __init__(self) -> None:
-        self.pubsub: Any = None
+        self.pubsub: PubSub | None = None
         if settings.REDIS_URL:
             try:
                 self.pubsub = redisconn.client().pubsub(ignore_subscribe_messages=True)
@@ -79,7 +79,7 @@ def stream(after_id: int, max_seconds: float, heartbeat_seconds: float = 15.0) -
             rows = selectors.transitions_after(last)
             for row in rows:
                 last = row.pk
-                yield row.pk, json.dumps(transition_json(row), default=str)
+                yield row.pk, json.dumps(TransitionOut.of(row).model_dump(), default=str)
             if rows:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= heartbeat_seconds:

@@ -1,3 +1,5 @@
+"""What an attempt at one outbound call records, shared by retry attempts and saga compensations."""
+
 from __future__ import annotations
 
 from django.db import models

@@ -37,7 +37,7 @@ def registered() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*BUILTIN_TASKS, *rebound("REGISTERED_TASKS")]))
 
 
-def find(name: str) -> Task | None:  # type: ignore[type-arg]
+def find(name: str) -> Task | None:
     """The registered task of that name, importing its module if this process has not yet."""
     if name not in registered():
         return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin
@@ -73,7 +73,7 @@ def diff_url(task_pk: int, a: int | None = None, b: int | None = None) -> str:
 # --- tasks --------------------------------------------------------------------------------------------------
 
 
-class LatestCheckpoints(BaseInlineFormSet):  # type: ignore[type-arg]
+class LatestCheckpoints(BaseInlineFormSet):
     """Only the newest checkpoints, sliced after the formset filtered by task (a slice cannot be filtered)."""
 
     def get_queryset(self) -> QuerySet[Checkpoint]:
@@ -82,7 +82,7 @@ class LatestCheckpoints(BaseInlineFormSet):  # type: ignore[type-arg]
         return self._latest
 
 
-class CheckpointInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class CheckpointInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Checkpoint
     formset = LatestCheckpoints
     verbose_name_plural = f"checkpoints (the newest {CHECKPOINTS_SHOWN}, metadata only)"
@@ -262,8 +262,8 @@ class DiffForm(forms.Form):
         initial = {"b": seqs[0], "a": seqs[1]} if len(seqs) > 1 else {}
         super().__init__(data, initial=initial)
         choices = [(seq, f"#{seq}") for seq in seqs]
-        self.fields["a"].choices = choices  # type: ignore[attr-defined]
-        self.fields["b"].choices = choices  # type: ignore[attr-defined]
+        for name in ("a", "b"):
+            cast(forms.TypedChoiceField, self.fields[name]).choices = choices
 
 
 def diff_of(task: Task, a: int, b: int) -> dict[str, Any]:

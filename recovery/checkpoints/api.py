@@ -1,23 +1,19 @@
 """The task and checkpoint API. Views parse input, call one service or selector, and serialize the answer.
 
 Agents reach only their own tasks (another agent's task is a 404, so ids do not leak). Humans read every
-task and name its agent with `?agent=<name>`, since a task id is unique only per agent (docs/services.md).
+task and name its agent with `?agent=<name>`, since a task id is unique only per agent (docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, field_validator
+from pydantic import TypeAdapter
 from rest_framework import exceptions
 from rest_framework import status as http
 from rest_framework.permissions import BasePermission
@@ -26,93 +22,40 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access import roles
-from core.access.models import Agent
-from core.access.permissions import AgentOrOperator
+from core.access.permissions import AgentOrOperator, IsAuthenticatedPrincipal
 from core.api.errors import InvalidInput, PayloadTooLarge
 from core.api.negotiation import JsonOnlyView
 from core.api.pagination import Pagination
+from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
 from recovery.checkpoints import codec, selectors, services
-from recovery.checkpoints.models import Checkpoint, Task
+from recovery.checkpoints.schemas import (
+    TASK_ID,
+    CheckpointHead,
+    CheckpointIn,
+    CheckpointOut,
+    CheckpointPage,
+    CheckpointReadOut,
+    CompletedTaskOut,
+    CompleteIn,
+    ForkIn,
+    HeartbeatOut,
+    SavedCheckpointOut,
+    TaskIn,
+    TaskOut,
+    TaskPage,
+    TaskQuery,
+)
 
-TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 _TASK_ID = re.compile(TASK_ID)
-TaskId = Annotated[str, StringConstraints(pattern=TASK_ID)]
-Text = Annotated[str, StringConstraints(max_length=200)]
-METADATA_MAX_BYTES = 16_384
 
 
 class IsAgent(BasePermission):
     message = "Only agent keys save checkpoints and heartbeats: a task belongs to the agent that runs it."
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return roles.is_agent(request.user)
-
-
-def _small(value: dict[str, Any]) -> dict[str, Any]:
-    try:
-        size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
-    except RecursionError:  # the checkpoint body's parser reads up to 1,024 levels
-        raise ValueError("nested too deeply") from None
-    if size > METADATA_MAX_BYTES:
-        raise ValueError(
-            f"at most {METADATA_MAX_BYTES} bytes as JSON (this is {size}); state is for the rest"
-        )
-    return value
-
-
-# --- input ----------------------------------------------------------------------------------------------
-
-
-class TaskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    task_id: TaskId = Field(description="The agent's own id for the job: letters, digits and . _ : @ + = -")
-    name: Text = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    _metadata = field_validator("metadata")(_small)
-
-
-class CheckpointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    state: Any = Field(description="Any JSON: stored as canonical JSON, compressed, with its SHA-256.")
-    progress: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
-    step: Text = ""
-    completed_steps: list[Text] = Field(default_factory=list, max_length=10_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    expected_seq: int | None = Field(
-        default=None,
-        ge=0,
-        description="The seq you believe is the latest (0 before the first): if another writer saved since, "
-        "the answer is 409 and nothing is stored. Without it, the checkpoint gets the next seq.",
-    )
-
-    _metadata = field_validator("metadata")(_small)
-
-
-class ForkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    task_id: TaskId = Field(description="The new task's id (same agent).")
-    name: Text = ""
-    reason: Annotated[str, StringConstraints(max_length=2000)] = Field(
-        default="", description="Required when a human forks (audited)."
-    )
-
-
-class CompleteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    status: Literal["succeeded", "failed", "abandoned"]
-    reason: Annotated[str, StringConstraints(max_length=2000)] = Field(
-        default="", description="Optional for agents; required for humans (audited)."
-    )
-
-
-class TaskQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # page and page_size belong to the paginator
-    agent: Annotated[str, StringConstraints(max_length=100)] | None = None
-    status: Literal["running", "succeeded", "failed", "abandoned"] | None = None
-    stale: bool | None = None
 
 
 _TASK = TypeAdapter(TaskIn)
@@ -126,7 +69,7 @@ def _checkpoint_body(request: Request) -> dict[str, Any]:
     """The body of a checkpoint, read here rather than by DRF's parser: DRF would read it through
     request.body, bounded by DATA_UPLOAD_MAX_MEMORY_SIZE (the general API limit), and a state may be larger.
     The read is bounded by CHECKPOINT_MAX_BODY_BYTES itself, also for a body sent without Content-Length.
-    Parsed by the checkpoint codec (orjson, exact; docs/services.md), at about a third of the standard
+    Parsed by the checkpoint codec (orjson, exact; docs/checkpoints.md), at about a third of the standard
     library's cost: the parse is most of a large save's CPU."""
     media = request.content_type.split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -159,13 +102,13 @@ def _task_id(value: str) -> str:
     return value
 
 
-def _agent(request: Request) -> Agent:
+def _agent(request: Request) -> selectors.Agent:
     """The agent behind an agent key (the views that call this admit agent keys only)."""
-    agent: Agent = roles.agent_of(request.user)
+    agent: selectors.Agent = roles.agent_of(request.user)
     return agent
 
 
-def _task(request: Request, task_id: str, *, annotated: bool = True) -> Task:
+def _task(request: Request, task_id: str, *, annotated: bool = True) -> selectors.Task:
     return selectors.task_of(
         agent=roles.agent_of(request.user),
         agent_name=request.query_params.get("agent") or None,
@@ -177,57 +120,12 @@ def _task(request: Request, task_id: str, *, annotated: bool = True) -> Task:
 # --- output ---------------------------------------------------------------------------------------------
 
 
-def _when(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def task_json(task: Task) -> dict[str, Any]:
-    agent = getattr(task, "agent_name", None) or task.agent.name
-    forked_task = getattr(task, "forked_from_task", None)
-    return {
-        "task_id": task.task_id,
-        "agent": agent,
-        "name": task.name,
-        "status": task.status,
-        "metadata": task.metadata,
-        "last_seq": task.last_seq,
-        "progress": getattr(task, "progress", None),
-        "step": getattr(task, "step", None),
-        "started_at": _when(task.started_at),
-        "last_checkpoint_at": _when(task.last_checkpoint_at),
-        "last_heartbeat_at": _when(task.last_heartbeat_at),
-        "stale_at": _when(task.stale_at),
-        "finished_at": _when(task.finished_at),
-        "forked_from": (
-            {"task_id": forked_task, "seq": getattr(task, "forked_from_seq", None)} if forked_task else None
-        ),
-    }
-
-
-def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "seq": checkpoint.seq,
-        "progress": checkpoint.progress,
-        "step": checkpoint.step,
-        "completed_steps": checkpoint.completed_steps,
-        "metadata": checkpoint.metadata,
-        "sha256": checkpoint.sha256,
-        "size_bytes": checkpoint.size_bytes,
-        "stored_bytes": checkpoint.stored_bytes,
-        "created_at": _when(checkpoint.created_at),
-    }
-
-
-def _with_state(read: selectors.Read, task: Task) -> HttpResponse:
+def _with_state(read: selectors.Read, task_id: str) -> HttpResponse:
     """The checkpoint and its state. The state's canonical JSON is spliced in as stored: parsing it only to
     serialize it again would be the most expensive part of the read, for the same bytes."""
-    head = {
-        "task_id": task.task_id,
-        **checkpoint_json(read.checkpoint),
-        "skipped_corrupt": read.skipped_corrupt,
-    }
-    envelope = json.dumps(head, ensure_ascii=False, cls=DjangoJSONEncoder).encode()
-    return HttpResponse(envelope[:-1] + b',"state":' + read.state + b"}", content_type="application/json")
+    head = CheckpointHead.of_read(task_id, read.checkpoint, read.skipped_corrupt).model_dump_json()
+    body = head.encode()[:-1] + b',"state":' + read.state + b"}"
+    return HttpResponse(body, content_type="application/json")
 
 
 # --- examples -------------------------------------------------------------------------------------------
@@ -271,7 +169,7 @@ AGENT_PARAMETER = OpenApiParameter(
 )
 
 
-def _page(items: list[Any]) -> dict[str, Any]:
+def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": len(items), "next": None, "previous": None, "results": items}
 
 
@@ -279,8 +177,8 @@ def _page(items: list[Any]) -> dict[str, Any]:
 
 
 class TaskListView(APIView):
-    def get_permissions(self) -> Sequence[Any]:
-        return [IsAgent()] if self.request.method == "POST" else super().get_permissions()
+    def get_permissions(self) -> Sequence[BasePermission]:
+        return [IsAgent()] if self.request.method == "POST" else [IsAuthenticatedPrincipal()]
 
     @extend_schema(
         operation_id="list_tasks",
@@ -290,7 +188,7 @@ class TaskListView(APIView):
             OpenApiParameter("stale", bool, description="Only running tasks marked stale (true) or not."),
             OpenApiParameter("agent", str, description="Humans: only this agent's tasks."),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: TaskPage}, 400, 404),
         examples=[OpenApiExample("A page", value=_page([TASK_EXAMPLE]), response_only=True)],
     )
     def get(self, request: Request) -> Response:
@@ -304,14 +202,14 @@ class TaskListView(APIView):
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self) or []
-        return paginator.get_paginated_response([task_json(t) for t in page])
+        return paginator.get_paginated_response([TaskOut.of(t).model_dump() for t in page])
 
     @extend_schema(
         operation_id="create_task",
         summary="Start a task (agents; idempotent: an existing id answers the task as it is)",
         description="Optional: the first checkpoint or heartbeat creates the task too.",
         request=TaskIn,
-        responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+        responses=answers({201: TaskOut, 200: TaskOut}, 400, 403),
         examples=[
             OpenApiExample(
                 "Start",
@@ -332,7 +230,8 @@ class TaskListView(APIView):
             agent=agent, task_id=body.task_id, name=body.name, metadata=body.metadata
         )
         task = selectors.task_of(agent=agent, agent_name=None, task_id=body.task_id)
-        return Response(task_json(task), status=http.HTTP_201_CREATED if created else http.HTTP_200_OK)
+        status = http.HTTP_201_CREATED if created else http.HTTP_200_OK
+        return Response(TaskOut.of(task).model_dump(), status=status)
 
 
 class TaskDetailView(APIView):
@@ -340,22 +239,22 @@ class TaskDetailView(APIView):
         operation_id="get_task",
         summary="One task, with its newest checkpoint's progress and step",
         parameters=[AGENT_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: TaskOut}, 400, 404),
         examples=[OpenApiExample("A task", value=TASK_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, task_id: str) -> Response:
-        return Response(task_json(_task(request, task_id)))
+        return Response(TaskOut.of(_task(request, task_id)).model_dump())
 
 
 class CheckpointListView(JsonOnlyView):
-    def get_permissions(self) -> Sequence[Any]:
-        return [IsAgent()] if self.request.method == "POST" else super().get_permissions()
+    def get_permissions(self) -> Sequence[BasePermission]:
+        return [IsAgent()] if self.request.method == "POST" else [IsAuthenticatedPrincipal()]
 
     @extend_schema(
         operation_id="list_checkpoints",
         summary="A task's checkpoints, newest first: metadata only, no state",
         parameters=[AGENT_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: CheckpointPage}, 400, 404),
         examples=[OpenApiExample("A page", value=_page([CHECKPOINT_EXAMPLE]), response_only=True)],
     )
     def get(self, request: Request, task_id: str) -> Response:
@@ -363,7 +262,7 @@ class CheckpointListView(JsonOnlyView):
         page = paginator.paginate_queryset(
             selectors.checkpoints(_task(request, task_id, annotated=False)), request, view=self
         )
-        return paginator.get_paginated_response([checkpoint_json(c) for c in page or []])
+        return paginator.get_paginated_response([CheckpointOut.of(c).model_dump() for c in page or []])
 
     @extend_schema(
         operation_id="save_checkpoint",
@@ -374,7 +273,7 @@ class CheckpointListView(JsonOnlyView):
         "With `expected_seq`, a writer that lost a race gets 409 (code `seq_conflict`) and nothing is stored; "
         "without it, the checkpoint takes the next seq. A finished task is a 409.",
         request=CheckpointIn,
-        responses={201: OpenApiTypes.OBJECT},
+        responses=answers({201: SavedCheckpointOut}, 400, 403, 404, 409, 413),
         examples=[
             OpenApiExample(
                 "A checkpoint",
@@ -415,7 +314,7 @@ class CheckpointListView(JsonOnlyView):
             metadata=body.metadata,
             expected_seq=body.expected_seq,
         )
-        return Response({"task_id": task_id, **checkpoint_json(saved)}, status=http.HTTP_201_CREATED)
+        return Response(SavedCheckpointOut.of(task_id, saved).model_dump(), status=http.HTTP_201_CREATED)
 
 
 READ_EXAMPLE = {
@@ -433,7 +332,7 @@ class LatestCheckpointView(JsonOnlyView):
         description="Each candidate's state is decompressed and checked against its size and SHA-256; a corrupt "
         "one is skipped and its seq listed in `skipped_corrupt`. 404 when the task has no checkpoints.",
         parameters=[AGENT_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: CheckpointReadOut}, 400, 404, 409),
         examples=[
             OpenApiExample("The latest", value=READ_EXAMPLE, response_only=True),
             OpenApiExample(
@@ -445,7 +344,7 @@ class LatestCheckpointView(JsonOnlyView):
     )
     def get(self, request: Request, task_id: str) -> HttpResponse:
         task = _task(request, task_id, annotated=False)
-        return _with_state(selectors.latest_intact(task), task)
+        return _with_state(selectors.latest_intact(task), task.task_id)
 
 
 class CheckpointDetailView(JsonOnlyView):
@@ -453,12 +352,12 @@ class CheckpointDetailView(JsonOnlyView):
         operation_id="get_checkpoint",
         summary="One checkpoint by seq, with its state (409, code checkpoint_corrupt, if it fails its check)",
         parameters=[AGENT_PARAMETER],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: CheckpointReadOut}, 400, 404, 409),
         examples=[OpenApiExample("Checkpoint 7", value=READ_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, task_id: str, seq: int) -> HttpResponse:
         task = _task(request, task_id, annotated=False)
-        return _with_state(selectors.checkpoint_at(task, seq), task)
+        return _with_state(selectors.checkpoint_at(task, seq), task.task_id)
 
 
 class ForkView(APIView):
@@ -471,7 +370,7 @@ class ForkView(APIView):
         "`forked_from` names it. Operators must give a reason (audited).",
         parameters=[AGENT_PARAMETER],
         request=ForkIn,
-        responses={201: OpenApiTypes.OBJECT},
+        responses=answers({201: TaskOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "Fork",
@@ -501,7 +400,7 @@ class ForkView(APIView):
             reason=body.reason,
         )
         task = selectors.task_of(agent=None, agent_name=child.agent.name, task_id=child.task_id)
-        return Response(task_json(task), status=http.HTTP_201_CREATED)
+        return Response(TaskOut.of(task).model_dump(), status=http.HTTP_201_CREATED)
 
 
 class HeartbeatView(JsonOnlyView):
@@ -511,7 +410,7 @@ class HeartbeatView(JsonOnlyView):
         operation_id="task_heartbeat",
         summary="The task is alive (agents): clears its stale mark; creates the task on first use",
         request=None,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: HeartbeatOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "Alive",
@@ -526,7 +425,8 @@ class HeartbeatView(JsonOnlyView):
     )
     def post(self, request: Request, task_id: str) -> Response:
         at = services.heartbeat(agent=_agent(request), task_id=_task_id(task_id))
-        return Response({"task_id": task_id, "status": Task.Status.RUNNING, "last_heartbeat_at": _when(at)})
+        alive = HeartbeatOut.model_construct(task_id=task_id, status="running", last_heartbeat_at=at)
+        return Response(alive.model_dump())
 
 
 class CompleteView(APIView):
@@ -539,7 +439,7 @@ class CompleteView(APIView):
         "completion sent again answers 200 with `changed: false`. Operators must give a reason (audited).",
         parameters=[AGENT_PARAMETER],
         request=CompleteIn,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: CompletedTaskOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample("Done", value={"status": "succeeded"}, request_only=True),
             OpenApiExample(
@@ -568,4 +468,4 @@ class CompleteView(APIView):
             actor=Actor.from_request(request),
         )
         done = selectors.task_of(agent=None, agent_name=task.agent.name, task_id=task.task_id)
-        return Response({**task_json(done), "changed": changed})
+        return Response(CompletedTaskOut.of_completion(done, changed).model_dump())

@@ -1,3 +1,6 @@
+"""The checkpoint codec: a state parsed exactly (orjson), stored as canonical JSON (sorted keys) compressed
+with zlib, with its SHA-256 and size checked on every read. Writes and reads share it (docs/checkpoints.md)."""
+
 from __future__ import annotations
 
 import hashlib

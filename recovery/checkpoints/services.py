@@ -1,6 +1,6 @@
 """Writes of agents' tasks and their checkpoints: saving (with sequence numbers taken by compare-and-set),
-heartbeats, completion, forks, retention and stale marking. The codec (parsing a state, canonical JSON,
-SHA-256, zlib) lives here too, because a write and a read must agree on it byte for byte.
+heartbeats, completion, forks, retention and stale marking. The codec they write with (parsing a state,
+canonical JSON, SHA-256, zlib) is codec.py, which the reads use too: both must agree on it byte for byte.
 
 How it all behaves, and why: docs/checkpoints.md.
 """

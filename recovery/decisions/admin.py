@@ -28,7 +28,7 @@ from core.admin_helpers import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     ReasonedDeleteMixin,
-    ServiceAdmin,
+    ServiceLayerAdmin,
     admin_actor,
     pretty_json,
     reason_widget,
@@ -41,7 +41,7 @@ from recovery.errors.taxonomy import ErrorClass
 # --- The shared shape: saved and deleted through audited services ----------------------------------------
 
 
-class AuditedForm(forms.ModelForm):  # type: ignore[type-arg]
+class AuditedForm(forms.ModelForm):
     audit_reason = forms.CharField(
         label="Why are you changing this?",
         widget=reason_widget(),
@@ -53,7 +53,7 @@ Saver = Callable[..., Model]
 Deleter = Callable[..., None]
 
 
-class AuditedConfigAdmin(ReasonedDeleteMixin, ServiceAdmin):
+class AuditedConfigAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     """Configuration operators edit. Saving and deleting call a service with the operator's reason; Django's
     unaudited bulk delete is replaced by an action that asks why."""
 
@@ -351,7 +351,7 @@ class FallbackInvocationAdmin(ReadOnlyAdmin):
 # --- On the service's page: its recovery configuration, read-only (edited and audited on its own pages) ----
 
 
-class ConfigInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class ConfigInline(ReadOnlyInlineMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
@@ -384,9 +384,9 @@ class RetryPolicyInline(ConfigInline):
         return delays_preview(policy)
 
 
-SERVICE_INLINES: list[type[InlineModelAdmin]] = [OperationInline, FallbackOptionInline, RetryPolicyInline]  # type: ignore[type-arg]
+SERVICE_INLINES: list[type[InlineModelAdmin]] = [OperationInline, FallbackOptionInline, RetryPolicyInline]
 
 
-def service_inlines(request: HttpRequest) -> list[type[InlineModelAdmin]]:  # type: ignore[type-arg]
+def service_inlines(request: HttpRequest) -> list[type[InlineModelAdmin]]:
     """Shown on the page, never posted: nothing in them is saved from the service's form."""
     return SERVICE_INLINES if request.method == "GET" else []

@@ -3,144 +3,32 @@ selector, and serialize the answer."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from uuid import UUID
-
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    model_validator,
-)
+from pydantic import TypeAdapter
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import AgentOrOperator
 from core.api.negotiation import JsonOnlyView
+from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
-from core.slugs import SLUG, Slug
 from recovery.breakers import selectors as breaker_selectors
-from recovery.decisions import fallbacks, policies, services
-from recovery.decisions.models import RetryPolicy
-from recovery.errors.schemas import ErrorIn
+from recovery.decisions import fallbacks, policies, selectors, services
+from recovery.decisions.schemas import (
+    ChainOut,
+    ChainQuery,
+    OptionsOut,
+    OptionsQuery,
+    PlanIn,
+    PlanOut,
+    ResolvedPolicyOut,
+    ResolveQuery,
+    RetryPolicyList,
+    RetryPolicyOut,
+)
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
-
-Operation = Annotated[str, StringConstraints(max_length=200)]
-CacheKey = Annotated[str, StringConstraints(max_length=500)]
-
-
-def _one_of(values: list[str]) -> AfterValidator:
-    def check(value: str) -> str:
-        if value and value not in values:
-            raise ValueError(f"must be one of {', '.join(values)}")
-        return value
-
-    return AfterValidator(check)
-
-
-# Optional query parameters: empty, or one of the vocabulary's names (a typo is a 400 naming the field).
-OptionalClass = Annotated[str, _one_of(ErrorClass.values)]
-OptionalKind = Annotated[str, _one_of(ErrorKind.values)]
-OptionalSlug = Annotated[str, StringConstraints(pattern=r"^$|" + SLUG, max_length=100)]
-
-# --- Shapes ------------------------------------------------------------------------------------------------
-
-
-class PlanIn(BaseModel):
-    """A failed call: what was called, the error (as in POST /errors), and which attempt it was."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    service: Slug
-    operation: Operation = ""
-    error: ErrorIn
-    attempt: int = Field(default=1, ge=1, le=10_000, description="The attempt that just failed, from 1.")
-    task_id: Annotated[str, StringConstraints(max_length=200)] = ""
-    elapsed_s: float | None = Field(
-        default=None, ge=0, description="Seconds since the first attempt started."
-    )
-    idempotency_key: Annotated[str, StringConstraints(max_length=200)] = Field(
-        default="", description="Makes a non-idempotent operation safe to retry automatically."
-    )
-    cache_key: CacheKey = Field(
-        default="", description="Which cached result a cache fallback may offer (as sent with outcomes)."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _error_defaults(cls, data: Any) -> Any:
-        # The error may leave out what the request already says.
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            error = dict(data["error"])
-            error.setdefault("service", data.get("service"))
-            if data.get("operation"):
-                error.setdefault("operation", data["operation"])
-            data = {**data, "error": error}
-        return data
-
-    @model_validator(mode="after")
-    def _same_service(self) -> PlanIn:
-        if self.error.service != self.service:
-            raise ValueError("the error's service must be the plan's service")
-        return self
-
-
-class FallbackOut(BaseModel):
-    kind: Literal["service", "cache", "static", "skip"]
-    position: int
-    service: str | None
-    operation: str | None
-    value: Any = Field(description="The cached result or the static default.")
-    cached_at: str | None
-    warning: str | None
-
-
-class PlanOut(BaseModel):
-    plan_id: UUID
-    action: Literal["retry", "fallback", "wait", "degrade", "escalate", "abort"]
-    delay_s: float | None
-    fallback: FallbackOut | None
-    attempts_left: int | None
-    reason: str
-    error_class: str
-    severity: str
-    kind: str
-    retry_after_s: float | None
-    breaker_state: str
-    degradation_level: str
-    policy: str | None
-
-
-class OptionsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    service: Slug
-    operation: Operation = ""
-    error_class: ErrorClass
-    kind: OptionalKind = ""
-    cache_key: CacheKey = ""
-
-
-class ChainQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    service: Slug
-    operation: Operation = ""
-    cache_key: CacheKey = ""
-
-
-class ResolveQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    service: OptionalSlug = ""
-    operation: Operation = ""
-    error_class: OptionalClass = ""
-    kind: OptionalKind = ""
-
 
 _PLAN = TypeAdapter(PlanIn)
 _OPTIONS = TypeAdapter(OptionsQuery)
@@ -151,25 +39,6 @@ _RESOLVE = TypeAdapter(ResolveQuery)
 def _query(request: Request) -> dict[str, str]:
     # The last value of each parameter, as Django reads a query string.
     return {key: str(request.query_params.get(key, "")) for key in request.query_params}
-
-
-def plan_json(planned: services.Planned) -> dict[str, Any]:
-    d, i = planned.decision, planned.inputs
-    return {
-        "plan_id": str(planned.plan.pk),
-        "action": d.action,
-        "delay_s": d.delay_s,
-        "fallback": fallbacks.option_json(d.fallback) if d.fallback else None,
-        "attempts_left": d.attempts_left,
-        "reason": d.reason,
-        "error_class": i.error_class,
-        "severity": i.severity,
-        "kind": i.kind,
-        "retry_after_s": i.retry_after_s,
-        "breaker_state": i.breaker.state,
-        "degradation_level": i.degradation_level,
-        "policy": i.policy.name,
-    }
 
 
 # --- Plans and options -------------------------------------------------------------------------------------
@@ -228,7 +97,7 @@ class PlanView(JsonOnlyView):
         "what you did, so Rebound learns whether the plan worked. A `retry` spends from the service's retry "
         "budget. The decision tree is in docs/recovery.md.",
         request=PlanIn,
-        responses={200: PlanOut},
+        responses=answers({200: PlanOut}, 400, 403, 404),
         examples=[
             OpenApiExample("A timeout", value=PLAN_REQUEST, request_only=True),
             OpenApiExample("Retry", value=PLAN_ANSWER, response_only=True),
@@ -250,7 +119,7 @@ class PlanView(JsonOnlyView):
             ),
             actor=Actor.from_request(request),
         )
-        return Response(plan_json(planned))
+        return Response(PlanOut.of(planned).model_dump())
 
 
 OPTIONS_EXAMPLE = {
@@ -332,20 +201,19 @@ class OptionsView(APIView):
             OpenApiParameter("kind", str, enum=ErrorKind.values),
             OpenApiParameter("cache_key", str),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: OptionsOut}, 400, 404),
         examples=[OpenApiExample("Options", value=OPTIONS_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request) -> Response:
         query = parse(_OPTIONS, _query(request))
-        return Response(
-            services.list_options(
-                service=breaker_selectors.known_service(query.service),
-                operation=query.operation,
-                error_class=query.error_class.value,
-                kind=query.kind,
-                cache_key=query.cache_key,
-            )
+        options = services.list_options(
+            service=breaker_selectors.known_service(query.service),
+            operation=query.operation,
+            error_class=query.error_class.value,
+            kind=query.kind,
+            cache_key=query.cache_key,
         )
+        return Response(OptionsOut.of(options).model_dump())
 
 
 # --- Fallback chains ---------------------------------------------------------------------------------------
@@ -395,41 +263,18 @@ class FallbackChainView(APIView):
         description="The options configured for the operation come first, then those for every operation. "
         "`exhausted` is true when none is available now.",
         parameters=[OpenApiParameter("operation", str), OpenApiParameter("cache_key", str)],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: ChainOut}, 400, 404),
         examples=[OpenApiExample("A chain", value=CHAIN_EXAMPLE, response_only=True)],
     )
     def get(self, request: Request, service: str) -> Response:
         query = parse(_CHAIN, {**_query(request), "service": service})
-        return Response(
-            fallbacks.chain_view(
-                breaker_selectors.known_service(query.service), query.operation, query.cache_key
-            )
+        chain = fallbacks.chain_now(
+            breaker_selectors.known_service(query.service), query.operation, query.cache_key
         )
+        return Response(ChainOut.of(chain).model_dump())
 
 
 # --- Retry policies (read-only: operators edit them in the admin) -------------------------------------------
-
-
-def policy_json(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "id": policy.pk,
-        "name": policy.name,
-        "description": policy.description,
-        "builtin": policy.builtin,
-        "scope": policy.scope,
-        "service": policy.service.name if policy.service_id else None,  # type: ignore[union-attr]
-        "operation": policy.operation,
-        "error_class": policy.error_class,
-        "kind": policy.kind,
-        "strategy": policy.strategy,
-        "max_attempts": policy.max_attempts,
-        "base_delay_s": policy.base_delay_s,
-        "multiplier": policy.multiplier,
-        "max_delay_s": policy.max_delay_s,
-        "deadline_s": policy.deadline_s,
-        "honour_retry_after": policy.honour_retry_after,
-        "retry_on": policy.retry_on,
-    }
 
 
 POLICY_EXAMPLE = {
@@ -457,13 +302,11 @@ class RetryPolicyListView(APIView):
     @extend_schema(
         operation_id="list_retry_policies",
         summary="Retry policies, each with its scope (operation, service, kind, error_class or global)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: RetryPolicyList}),
         examples=[OpenApiExample("Policies", value=[POLICY_EXAMPLE], response_only=True)],
     )
     def get(self, request: Request) -> Response:
-        return Response(
-            [policy_json(p) for p in RetryPolicy.objects.select_related("service").order_by("name")]
-        )
+        return Response([RetryPolicyOut.of(p).model_dump() for p in selectors.retry_policies()])
 
 
 class RetryPolicyResolveView(APIView):
@@ -476,7 +319,7 @@ class RetryPolicyResolveView(APIView):
             OpenApiParameter("error_class", str, enum=ErrorClass.values),
             OpenApiParameter("kind", str, enum=ErrorKind.values),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: ResolvedPolicyOut}, 400, 404),
         examples=[
             OpenApiExample(
                 "A database lock",
@@ -503,26 +346,4 @@ class RetryPolicyResolveView(APIView):
         query = parse(_RESOLVE, _query(request))
         service = breaker_selectors.known_service(query.service) if query.service else None
         steps = policies.explain(service, query.operation, query.error_class, query.kind)
-        chosen = next((s for s in steps if s.policy is not None), None)
-        why = []
-        for step in steps:
-            if step.policy is None:
-                why.append(f"no policy for {step.looked_for}")
-                continue
-            why.append(f"{step.looked_for}: policy {step.policy.name!r}")
-            break
-        return Response(
-            {
-                "policy": policy_json(chosen.policy) if chosen and chosen.policy else None,
-                "scope": chosen.scope if chosen else None,
-                "why": "; ".join(why) if chosen else "no policy applies: never retried",
-                "chain": [
-                    {
-                        "scope": s.scope,
-                        "looked_for": s.looked_for,
-                        "policy": s.policy.name if s.policy else None,
-                    }
-                    for s in steps
-                ],
-            }
-        )
+        return Response(ResolvedPolicyOut.of(steps).model_dump())

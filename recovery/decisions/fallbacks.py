@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -249,9 +249,9 @@ def _cache_status(
     )
 
 
-def option_json(option: OptionInput, *, with_value: bool = True) -> dict[str, Any]:
-    """An option as the plan's `fallback` shows it."""
-    data = {
+def option_json(option: OptionInput) -> dict[str, Any]:
+    """An option as a plan's row keeps it (the cached or static value left out: it can be large)."""
+    return {
         "kind": option.kind,
         "position": option.position,
         "service": option.service,
@@ -259,21 +259,23 @@ def option_json(option: OptionInput, *, with_value: bool = True) -> dict[str, An
         "cached_at": option.cached_at,
         "warning": option.warning,
     }
-    return {**data, "value": option.value} if with_value else data
 
 
-def chain_view(service: Service, operation: str, cache_key: str = "") -> dict[str, Any]:
-    """GET /fallbacks/{service}: the chain with each option's availability now, and whether it is exhausted."""
-    op = operation_of(service, operation)
-    critical = is_critical(service, op)
-    chain = chain_status(service, operation, critical=critical, cache_key=cache_key)
-    return {
-        "service": service.name,
-        "operation": operation,
-        "critical": critical,
-        "chain": [asdict(o) for o in chain],
-        "exhausted": not any(o.available for o in chain),
-    }
+@dataclass(frozen=True)
+class Chain:
+    """A service's fallback chain for one operation, each option with its availability now."""
+
+    service: str
+    operation: str
+    critical: bool
+    options: tuple[OptionInput, ...]
+
+
+def chain_now(service: Service, operation: str, cache_key: str = "") -> Chain:
+    """GET /fallbacks/{service}: the chain with each option's availability now."""
+    critical = is_critical(service, operation_of(service, operation))
+    options = chain_status(service, operation, critical=critical, cache_key=cache_key)
+    return Chain(service.name, operation, critical, options)
 
 
 # --- Operators' writes (the admin): audited ----------------------------------------------------------------

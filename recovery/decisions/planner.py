@@ -1,9 +1,9 @@
 """The recovery planner: "it failed, what now?", answered in one place. Pure: no I/O, no clock, no randomness.
 
-`recovery.plans` gathers what the planner must know into `Inputs` (the error's classification, the retry policy
+`recovery.decisions.services` gathers what the planner must know into `Inputs` (the error's classification, the retry policy
 with its delay already drawn, the retry budget, the breaker, the degradation level, the fallback chain with each
 option's availability) and calls `decide`. The same inputs always give the same decision, which is what makes
-the tree testable as a table (tests/test_planner.py) and explainable (docs/recovery.md draws it).
+the tree testable as a table (tests/recovery/decisions/test_planner.py) and explainable (docs/recovery.md draws it).
 
 The tree, in order:
 1. fatal: abort.

@@ -22,7 +22,9 @@ from recovery.decisions.models import RetryPolicy
 
 Strategy = RetryPolicy.Strategy
 _lock = threading.Lock()
-_cache: tuple[float, dict[tuple[Any, ...], RetryPolicy]] | None = None
+# (service id, operation, error class, kind), blanks and None where a policy does not narrow.
+PolicyKey = tuple[int | None, str, str, str]
+_cache: tuple[float, dict[PolicyKey, RetryPolicy]] | None = None
 
 # The fields a policy's snapshot keeps (a server-side retry runs with the policy as it was when it started).
 SNAPSHOT_FIELDS = [
@@ -39,11 +41,11 @@ SNAPSHOT_FIELDS = [
 ]
 
 
-def _key(p: RetryPolicy) -> tuple[Any, ...]:
+def _key(p: RetryPolicy) -> PolicyKey:
     return (p.service_id, p.operation, p.error_class, p.kind)
 
 
-def _policies() -> dict[tuple[Any, ...], RetryPolicy]:
+def _policies() -> dict[PolicyKey, RetryPolicy]:
     global _cache
     now = time.monotonic()
     cached = _cache
@@ -62,7 +64,7 @@ def forget() -> None:
 
 
 @dataclass(frozen=True)
-class Step:
+class PolicyStep:
     """One rung of the precedence chain: what was looked for, and the policy found there (if any)."""
 
     scope: str  # operation, service, kind, error_class, global
@@ -70,7 +72,7 @@ class Step:
     policy: RetryPolicy | None
 
 
-def explain(service: Service | None, operation: str, error_class: str, kind: str) -> list[Step]:
+def explain(service: Service | None, operation: str, error_class: str, kind: str) -> list[PolicyStep]:
     """The precedence chain for this call and error, most specific first; the first step with a policy wins.
     Rungs that do not apply (no service, no operation, ...) are left out."""
     table = _policies()
@@ -85,7 +87,7 @@ def explain(service: Service | None, operation: str, error_class: str, kind: str
         ("error_class", f"error class {error_class}", (None, "", error_class, "")) if error_class else None,
         ("global", "the global default", (None, "", "", "")),
     ]
-    return [Step(scope, looked_for, table.get(key)) for scope, looked_for, key in filter(None, rungs)]
+    return [PolicyStep(scope, looked_for, table.get(key)) for scope, looked_for, key in filter(None, rungs)]
 
 
 def resolve(service: Service | None, operation: str, error_class: str, kind: str) -> RetryPolicy:

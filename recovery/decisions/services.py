@@ -217,7 +217,7 @@ def _write(
         policy=policy if policy.pk else None,
         action=decision.action,
         delay_s=decision.delay_s,
-        fallback=fallbacks.option_json(option, with_value=False) if option else None,
+        fallback=fallbacks.option_json(option) if option else None,
         attempts_left=decision.attempts_left,
         reason=decision.reason,
         inputs=inputs_json(inputs),
@@ -239,7 +239,7 @@ def _invocation(
     option = decision.fallback
     common = {"service": plan.service, "operation": plan.operation, "agent": actor.agent, "created_at": now}
     if option is not None:
-        detail = fallbacks.option_json(option, with_value=False) | {"why": option.why}
+        detail = fallbacks.option_json(option) | {"why": option.why}
         return FallbackInvocation(option_id=option.id, kind=option.kind, detail=detail, **common)
     if decision.chain_exhausted:
         chain = [{"position": o.position, "kind": o.kind, "why": o.why} for o in inputs.chain]
@@ -260,32 +260,33 @@ def _count(plan: RecoveryPlan, invocation: FallbackInvocation | None, decision: 
 # --- Options -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Options:
+    """Every option for a first failure of a class, and what the planner saw to weigh them."""
+
+    service: str
+    operation: str
+    error_class: str
+    kind: str
+    inputs: Inputs
+    policy_scope: str | None  # None: no saved policy applies
+    options: list[planner.Availability]
+
+
 def list_options(
     *, service: Service, operation: str, error_class: str, kind: str = "", cache_key: str = ""
-) -> dict[str, Any]:
+) -> Options:
     """Every option for a first failure of this class, with why each is or is not available now."""
     inputs, policy = gather(service, operation, error_class=error_class, kind=kind, cache_key=cache_key)
-    return {
-        "service": service.name,
-        "operation": operation,
-        "error_class": error_class,
-        "kind": kind,
-        "policy": {"name": inputs.policy.name, "scope": policy.scope if policy.pk else None},
-        "breaker": asdict(inputs.breaker),
-        "budget": asdict(inputs.budget),
-        "degradation": {"level": inputs.degradation_level, "skips_service": inputs.skipped_at_level},
-        "critical": inputs.critical,
-        "options": [
-            {
-                "action": a.action,
-                "available": a.available,
-                "why": a.why,
-                "delay_s": a.delay_s,
-                "fallback": fallbacks.option_json(a.fallback) if a.fallback else None,
-            }
-            for a in planner.options(inputs)
-        ],
-    }
+    return Options(
+        service=service.name,
+        operation=operation,
+        error_class=error_class,
+        kind=kind,
+        inputs=inputs,
+        policy_scope=policy.scope if policy.pk else None,
+        options=planner.options(inputs),
+    )
 
 
 # --- Outcomes: budget calls, cached results, and whether plans worked ---------------------------------------

@@ -1,3 +1,5 @@
+"""Celery tasks of the recovery decisions: thin, idempotent, no arguments. Beat runs them."""
+
 from __future__ import annotations
 
 from celery import shared_task

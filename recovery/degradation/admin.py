@@ -27,7 +27,7 @@ from core.admin_helpers import (
     CONFIRMED,
     ReadOnlyAdmin,
     ReasonForm,
-    ServiceAdmin,
+    ServiceLayerAdmin,
     admin_actor,
     adopt,
     pill,
@@ -55,7 +55,6 @@ LEVEL_COLORS = {
     "minimal": "#c62828",  # red
     "emergency": "#7f0000",  # dark red
 }
-EVENTS_SHOWN = 20
 
 
 def level_badge(level: str) -> SafeString:
@@ -102,7 +101,7 @@ class ExpiryMixin:
         return value
 
 
-class ForceForm(ExpiryMixin, forms.ModelForm):  # type: ignore[type-arg]
+class ForceForm(ExpiryMixin, forms.ModelForm):
     """The add page: force a level on any scope, whether it has a row yet or not."""
 
     scope = forms.ChoiceField(choices=scope_choices)
@@ -143,7 +142,7 @@ def _when(value: datetime | None) -> str:
 # --- states ----------------------------------------------------------------------------------------------
 
 
-class DegradationStateAdmin(ServiceAdmin):
+class DegradationStateAdmin(ServiceLayerAdmin):
     list_display = ["scope_name", "level", "source", "automatic", "forced", "changed_at"]
     list_display_links = ["scope_name"]
     search_fields = ["scope", "forced_reason", "automatic_reason"]
@@ -374,7 +373,7 @@ class DegradationEventAdmin(ReadOnlyAdmin):
 # --- rules: editable, audited ----------------------------------------------------------------------------
 
 
-class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
+class DegradationRuleForm(forms.ModelForm):
     audit_reason = forms.CharField(
         label="Why are you changing this rule?",
         widget=reason_widget(),
@@ -386,8 +385,8 @@ class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
         fields = services.RULE_FIELDS
 
 
-class DegradationRuleAdmin(ServiceAdmin):
-    form = RuleForm
+class DegradationRuleAdmin(ServiceLayerAdmin):
+    form = DegradationRuleForm
     reason_field = "audit_reason"
     list_display = ["name", "enabled", "signal", "threshold", "level", "service", "builtin"]
     list_filter = ["enabled", "signal", "level", "builtin"]

@@ -3,102 +3,39 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
-from rest_framework import generics, serializers
+from pydantic import TypeAdapter
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import IsOperator, ReadOrOperator
 from core.api.errors import InvalidInput
+from core.api.pagination import Pagination
+from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
 from recovery.breakers import selectors as breaker_selectors
 from recovery.degradation import selectors
 from recovery.degradation import services as degradation_services
-from recovery.degradation.models import DegradationEvent
-
-SCOPE = r"^(\*|[a-z0-9][a-z0-9_.:-]{0,99})$"
-_SCOPE = re.compile(SCOPE)
-Scope = Annotated[str, StringConstraints(pattern=SCOPE)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-LevelName = Literal["normal", "degraded", "minimal", "emergency"]
-MAX_TTL_S = 30 * 86_400
-
-
-class ForceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scope: Scope = Field(description="'*' for the fleet, or a service's name.")
-    level: LevelName = Field(description="normal pins the scope at normal whatever the rules say.")
-    reason: Reason
-    expires_at: AwareDatetime | None = Field(default=None, description="When the forced level ends.")
-    ttl_s: float | None = Field(
-        default=None, gt=0, le=MAX_TTL_S, description="Or: how many seconds from now it ends."
-    )
-
-
-class ClearIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scope: Scope
-    reason: Reason
-
-
-class LevelOut(BaseModel):
-    scope: str
-    level: LevelName
-    source: Literal["automatic", "operator"]
-    reason: str
-    since: datetime | None
-    until: datetime | None = Field(description="When an operator's level ends; null: until cleared.")
-
-
-class SkipOut(BaseModel):
-    service: str
-    criticality: str
-    level: LevelName
-    skip_from: str
-
-
-class OverviewOut(LevelOut):
-    services: list[LevelOut] = Field(description="Every service whose own level is not normal.")
-    skip: list[SkipOut] = Field(description="Services agents should skip now, non-critical first.")
-
-
-class ServiceLevelOut(LevelOut):
-    service: str
-    criticality: str
-    skip: bool
-    skip_from: str
-
-
-class AutomaticOut(BaseModel):
-    level: LevelName
-    reason: str
-    pending_level: LevelName | None = Field(description="A lower level waiting out the recovery time.")
-    pending_since: datetime | None
-
-
-class ForcedOut(BaseModel):
-    level: LevelName
-    reason: str
-    until: datetime | None
-    by: str | None
-    in_force: bool = Field(description="False once `until` has passed (cleared within 10 s).")
-
-
-class StateOut(LevelOut):
-    automatic: AutomaticOut
-    forced: ForcedOut | None
-
+from recovery.degradation.schemas import (
+    ClearIn,
+    DegradationEventOut,
+    DegradationEventPage,
+    DegradationEventQuery,
+    DegradationOut,
+    ForceIn,
+    OverviewOut,
+    ServiceLevelOut,
+    StateOut,
+)
 
 _FORCE = TypeAdapter(ForceIn)
 _CLEAR = TypeAdapter(ClearIn)
+_EVENTS = TypeAdapter(DegradationEventQuery)
 
 SINCE = "2026-11-22T09:00:00Z"
 REASON = "rule “essential breaker open” (degraded): 1 essential breaker(s) open (openai), threshold 1"
@@ -178,7 +115,7 @@ class DegradationView(APIView):
                 examples=[OpenApiExample("A service", value="web-search")],
             )
         ],
-        responses={200: OverviewOut},
+        responses=answers({200: DegradationOut}, 400, 404),
         examples=[
             OpenApiExample("The fleet", value=OVERVIEW_EXAMPLE, response_only=True),
             OpenApiExample("One service (?service=web-search)", value=SERVICE_EXAMPLE, response_only=True),
@@ -187,8 +124,9 @@ class DegradationView(APIView):
     def get(self, request: Request) -> Response:
         name = request.query_params.get("service")
         if name is not None:
-            return Response(selectors.for_service(breaker_selectors.known_service(name)))
-        return Response(selectors.overview())
+            level = selectors.for_service(breaker_selectors.known_service(name))
+            return Response(ServiceLevelOut.of(level).model_dump())
+        return Response(OverviewOut.of_overview(selectors.overview()).model_dump())
 
     @extend_schema(
         operation_id="force_degradation",
@@ -196,7 +134,7 @@ class DegradationView(APIView):
         description="The forced level wins over the automatic one until `expires_at` (or `ttl_s` seconds from "
         "now), or until cleared; `normal` pins the scope at normal. Answers the scope's state.",
         request=ForceIn,
-        responses={200: StateOut},
+        responses=answers({200: StateOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "Minimal for two hours",
@@ -225,7 +163,7 @@ class DegradationView(APIView):
             expires_at=_expiry(body),
             actor=Actor.from_request(request),
         )
-        return Response(selectors.state_json(body.scope))
+        return Response(StateOut.of_state(selectors.scope_state(body.scope)).model_dump())
 
 
 class ClearView(APIView):
@@ -235,7 +173,7 @@ class ClearView(APIView):
         operation_id="clear_degradation",
         summary="End an operator's level: the scope returns to its automatic level (operators; audited)",
         request=ClearIn,
-        responses={200: StateOut},
+        responses=answers({200: StateOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "Clear the fleet",
@@ -259,30 +197,7 @@ class ClearView(APIView):
     def post(self, request: Request) -> Response:
         body = parse(_CLEAR, request.data if isinstance(request.data, dict) else None)
         degradation_services.clear(scope=body.scope, reason=body.reason, actor=Actor.from_request(request))
-        return Response(selectors.state_json(body.scope))
-
-
-class EventSerializer(serializers.ModelSerializer[DegradationEvent]):
-    actor = serializers.SerializerMethodField()
-
-    class Meta:
-        model = DegradationEvent
-        fields = [
-            "id",
-            "scope",
-            "from_level",
-            "to_level",
-            "source",
-            "reason",
-            "actor",
-            "expires_at",
-            "signals",
-            "created_at",
-        ]
-        read_only_fields = fields
-
-    def get_actor(self, event: DegradationEvent) -> str | None:
-        return event.actor_user.get_username() if event.actor_user else None
+        return Response(StateOut.of_state(selectors.scope_state(body.scope)).model_dump())
 
 
 EVENT_EXAMPLE = {
@@ -315,9 +230,7 @@ EVENT_EXAMPLE = {
 }
 
 
-class EventListView(generics.ListAPIView):  # type: ignore[type-arg]
-    serializer_class = EventSerializer
-
+class EventListView(APIView):
     @extend_schema(
         operation_id="list_degradation_events",
         summary="Every change of a degradation level, newest first",
@@ -329,6 +242,7 @@ class EventListView(generics.ListAPIView):  # type: ignore[type-arg]
                 examples=[OpenApiExample("The fleet", value="*")],
             )
         ],
+        responses=answers({200: DegradationEventPage}, 400, 404),
         examples=[
             OpenApiExample(
                 "A page",
@@ -337,11 +251,8 @@ class EventListView(generics.ListAPIView):  # type: ignore[type-arg]
             )
         ],
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self) -> Any:
-        scope = self.request.query_params.get("scope") or None
-        if scope is not None and not _SCOPE.match(scope):
-            raise InvalidInput("a scope is '*' (the fleet) or a service's name", field="scope")
-        return selectors.events(scope)
+    def get(self, request: Request) -> Response:
+        query = parse(_EVENTS, {k: v for k, v in request.query_params.dict().items() if v})
+        paginator = Pagination()
+        page = paginator.paginate_queryset(selectors.events(query.scope), request, view=self) or []
+        return paginator.get_paginated_response([DegradationEventOut.of(e).model_dump() for e in page])

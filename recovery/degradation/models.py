@@ -1,3 +1,5 @@
+"""Degradation levels in force (per scope), their history, and the rules that set them."""
+
 from __future__ import annotations
 
 from django.conf import settings

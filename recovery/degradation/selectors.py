@@ -1,5 +1,5 @@
 """Graceful degradation: reading the level in force, and what the API shows of it. (Writes: forcing, rules with
-hysteresis, expiry live in recovery.degradation_services.)"""
+hysteresis, expiry live in recovery.degradation.services.)"""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from recovery.degradation.models import (
 Level = DegradationLevel
 
 # Where a service's skip_from_level is blank: non-critical services are skipped from "minimal", essential never.
-DEFAULT_SKIP = {Service.Criticality.NON_CRITICAL: Level.MINIMAL.value, Service.Criticality.ESSENTIAL: "never"}
+DEFAULT_SKIP: dict[str, str] = {
+    Service.Criticality.NON_CRITICAL.value: Level.MINIMAL.value,
+    Service.Criticality.ESSENTIAL.value: "never",
+}
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def current(service: str | None = None) -> LevelView:
 
 
 def skip_from(service: Service) -> str:
-    return service.skip_from_level or DEFAULT_SKIP.get(service.criticality, "never")  # type: ignore[call-overload]
+    return service.skip_from_level or DEFAULT_SKIP.get(service.criticality, "never")
 
 
 def skipped_at(level: str, service: Service) -> bool:
@@ -84,6 +87,7 @@ def skipped_at(level: str, service: Service) -> bool:
 
 
 def level_json(view: LevelView) -> dict[str, Any]:
+    """A level as /status shows it (the degradation API's own answers are schemas.LevelOut)."""
     return {
         "scope": view.scope,
         "level": view.level,
@@ -94,37 +98,43 @@ def level_json(view: LevelView) -> dict[str, Any]:
     }
 
 
-def state_json(scope: str, now: datetime | None = None) -> dict[str, Any]:
-    """One scope in full: the level in force, and the automatic and forced levels behind it."""
+@dataclass(frozen=True)
+class ScopeState:
+    """One scope in full: the level in force, and the row with the automatic and forced levels behind it."""
+
+    view: LevelView
+    state: DegradationState | None
+    forced_in_force: bool
+
+
+def scope_state(scope: str, now: datetime | None = None) -> ScopeState:
     state = DegradationState.objects.select_related("forced_by").filter(scope=scope).first()
-    answer = level_json(view_of(state, scope, now))
-    answer["automatic"] = {
-        "level": state.automatic_level if state else Level.NORMAL.value,
-        "reason": state.automatic_reason if state else "",
-        "pending_level": (state.pending_level or None) if state else None,
-        "pending_since": state.pending_since if state else None,
-    }
-    answer["forced"] = (
-        {
-            "level": state.forced_level,
-            "reason": state.forced_reason,
-            "until": state.forced_until,
-            "by": state.forced_by.get_username() if state.forced_by else None,
-            "in_force": forced_in_force(state, now),
-        }
-        if state and state.forced_level
-        else None
-    )
-    return answer
+    in_force = forced_in_force(state, now) if state is not None else False
+    return ScopeState(view_of(state, scope, now), state, in_force)
 
 
-def _skip_order(item: dict[str, Any]) -> tuple[bool, int, str]:
+@dataclass(frozen=True)
+class Skip:
+    service: str
+    criticality: str
+    level: str
+    skip_from: str
+
+
+@dataclass(frozen=True)
+class Overview:
+    fleet: LevelView
+    services: list[LevelView]  # every service whose own level is not normal, by name
+    skip: list[Skip]  # the services to skip now, non-critical first
+
+
+def _skip_order(item: Skip) -> tuple[bool, int, str]:
     # Non-critical services first: they are what agents should drop before anything essential.
-    essential = item["criticality"] == Service.Criticality.ESSENTIAL
-    return essential, -LEVEL_RANK[item["level"]], item["service"]
+    essential = item.criticality == Service.Criticality.ESSENTIAL
+    return essential, -LEVEL_RANK[item.level], item.service
 
 
-def overview(now: datetime | None = None) -> dict[str, Any]:
+def overview(now: datetime | None = None) -> Overview:
     """The fleet's level, every service whose own level is not normal, and the services to skip now."""
     now = now or timezone.now()
     rows = {s.scope: s for s in DegradationState.objects.all()}
@@ -139,31 +149,25 @@ def overview(now: datetime | None = None) -> dict[str, Any]:
     for service in candidates:
         level = worse(fleet, raised[service.name]) if service.name in raised else fleet
         if skipped_at(level.level, service):
-            skip.append(
-                {
-                    "service": service.name,
-                    "criticality": service.criticality,
-                    "level": level.level,
-                    "skip_from": skip_from(service),
-                }
-            )
-    return {
-        **level_json(fleet),
-        "services": [level_json(view) for _, view in sorted(raised.items())],
-        "skip": sorted(skip, key=_skip_order),
-    }
+            skip.append(Skip(service.name, service.criticality, level.level, skip_from(service)))
+    return Overview(fleet, [view for _, view in sorted(raised.items())], sorted(skip, key=_skip_order))
 
 
-def for_service(service: Service) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ServiceLevel:
+    service: str
+    criticality: str
+    level: LevelView  # the worse of the fleet's and the service's own
+    skip: bool
+    skip_from: str
+
+
+def for_service(service: Service) -> ServiceLevel:
     """The level in force for one service (the worse of the fleet's and its own), and whether to skip it."""
     view = current(service.name)
-    return {
-        "service": service.name,
-        "criticality": service.criticality,
-        **level_json(view),
-        "skip": skipped_at(view.level, service),
-        "skip_from": skip_from(service),
-    }
+    return ServiceLevel(
+        service.name, service.criticality, view, skipped_at(view.level, service), skip_from(service)
+    )
 
 
 def events(scope: str | None = None) -> QuerySet[DegradationEvent]:

@@ -1,6 +1,6 @@
 """The admin of the recovery app: agents and their keys, classification rules, and the errors reported.
 
-Every change goes through recovery.services with the operator's reason, so it is audited exactly once with
+Every change goes through recovery.errors.services with the operator's reason, so it is audited exactly once with
 source "admin". Error patterns and events are read-only: only intake writes them.
 """
 
@@ -26,7 +26,7 @@ from django.utils.timezone import localtime
 from core.admin_helpers import (
     ReadOnlyAdmin,
     ReasonedDeleteMixin,
-    ServiceAdmin,
+    ServiceLayerAdmin,
     admin_actor,
     adopt,
     pretty_json,
@@ -52,7 +52,7 @@ class TypeNamesField(forms.CharField):
         return list(dict.fromkeys(name for name in names if name))
 
 
-class RuleForm(forms.ModelForm):  # type: ignore[type-arg]
+class ClassificationRuleForm(forms.ModelForm):
     type_names = TypeNamesField(
         required=False,
         widget=forms.TextInput(attrs={"size": 100}),
@@ -116,8 +116,8 @@ def dry_run_url(**params: Any) -> str:
     return f"{reverse('admin:recovery_classificationrule_dry_run')}?{query}"
 
 
-class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceAdmin):
-    form = RuleForm
+class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
+    form = ClassificationRuleForm
     reason_field = "audit_reason"
     list_display = [
         "priority",

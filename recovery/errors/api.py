@@ -1,13 +1,12 @@
-"""The error API. Views parse input, call one service, and serialize the answer."""
+"""The error API. Views parse input, call one service or selector, and shape the answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from pydantic import TypeAdapter
-from rest_framework import generics, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,22 +15,36 @@ from core.access import roles
 from core.access.permissions import AgentOrOperator, ReadOrOperator
 from core.api.errors import InvalidInput
 from core.api.negotiation import JsonOnlyView
+from core.api.pagination import Pagination
+from core.api.schemas import Page, answers, query_parameters
 from core.api.validation import parse
 from core.audit.services import Actor
 from core.infra.conf import rebound
 from recovery.errors import selectors, services, writes
-from recovery.errors.schemas import BatchOut, ClassifyOut, ErrorBatchIn, ErrorIn, ErrorOut
-from recovery.errors.serializers import (
-    PatternFilterSerializer,
-    PatternSerializer,
-    ReasonSerializer,
-    RuleSerializer,
-    RuleWriteSerializer,
+from recovery.errors.schemas import (
+    BatchOutDict,
+    ClassifyOut,
+    ErrorAnswer,
+    ErrorBatchIn,
+    ErrorIn,
+    ErrorOutDict,
+    ErrorReportIn,
+    PatternFilter,
+    PatternOut,
+    ReasonIn,
+    RuleIn,
+    RuleList,
+    RuleOut,
+    RulePatchIn,
+    RuleRef,
 )
 
 _ONE = TypeAdapter(ErrorIn)
 _LIST = TypeAdapter(list[ErrorIn])
 _BATCH = TypeAdapter(ErrorBatchIn)
+_PATTERN_FILTER = TypeAdapter(PatternFilter)
+_RULE = TypeAdapter(RuleIn)
+_RULE_PATCH = TypeAdapter(RulePatchIn)
 
 RATE_LIMIT_EXAMPLE = {
     "service": "openai",
@@ -43,7 +56,7 @@ RATE_LIMIT_EXAMPLE = {
 }
 
 
-def _parse_errors(data: Any) -> tuple[list[ErrorIn], int, bool]:
+def _parse_errors(data: object) -> tuple[list[ErrorIn], int, bool]:
     """One error, a list of errors, or `{"errors": [...], "successes": N}`: (errors, successes, is_batch)."""
     if isinstance(data, list):
         items, successes, prefix = parse(_LIST, data), 0, ""
@@ -64,26 +77,25 @@ def _parse_errors(data: Any) -> tuple[list[ErrorIn], int, bool]:
     return items, successes, True
 
 
-def _verdict(c: writes.Classified) -> dict[str, Any]:
-    """What every answer about an error says: its classification, Retry-After and fingerprint."""
+def _answer(c: writes.Classified, pattern_id: int | None, pattern_total: int) -> ErrorOutDict:
+    """What every answer about a reported error says: its classification, Retry-After, fingerprint and pattern
+    (ErrorOut, built as a plain dict: this is the intake's hot path)."""
+    v = c.verdict
     return {
-        "error_class": c.verdict.error_class,
-        "severity": c.verdict.severity,
-        "kind": c.verdict.kind,
-        "retryable": c.verdict.retryable,
-        "counts_toward_breaker": c.verdict.counts_toward_breaker,
-        "needs_human": c.verdict.needs_human,
+        "error_class": v.error_class,
+        "severity": v.severity,
+        "kind": v.kind,
+        "retryable": v.retryable,
+        "counts_toward_breaker": v.counts_toward_breaker,
+        "needs_human": v.needs_human,
         "retry_after_s": c.report.retry_after_s,
         "fingerprint": c.fingerprint,
+        "pattern": {"id": pattern_id, "total_count": pattern_total},
     }
 
 
-def _out(recorded: services.Recorded) -> dict[str, Any]:
-    c = recorded.classified
-    return {
-        **_verdict(c),
-        "pattern": {"id": recorded.pattern_id, "total_count": recorded.pattern_total},
-    }
+def _out(recorded: services.Recorded) -> ErrorOutDict:
+    return _answer(recorded.classified, recorded.pattern_id, recorded.pattern_total)
 
 
 class ErrorsView(JsonOnlyView):
@@ -97,19 +109,8 @@ class ErrorsView(JsonOnlyView):
             'list of them, or `{"errors": [...], "successes": N}` to get a success rate in the summary. '
             "All or nothing: if one item is invalid, nothing is recorded."
         ),
-        request=PolymorphicProxySerializer(
-            component_name="ErrorReport",
-            serializers=[ErrorIn, ErrorBatchIn],  # type: ignore[list-item]
-            resource_type_field_name=None,
-            many=False,
-        ),
-        responses={
-            201: PolymorphicProxySerializer(
-                component_name="ErrorAnswer",
-                serializers=[ErrorOut, BatchOut],  # type: ignore[list-item]
-                resource_type_field_name=None,
-            )
-        },
+        request=ErrorReportIn,
+        responses=answers({201: ErrorAnswer}, 400, 403, 413),
         examples=[
             OpenApiExample("One error", value=RATE_LIMIT_EXAMPLE, request_only=True),
             OpenApiExample(
@@ -143,7 +144,10 @@ class ErrorsView(JsonOnlyView):
         recorded = services.record_errors([i.to_report() for i in items], agent=roles.agent_of(request.user))
         if not is_batch:
             return Response(_out(recorded[0]), status=status.HTTP_201_CREATED)
-        body = {"results": [_out(r) for r in recorded], "summary": services.summarize(recorded, successes)}
+        body: BatchOutDict = {
+            "results": [_out(r) for r in recorded],
+            "summary": services.summarize(recorded, successes),
+        }
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -153,7 +157,7 @@ class ClassifyView(APIView):
         summary="Classify an error without recording it (dry run)",
         description="The same answer as reporting it, plus the rule that matched and why. Nothing is stored.",
         request=ErrorIn,
-        responses={200: ClassifyOut},
+        responses=answers({200: ClassifyOut}, 400),
         examples=[
             OpenApiExample(
                 "A timeout", value={"type": "httpx.ConnectTimeout", "message": "timed out"}, request_only=True
@@ -184,16 +188,15 @@ class ClassifyView(APIView):
         item = parse(_ONE, request.data if isinstance(request.data, dict) else None)
         c = services.classify_report(item.to_report())
         rule = c.verdict.rule
-        return Response(
+        answer = ClassifyOut.model_validate(
             {
-                **_verdict(c),
+                **_answer(c, None, 0),
                 "pattern": None,
-                "matched_rule": {"id": rule.id, "name": rule.name, "priority": rule.priority}
-                if rule
-                else None,
+                "matched_rule": RuleRef(id=rule.id, name=rule.name, priority=rule.priority) if rule else None,
                 "why": list(c.verdict.why),
             }
         )
+        return Response(answer.model_dump())
 
 
 PATTERN = {
@@ -216,13 +219,12 @@ PATTERN = {
 PATTERN_EXAMPLE = OpenApiExample("A pattern", value=PATTERN, response_only=True)
 
 
-class PatternListView(generics.ListAPIView):  # type: ignore[type-arg]
-    serializer_class = PatternSerializer
-
+class PatternListView(APIView):
     @extend_schema(
         operation_id="list_patterns",
         summary="Error patterns, newest first",
-        parameters=[PatternFilterSerializer],
+        parameters=query_parameters(PatternFilter, paged=True),
+        responses=answers({200: Page[PatternOut]}, 400, 404),
         examples=[
             OpenApiExample(
                 "A page",
@@ -231,24 +233,23 @@ class PatternListView(generics.ListAPIView):  # type: ignore[type-arg]
             )
         ],
     )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+    def get(self, request: Request) -> Response:
+        filters = parse(_PATTERN_FILTER, request.query_params.dict())
+        found = selectors.patterns(**filters.model_dump(exclude_none=True))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(found, request, view=self) or []
+        return paginator.get_paginated_response([PatternOut.model_validate(p).model_dump() for p in page])
 
-    def get_queryset(self) -> Any:
-        filters = PatternFilterSerializer(data=self.request.query_params)
-        filters.is_valid(raise_exception=True)
-        return selectors.patterns(**filters.validated_data)
 
-
-class PatternDetailView(generics.RetrieveAPIView):  # type: ignore[type-arg]
-    serializer_class = PatternSerializer
-
-    @extend_schema(operation_id="get_pattern", summary="One error pattern", examples=[PATTERN_EXAMPLE])
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self) -> Any:
-        return selectors.patterns()
+class PatternDetailView(APIView):
+    @extend_schema(
+        operation_id="get_pattern",
+        summary="One error pattern",
+        responses=answers({200: PatternOut}, 404),
+        examples=[PATTERN_EXAMPLE],
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(PatternOut.model_validate(selectors.pattern(pk)).model_dump())
 
 
 RULE_EXAMPLE = {
@@ -280,32 +281,34 @@ RULE_OUT = {
 }
 
 
+def _rule(rule: object) -> dict[str, Any]:
+    return RuleOut.model_validate(rule).model_dump()
+
+
 class RuleListView(APIView):
     permission_classes = [ReadOrOperator]
 
     @extend_schema(
         operation_id="list_rules",
         summary="Classification rules in priority order",
-        responses={200: RuleSerializer(many=True)},
+        responses=answers({200: RuleList}),
         examples=[OpenApiExample("Rules", value=[RULE_OUT], response_only=True)],
     )
     def get(self, request: Request) -> Response:
-        return Response(RuleSerializer(selectors.rules(), many=True).data)
+        return Response([_rule(r) for r in selectors.rules()])
 
     @extend_schema(
         operation_id="create_rule",
         summary="Add a classification rule (operators; audited)",
-        request=RuleWriteSerializer,
-        responses={201: RuleSerializer},
+        request=RuleIn,
+        responses=answers({201: RuleOut}, 400, 403),
         examples=[OpenApiExample("A service-specific rule", value=RULE_EXAMPLE, request_only=True)],
     )
     def post(self, request: Request) -> Response:
-        data = RuleWriteSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        reason = fields.pop("reason")
-        rule = services.create_rule(data=fields, actor=Actor.from_request(request), reason=reason)
-        return Response(RuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+        body = parse(_RULE, request.data if isinstance(request.data, dict) else None)
+        fields = body.model_dump(exclude={"reason"})
+        rule = services.create_rule(data=fields, actor=Actor.from_request(request), reason=body.reason)
+        return Response(_rule(rule), status=status.HTTP_201_CREATED)
 
 
 class RuleDetailView(APIView):
@@ -313,29 +316,29 @@ class RuleDetailView(APIView):
 
     @extend_schema(
         operation_id="get_rule",
-        responses={200: RuleSerializer},
+        responses=answers({200: RuleOut}, 404),
         examples=[OpenApiExample("A rule", value=RULE_OUT, response_only=True)],
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(RuleSerializer(get_object_or_404(selectors.rules(), pk=pk)).data)
+        return Response(_rule(selectors.rule(pk)))
 
     @extend_schema(
         operation_id="update_rule",
         summary="Change a rule (operators; audited; in force everywhere within RULES_CACHE_SECONDS)",
-        request=RuleWriteSerializer(partial=True),
-        responses={200: RuleSerializer},
+        request=RulePatchIn,
+        responses=answers({200: RuleOut}, 400, 403, 404),
         examples=[
             OpenApiExample("Disable", value={"enabled": False, "reason": "too broad"}, request_only=True)
         ],
     )
     def patch(self, request: Request, pk: int) -> Response:
-        rule = get_object_or_404(selectors.rules(), pk=pk)
-        data = RuleWriteSerializer(rule, data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        reason = fields.pop("reason", "")
-        rule = services.update_rule(rule=rule, data=fields, actor=Actor.from_request(request), reason=reason)
-        return Response(RuleSerializer(rule).data)
+        rule = selectors.rule(pk)
+        body = parse(_RULE_PATCH, request.data if isinstance(request.data, dict) else None)
+        fields = body.model_dump(exclude={"reason"}, exclude_unset=True)
+        rule = services.update_rule(
+            rule=rule, data=fields, actor=Actor.from_request(request), reason=body.reason
+        )
+        return Response(_rule(rule))
 
     @extend_schema(
         operation_id="delete_rule",
@@ -348,12 +351,12 @@ class RuleDetailView(APIView):
                 examples=[OpenApiExample("Why", value="superseded by rule 61")],
             )
         ],
-        request=ReasonSerializer,
-        responses={204: None},
+        request=ReasonIn,
+        responses=answers({204: None}, 400, 403, 404, 409),
     )
     def delete(self, request: Request, pk: int) -> Response:
-        rule = get_object_or_404(selectors.rules(), pk=pk)
+        rule = selectors.rule(pk)
         body = request.data if isinstance(request.data, dict) else {}
         reason = body.get("reason") or request.query_params.get("reason")
-        services.delete_rule(rule=rule, actor=Actor.from_request(request), reason=reason or "")
+        services.delete_rule(rule=rule, actor=Actor.from_request(request), reason=str(reason or ""))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,3 +1,5 @@
+"""Classification rules (data, editable), error patterns (one row per fingerprint) and error events."""
+
 from __future__ import annotations
 
 import re

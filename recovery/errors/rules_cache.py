@@ -10,13 +10,21 @@ from __future__ import annotations
 import re
 import threading
 import time
+from typing import TypedDict
 
 from core.infra.conf import rebound
 from recovery.errors.classification import Rule
 from recovery.errors.models import ClassificationRule
 
 _lock = threading.Lock()
-_state: dict[str, object] = {"expires": 0.0, "rules": ()}
+
+
+class _Cache(TypedDict):
+    expires: float  # time.monotonic() after which the rules are read again
+    rules: tuple[Rule, ...]
+
+
+_state: _Cache = {"expires": 0.0, "rules": ()}
 
 
 def compile_rule(row: ClassificationRule) -> Rule:
@@ -40,8 +48,8 @@ def compile_rule(row: ClassificationRule) -> Rule:
 
 def active_rules() -> tuple[Rule, ...]:
     now = time.monotonic()
-    if now < _state["expires"]:  # type: ignore[operator]
-        return _state["rules"]  # type: ignore[return-value]
+    if now < _state["expires"]:
+        return _state["rules"]
     rows = ClassificationRule.objects.filter(enabled=True).order_by("priority", "id")
     rules = tuple(compile_rule(row) for row in rows)
     with _lock:

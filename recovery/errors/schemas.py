@@ -6,17 +6,20 @@ drf-spectacular documents these models directly.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, TypedDict
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
+from core.api.schemas import Moment
 from core.slugs import Slug
 from recovery.errors.classification import ErrorReport, parse_retry_after, retry_after_from_headers
 from recovery.errors.taxonomy import ErrorClass, ErrorKind, Severity
@@ -65,16 +68,16 @@ class ErrorIn(BaseModel):
         return self
 
     def to_report(self) -> ErrorReport:
-        retry_after = self.retry_after
-        if retry_after is None:
-            retry_after = retry_after_from_headers(self.headers)
+        # Once validated, retry_after is seconds (a float) or None (_retry_after parses an HTTP date).
+        given = self.retry_after
+        retry_after = given if isinstance(given, float) else retry_after_from_headers(self.headers)
         return ErrorReport(
             service=self.service or "",
             operation=self.operation,
             type_name=self.type,
             message=self.message,
             status_code=self.status_code,
-            retry_after_s=retry_after,  # type: ignore[arg-type]
+            retry_after_s=retry_after,
             context=self.context,
         )
 
@@ -86,6 +89,10 @@ class ErrorBatchIn(BaseModel):
     errors: list[ErrorIn]
     successes: int = Field(default=0, ge=0)
     operation: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
+class ErrorReportIn(RootModel[ErrorIn | list[ErrorIn] | ErrorBatchIn]):
+    """One error, a list of them, or a batch with the number of operations that succeeded."""
 
 
 class PatternRef(BaseModel):
@@ -132,3 +139,198 @@ class BatchSummary(BaseModel):
 class BatchOut(BaseModel):
     results: list[ErrorOut]
     summary: BatchSummary
+
+
+class ErrorAnswer(RootModel[ErrorOut | BatchOut]):
+    """The answer for one error, or for a list or a batch: each error's answer and a summary."""
+
+
+# --- the answers of the intake, built as plain dicts on the hot path ------------------------------------
+# POST /errors answers up to ERRORS_BATCH_MAX items per request: building a pydantic model per item
+# (model_construct and model_dump, ~10 µs each) would cost more than the classification. The answers are
+# built as these TypedDicts instead, which mirror ErrorOut and BatchOut field for field (checked below);
+# the models document them.
+
+
+class PatternRefDict(TypedDict):
+    id: int | None
+    total_count: int
+
+
+class ErrorOutDict(TypedDict):
+    error_class: str
+    severity: str
+    kind: str
+    retryable: bool
+    counts_toward_breaker: bool
+    needs_human: bool
+    retry_after_s: float | None
+    fingerprint: str
+    pattern: PatternRefDict | None
+
+
+class BatchSummaryDict(TypedDict):
+    total: int
+    successes: int
+    success_rate: float
+    by_class: dict[str, int]
+    by_severity: dict[str, int]
+    retryable: int
+    needs_human: int
+    critical: list[int]
+
+
+class BatchOutDict(TypedDict):
+    results: list[ErrorOutDict]
+    summary: BatchSummaryDict
+
+
+def check_mirrors(*pairs: tuple[type, type[BaseModel]]) -> None:
+    """A hot path's TypedDict must have its model's fields, in their order: the model documents it."""
+    for typed, model in pairs:
+        if list(typed.__annotations__) != list(model.model_fields):
+            raise TypeError(f"{typed.__name__} does not mirror {model.__name__}")
+
+
+check_mirrors(
+    (PatternRefDict, PatternRef),
+    (ErrorOutDict, ErrorOut),
+    (BatchSummaryDict, BatchSummary),
+    (BatchOutDict, BatchOut),
+)
+
+
+# --- patterns --------------------------------------------------------------------------------------------
+
+
+class PatternFilter(BaseModel):
+    """The query of GET /patterns (`page` and `page_size` belong to the paginator)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    error_class: ErrorClass | None = None
+    severity: Severity | None = None
+    service: Slug | None = None
+    since: Moment | None = Field(default=None, description="Only patterns seen since then (ISO 8601).")
+    search: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="In the message template or the type name (case-insensitive)."
+    )
+
+
+class PatternOut(BaseModel):
+    """Errors grouped by fingerprint, with their counts over the last 5 and 60 minutes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    fingerprint: str
+    service: str
+    operation: str
+    error_class: ErrorClass
+    severity: Severity
+    kind: ErrorKind
+    type_name: str
+    message_template: str
+    sample_message: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    total_count: int
+    recent_5m: int
+    recent_60m: int
+
+
+# --- classification rules --------------------------------------------------------------------------------
+
+RuleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+TypeNames = Annotated[
+    list[Annotated[str, StringConstraints(max_length=200)]],
+    Field(max_length=100, description='Exception type names, e.g. ["TimeoutError", "ConnectTimeout"].'),
+]
+StatusBound = Annotated[int, Field(ge=0, le=32767)]
+MessageRegex = Annotated[str, StringConstraints(max_length=500)]
+ServiceName = Annotated[str, StringConstraints(max_length=100)]
+Reason = Annotated[
+    str,
+    StringConstraints(max_length=2000),
+    Field(description="Why: operator actions require a reason, kept in the audit trail."),
+]
+
+
+class RuleOut(BaseModel):
+    """One rule of the classifier. Every criterion that is set must match; the lowest priority wins."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    description: str
+    enabled: bool
+    priority: int = Field(description="Lower numbers are tried first.")
+    type_names: list[str]
+    status_min: int | None
+    status_max: int | None
+    message_regex: str = Field(description="Searched case-insensitively.")
+    service: str = Field(description="Only errors of this service; empty: any.")
+    error_class: ErrorClass
+    severity: Severity
+    kind: ErrorKind
+    retryable: bool
+    counts_toward_breaker: bool
+    needs_human: bool
+    builtin: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleList(RootModel[list[RuleOut]]):
+    """Every classification rule, in priority order."""
+
+
+class RuleIn(BaseModel):
+    """A new rule (operators). Unknown keys, such as the read-only `id` or `builtin`, are ignored."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: RuleName
+    description: str = ""
+    enabled: bool = True
+    priority: int = Field(default=500, description="Lower numbers are tried first.")
+    type_names: TypeNames = Field(default_factory=list)
+    status_min: StatusBound | None = None
+    status_max: StatusBound | None = None
+    message_regex: MessageRegex = Field(default="", description="Searched case-insensitively.")
+    service: ServiceName = ""
+    error_class: ErrorClass
+    severity: Severity
+    kind: ErrorKind = ErrorKind.UNKNOWN
+    retryable: bool
+    counts_toward_breaker: bool
+    needs_human: bool = False
+    reason: Reason
+
+
+class RulePatchIn(BaseModel):
+    """A change to a rule (operators): only the fields sent change; `reason` is required."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    name: RuleName | None = None
+    description: str | None = None
+    enabled: bool | None = None
+    priority: int | None = None
+    type_names: TypeNames | None = None
+    status_min: StatusBound | None = None
+    status_max: StatusBound | None = None
+    message_regex: MessageRegex | None = None
+    service: ServiceName | None = None
+    error_class: ErrorClass | None = None
+    severity: Severity | None = None
+    kind: ErrorKind | None = None
+    retryable: bool | None = None
+    counts_toward_breaker: bool | None = None
+    needs_human: bool | None = None
+    reason: Reason
+
+
+class ReasonIn(BaseModel):
+    reason: Reason

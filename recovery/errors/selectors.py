@@ -1,3 +1,5 @@
+"""Reads of errors: patterns and rules, as the API, the admin and other rooms need them."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -5,7 +7,8 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from recovery.errors.models import ClassificationRule, ErrorPattern
+from core.api.errors import NotFound
+from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern
 
 
 def patterns(
@@ -15,8 +18,10 @@ def patterns(
     service: str | None = None,
     since: datetime | None = None,
     search: str | None = None,
+    busiest_first: bool = False,
 ) -> QuerySet[ErrorPattern]:
-    """Patterns newest first, each with its counts over the last 5 and 60 minutes."""
+    """Patterns newest first (or seen most over the last hour first), each with its counts over the last 5
+    and 60 minutes."""
     now = timezone.now()
     qs = ErrorPattern.objects.all()
     if error_class:
@@ -32,8 +37,34 @@ def patterns(
     return qs.annotate(
         recent_5m=Count("events", filter=Q(events__occurred_at__gte=now - timedelta(minutes=5))),
         recent_60m=Count("events", filter=Q(events__occurred_at__gte=now - timedelta(minutes=60))),
-    ).order_by("-last_seen_at", "-id")
+    ).order_by(*(("-recent_60m", "-last_seen_at") if busiest_first else ("-last_seen_at", "-id")))
 
 
 def rules() -> QuerySet[ClassificationRule]:
     return ClassificationRule.objects.order_by("priority", "id")
+
+
+def pattern(pk: int) -> ErrorPattern:
+    """One pattern with its recent counts, or a 404."""
+    found = patterns().filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"No error pattern {pk}.")
+    return found
+
+
+def rule(pk: int) -> ClassificationRule:
+    found = rules().filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"No classification rule {pk}.")
+    return found
+
+
+def errors_by_class(since: datetime) -> dict[str, int]:
+    """How many errors of each class were reported since then."""
+    rows = ErrorEvent.objects.filter(occurred_at__gte=since).values("error_class").annotate(n=Count("id"))
+    return {r["error_class"]: r["n"] for r in rows}
+
+
+def top_patterns(limit: int = 5) -> QuerySet[ErrorPattern]:
+    """The patterns seen most over the last hour, with their counts over the last 5 and 60 minutes."""
+    return patterns(since=timezone.now() - timedelta(minutes=60), busiest_first=True)[:limit]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -21,6 +21,7 @@ from recovery import metrics
 from recovery.errors import intake, rules_cache
 from recovery.errors.classification import ErrorReport, classify, fingerprint, message_template
 from recovery.errors.models import RULE_FIELDS, ClassificationRule, ErrorEvent
+from recovery.errors.schemas import BatchSummaryDict
 from recovery.errors.taxonomy import Severity
 from recovery.errors.writes import (
     Classified,
@@ -109,7 +110,7 @@ def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Re
 
 
 def _buffer(
-    classified: list[Classified], events: list[dict[str, Any]], now: Any
+    classified: list[Classified], events: list[dict[str, Any]], now: datetime
 ) -> dict[str, tuple[int | None, int]] | None:
     try:
         return intake.enqueue(
@@ -128,7 +129,7 @@ def _count(classified: list[Classified]) -> None:
         metrics.errors_total.labels(error_class=error_class, severity=severity).inc(n)
 
 
-def summarize(recorded: list[Recorded], successes: int) -> dict[str, Any]:
+def summarize(recorded: list[Recorded], successes: int) -> BatchSummaryDict:
     verdicts = [r.classified.verdict for r in recorded]
     total = len(verdicts)
     attempts = total + successes

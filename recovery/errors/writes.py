@@ -1,7 +1,11 @@
+"""The bulk writes of classified errors: patterns upserted and counted, events inserted, in one statement on
+PostgreSQL (portable ORM steps elsewhere). Shared by the synchronous intake and the buffer's drain."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -66,7 +70,7 @@ EVENT_VALUE = (
 )
 
 
-def _pattern_rows(items: list[Classified], now: Any) -> list[list[Any]]:
+def _pattern_rows(items: list[Classified], now: datetime) -> list[list[Any]]:
     """One row per fingerprint, with how many of the items it counts, in fingerprint order."""
     grouped: dict[str, tuple[Classified, int]] = {}
     for item in items:
@@ -95,7 +99,7 @@ def _pattern_rows(items: list[Classified], now: Any) -> list[list[Any]]:
     return rows
 
 
-def _event_fields(c: Classified, agent: Agent | None, now: Any, request_id: str) -> dict[str, Any]:
+def _event_fields(c: Classified, agent: Agent | None, now: datetime, request_id: str) -> dict[str, Any]:
     return {
         "agent_id": agent.pk if agent else None,
         "occurred_at": now,
@@ -114,7 +118,7 @@ def _event_fields(c: Classified, agent: Agent | None, now: Any, request_id: str)
 
 
 def _record_postgres(
-    items: list[Classified], events: list[dict[str, Any]], now: Any
+    items: list[Classified], events: list[dict[str, Any]], now: datetime
 ) -> dict[str, tuple[int, int]]:
     patterns = _pattern_rows(items, now)
     params: list[Any] = [value for row in patterns for value in row]
@@ -136,7 +140,7 @@ def _record_postgres(
 
 
 def _record_portable(
-    items: list[Classified], events: list[dict[str, Any]], now: Any
+    items: list[Classified], events: list[dict[str, Any]], now: datetime
 ) -> dict[str, tuple[int, int]]:
     """Any other database (SQLite in the embedded mode): the same upsert, then the events, in a transaction."""
     patterns = _pattern_rows(items, now)

@@ -40,7 +40,7 @@ def state_badge(state: str) -> SafeString:
     return pill(state, STATE_COLORS.get(state, "#9e9e9e"))
 
 
-class AttemptInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class AttemptInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = RetryAttempt
     fields = readonly_fields = (
         "number",

@@ -3,70 +3,34 @@ serialize the answer (always through selectors.job_json, which hides secrets).""
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import TypeAdapter
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access.models import Agent
 from core.access.permissions import AgentOrOperator, IsAuthenticatedPrincipal, IsOperator
-from core.api.errors import InvalidInput
 from core.api.pagination import Pagination
+from core.api.schemas import PAGE_PARAMETERS, answers
 from core.api.validation import parse
 from core.audit.services import Actor
-from core.slugs import SLUG, Slug
-from recovery.calls.outbound import RequestIn
 from recovery.retries import selectors, services
-from recovery.retries.models import RetryJob
-
-Key = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-
-
-class TaskIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
-        description="A registered task (REGISTERED_TASKS, or a built-in demo task)."
-    )
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class RetryJobIn(BaseModel):
-    """An operation handed to Rebound: an HTTP request or a registered task, run with a retry policy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    service: Slug = Field(
-        description="The service called: its breaker is asked before, and told after, each attempt."
-    )
-    operation: Annotated[str, StringConstraints(max_length=200)] = ""
-    kind: Literal["http", "task"]
-    request: RequestIn | None = Field(default=None, description="kind http: the request to make.")
-    task: TaskIn | None = Field(default=None, description="kind task: the registered task to run.")
-    idempotency_key: Key = Field(
-        description="Required. The same key from the same agent answers the same job; sent to HTTP targets as "
-        "the Idempotency-Key header."
-    )
-    policy: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
-        default=None,
-        description="A retry policy's name; default: the one resolved for the service and operation.",
-    )
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: Reason
-
+from recovery.retries.schemas import (
+    JOB_STATES,
+    ReasonIn,
+    RetryJobDetailOut,
+    RetryJobIn,
+    RetryJobOut,
+    RetryJobPage,
+    RetryQuery,
+)
 
 _JOB_IN = TypeAdapter(RetryJobIn)
 _REASON = TypeAdapter(ReasonIn)
+_QUERY = TypeAdapter(RetryQuery)
 
 HTTP_EXAMPLE_IN = {
     "service": "billing-api",
@@ -183,41 +147,16 @@ FAILED_EXAMPLE = {
 }
 
 
-def _scope(request: Request) -> Agent | None:
+def _scope(request: Request) -> selectors.Agent | None:
     """Agents see their own jobs; operators and viewers see every job."""
     return Actor.from_request(request).agent
-
-
-def _bool(value: str | None, field: str) -> bool | None:
-    if value in (None, ""):
-        return None
-    if value.lower() in ("1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise InvalidInput("must be true or false", field=field)
-
-
-def _filters(request: Request) -> dict[str, Any]:
-    params = request.query_params
-    state = params.get("state") or None
-    if state is not None and state not in RetryJob.State.values:
-        raise InvalidInput(f"must be one of {', '.join(RetryJob.State.values)}", field="state")
-    service = params.get("service") or None
-    if service is not None and not re.match(SLUG, service):
-        raise InvalidInput(f"a service is a lower-case slug ({SLUG})", field="service")
-    return {
-        "state": state,
-        "service": service,
-        "needs_human": _bool(params.get("needs_human"), "needs_human"),
-    }
 
 
 LIST_PARAMETERS = [
     OpenApiParameter(
         "state",
         str,
-        enum=RetryJob.State.values,
+        enum=list(JOB_STATES),
         description="Only jobs in this state.",
         examples=[OpenApiExample("Failed", value="failed")],
     ),
@@ -228,9 +167,12 @@ LIST_PARAMETERS = [
         description="Only jobs that ran out of retries (true) or not (false).",
         examples=[OpenApiExample("Waiting for a human", value=True)],
     ),
-    OpenApiParameter("page", int),
-    OpenApiParameter("page_size", int),
+    *PAGE_PARAMETERS,
 ]
+
+
+def _detail(job: selectors.RetryJob) -> dict[str, Any]:
+    return RetryJobDetailOut.of_detail(job, selectors.attempts(job)).model_dump()
 
 
 class RetryListView(APIView):
@@ -242,7 +184,7 @@ class RetryListView(APIView):
         operation_id="list_retries",
         summary="Server-side retry jobs, newest first (agents see their own)",
         parameters=LIST_PARAMETERS,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: RetryJobPage}, 400, 404),
         examples=[
             OpenApiExample(
                 "A page",
@@ -252,10 +194,13 @@ class RetryListView(APIView):
         ],
     )
     def get(self, request: Request) -> Response:
-        qs = selectors.jobs(agent=_scope(request), **_filters(request))
+        query = parse(_QUERY, {k: v for k, v in request.query_params.dict().items() if v})
+        qs = selectors.jobs(
+            agent=_scope(request), state=query.state, service=query.service, needs_human=query.needs_human
+        )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response([selectors.job_json(j) for j in page or []])
+        return paginator.get_paginated_response([RetryJobOut.of(j).model_dump() for j in page or []])
 
     @extend_schema(
         operation_id="retry_operation",
@@ -266,7 +211,7 @@ class RetryListView(APIView):
         "another body is a 409. Every attempt asks the service's breaker first and counts into it after. "
         "Secret headers are stored to be sent and never shown.",
         request=RetryJobIn,
-        responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+        responses=answers({201: RetryJobOut, 200: RetryJobOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample("An HTTP request", value=HTTP_EXAMPLE_IN, request_only=True),
             OpenApiExample("A registered task", value=TASK_EXAMPLE_IN, request_only=True),
@@ -290,14 +235,14 @@ class RetryListView(APIView):
             policy=body.policy,
         )
         job, created = services.create_job(new, actor=Actor.from_request(request))
-        return Response(selectors.job_json(job), status=201 if created else 200)
+        return Response(RetryJobOut.of(job).model_dump(), status=201 if created else 200)
 
 
 class RetryDetailView(APIView):
     @extend_schema(
         operation_id="get_retry",
         summary="One retry job with every attempt",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: RetryJobDetailOut}, 404),
         examples=[
             OpenApiExample("Succeeded on the second attempt", value=JOB_WITH_ATTEMPTS, response_only=True),
             OpenApiExample("Waiting for a human", value=FAILED_EXAMPLE, response_only=True),
@@ -305,7 +250,7 @@ class RetryDetailView(APIView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job(job_id, agent=_scope(request))
-        return Response(selectors.job_json(job, with_attempts=True))
+        return Response(_detail(job))
 
 
 REASON_EXAMPLE = OpenApiExample(
@@ -322,7 +267,7 @@ class RetryCancelView(APIView):
         description="A call already under way finishes and its attempt is recorded, but no attempt follows. "
         "A job in another state is a 409.",
         request=ReasonIn,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409),
         examples=[
             REASON_EXAMPLE,
             OpenApiExample("The job after", value={**JOB_EXAMPLE, "state": "cancelled"}, response_only=True),
@@ -331,7 +276,7 @@ class RetryCancelView(APIView):
     def post(self, request: Request, job_id: str) -> Response:
         body = parse(_REASON, request.data if isinstance(request.data, dict) else None)
         job = services.cancel_job(job_id=job_id, actor=Actor.from_request(request), reason=body.reason)
-        return Response(selectors.job_json(job, with_attempts=True))
+        return Response(_detail(job))
 
 
 class RetryRerunView(APIView):
@@ -343,7 +288,7 @@ class RetryRerunView(APIView):
         description="The job returns to pending with a new fence and a fresh run of its policy's attempts; "
         "earlier attempts stay and numbering continues. A job in another state is a 409.",
         request=ReasonIn,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409),
         examples=[
             REASON_EXAMPLE,
             OpenApiExample(
@@ -356,4 +301,4 @@ class RetryRerunView(APIView):
     def post(self, request: Request, job_id: str) -> Response:
         body = parse(_REASON, request.data if isinstance(request.data, dict) else None)
         job = services.rerun_job(job_id=job_id, actor=Actor.from_request(request), reason=body.reason)
-        return Response(selectors.job_json(job, with_attempts=True))
+        return Response(_detail(job))

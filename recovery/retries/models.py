@@ -1,3 +1,5 @@
+"""Server-side retry jobs and each attempt they made."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,5 +1,6 @@
-"""Reads of server-side retries. Every output goes through `job_json`, which hides secrets (Authorization,
-cookies, API keys in headers, query strings and task arguments): they are stored to be sent, never shown."""
+"""Reads of server-side retries. Every output shows a job's request and task through `request_shown` and
+`task_shown`, which hide secrets (Authorization, cookies, API keys in headers, query strings and task
+arguments): they are stored to be sent, never shown."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def jobs(
     return qs.order_by("-created_at", "-id")
 
 
-def job_uuid(job_id: Any) -> uuid.UUID:
+def job_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
     """A job's id from a URL: anything but a UUID is simply not found."""
     try:
         return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
@@ -44,7 +45,7 @@ def job_uuid(job_id: Any) -> uuid.UUID:
         raise NotFound(f"No retry job {job_id}.", field="id") from None
 
 
-def job(job_id: Any, *, agent: Agent | None) -> RetryJob:
+def job(job_id: uuid.UUID | str, *, agent: Agent | None) -> RetryJob:
     """One job; another agent's job is not found, as if it did not exist."""
     found = jobs(agent=agent).filter(pk=job_uuid(job_id)).first()
     if found is None:
@@ -66,51 +67,6 @@ def task_shown(job: RetryJob) -> dict[str, Any] | None:
     if job.kind != RetryJob.Kind.TASK:
         return None
     return outbound.redact_task({"name": job.task_name, "args": job.task_args, "kwargs": job.task_kwargs})
-
-
-def attempt_json(row: RetryAttempt) -> dict[str, Any]:
-    return {
-        "number": row.number,
-        "outcome": row.outcome,
-        "status_code": row.status_code,
-        "error_class": row.error_class or None,
-        "kind": row.kind or None,
-        "severity": row.severity or None,
-        "error_type": row.error_type or None,
-        "message": row.message or None,
-        "duration_ms": row.duration_ms,
-        "task_id": row.task_id,
-        "started_at": row.started_at,
-        "finished_at": row.finished_at,
-    }
-
-
-def job_json(job: RetryJob, *, with_attempts: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": str(job.pk),
-        "service": job.service.name,
-        "operation": job.operation,
-        "kind": job.kind,
-        "request": request_shown(job),
-        "task": task_shown(job),
-        "idempotency_key": job.idempotency_key,
-        "policy": job.policy_snapshot,
-        "state": job.state,
-        "attempts": job.attempts,
-        "next_attempt_at": job.next_attempt_at,
-        "deadline_at": job.deadline_at,
-        "needs_human": job.needs_human,
-        "last_error": job.last_error,
-        "result": job.result,
-        "agent": job.agent.name if job.agent else None,
-        "created_by": job.created_by.get_username() if job.created_by else None,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "finished_at": job.finished_at,
-    }
-    if with_attempts:
-        data["attempt_history"] = [attempt_json(row) for row in attempts(job)]
-    return data
 
 
 def needing_human(limit: int = NEWEST_SHOWN) -> dict[str, Any]:

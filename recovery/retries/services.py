@@ -76,7 +76,7 @@ def worker_actor(job: RetryJob) -> Actor:
 RUN_ATTEMPT_TASK = "recovery.retry_tasks.run_retry_attempt"
 
 
-def enqueue(job_id: Any, number: int, fence: str, countdown: float = 0.0) -> None:
+def enqueue(job_id: uuid.UUID | str, number: int, fence: str, countdown: float = 0.0) -> None:
     """Send the attempt's task with the fence as its id. A broker failure is logged, not raised: the job is
     pending in the database, and the periodic sweep enqueues overdue attempts again."""
     try:
@@ -87,7 +87,7 @@ def enqueue(job_id: Any, number: int, fence: str, countdown: float = 0.0) -> Non
         log.warning("could not enqueue attempt %d of retry job %s: %s", number, job_id, error)
 
 
-def _enqueue_on_commit(job_id: Any, number: int, fence: str, countdown: float = 0.0) -> None:
+def _enqueue_on_commit(job_id: uuid.UUID | str, number: int, fence: str, countdown: float = 0.0) -> None:
     transaction.on_commit(lambda: enqueue(job_id, number, fence, countdown))
 
 
@@ -233,40 +233,40 @@ def call(job: RetryJob) -> CallOutcome:
 
 
 @dataclass(frozen=True)
-class Decision:
+class AttemptVerdict:
     state: str  # succeeded, pending (retry), failed
     delay_s: float | None
     why: str
 
 
-def decide(job: RetryJob, number: int, classified: Classified | None, now: datetime) -> Decision:
+def decide(job: RetryJob, number: int, classified: Classified | None, now: datetime) -> AttemptVerdict:
     """After attempt `number`: done, retry after a delay, or give up (a human decides)."""
     if classified is None:
-        return Decision(State.SUCCEEDED, None, f"attempt {number} succeeded")
+        return AttemptVerdict(State.SUCCEEDED, None, f"attempt {number} succeeded")
     policy = policies.from_snapshot(job.policy_snapshot)
     in_run = number - int(job.policy_snapshot.get(ATTEMPTS_BEFORE, 0))
     verdict = classified.verdict
     if not policies.retries(policy, verdict.error_class):
-        return Decision(
+        return AttemptVerdict(
             State.FAILED, None, f"the policy {policy.name!r} does not retry {verdict.error_class}"
         )
     if not verdict.retryable:
-        return Decision(
+        return AttemptVerdict(
             State.FAILED, None, f"a {verdict.kind} error ({verdict.error_class}) is not retryable"
         )
     if policies.attempts_left(policy, in_run) <= 0:
-        return Decision(State.FAILED, None, f"no attempts left: {in_run} of {policy.max_attempts} used")
+        return AttemptVerdict(State.FAILED, None, f"no attempts left: {in_run} of {policy.max_attempts} used")
     previous = (job.last_error or {}).get("next_delay_s")
     delay = policies.delay_s(
         policy, in_run, retry_after_s=classified.report.retry_after_s, previous_delay_s=previous
     )
     if job.deadline_at is not None and now + timedelta(seconds=delay) > job.deadline_at:
-        return Decision(State.FAILED, None, f"waiting {delay:g} s would pass the job's deadline")
+        return AttemptVerdict(State.FAILED, None, f"waiting {delay:g} s would pass the job's deadline")
     left = policies.attempts_left(policy, in_run)
-    return Decision(State.PENDING, delay, f"retrying in {delay:g} s ({left} attempts left)")
+    return AttemptVerdict(State.PENDING, delay, f"retrying in {delay:g} s ({left} attempts left)")
 
 
-def _error_json(classified: Classified, number: int, decision: Decision) -> dict[str, Any]:
+def _error_json(classified: Classified, number: int, decision: AttemptVerdict) -> dict[str, Any]:
     report, verdict = classified.report, classified.verdict
     return {
         "attempt": number,
@@ -370,7 +370,7 @@ def run_attempt(job_id: str, number: int, task_id: str) -> str:
 
 def _finish(
     job: RetryJob, attempt: RetryAttempt, task_id: str, outcome: CallOutcome, classified: Classified | None
-) -> Decision:
+) -> AttemptVerdict:
     now = _now()
     number = attempt.number
     decision = decide(job, number, classified, now)
@@ -484,7 +484,7 @@ def settle_lost_attempt(job: RetryJob, now: datetime) -> int:
         message=f"the worker running attempt {job.attempts} was lost before it reported an outcome",
     )
     classified = classify_report(report)
-    decision = Decision(
+    decision = AttemptVerdict(
         State.FAILED, None, "the attempt's worker was lost: whether the call happened is unknown"
     )
     with transaction.atomic():
@@ -516,11 +516,11 @@ def settle_lost_attempt(job: RetryJob, now: datetime) -> int:
 # --- operators -------------------------------------------------------------------------------------------
 
 
-def _get(job_id: Any) -> RetryJob:
+def _get(job_id: uuid.UUID | str) -> RetryJob:
     return selectors.job(job_id, agent=None)
 
 
-def cancel_job(*, job_id: Any, actor: Actor, reason: str) -> RetryJob:
+def cancel_job(*, job_id: uuid.UUID | str, actor: Actor, reason: str) -> RetryJob:
     """pending or running -> cancelled (audited). A running call finishes, but its job stays cancelled."""
     reason = audit.require_reason(reason)
     job = _get(job_id)
@@ -544,7 +544,7 @@ def cancel_job(*, job_id: Any, actor: Actor, reason: str) -> RetryJob:
     return job
 
 
-def rerun_job(*, job_id: Any, actor: Actor, reason: str) -> RetryJob:
+def rerun_job(*, job_id: uuid.UUID | str, actor: Actor, reason: str) -> RetryJob:
     """failed or cancelled -> pending with a new fence and a fresh run of the policy's attempts (audited).
     Earlier attempts stay; numbering continues."""
     reason = audit.require_reason(reason)

@@ -66,7 +66,7 @@ def attempt_line(attempt: CompensationAttempt) -> str:
     return " · ".join(parts)
 
 
-class CompensationAttemptInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class CompensationAttemptInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = CompensationAttempt
     fields = readonly_fields = (
         "number",
@@ -85,7 +85,7 @@ class CompensationAttemptInline(ReadOnlyInlineMixin, admin.TabularInline):  # ty
     can_delete = False
 
 
-class StepInline(ReadOnlyInlineMixin, admin.TabularInline):  # type: ignore[type-arg]
+class StepInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = TransactionStep
     fields = readonly_fields = (
         "seq",

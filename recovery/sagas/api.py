@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    TypeAdapter,
-    model_validator,
-)
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from pydantic import TypeAdapter
+from rest_framework import status
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -27,12 +18,24 @@ from rest_framework.views import APIView
 from core.access.permissions import AgentOrOperator, IsAuthenticatedPrincipal
 from core.api.errors import InvalidInput
 from core.api.pagination import Pagination
+from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
 from recovery.sagas import selectors, services
-from recovery.sagas.models import Transaction
-
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+from recovery.sagas.schemas import (
+    TRANSACTION_STATUSES,
+    HttpCompensationIn,
+    NoCompensationIn,
+    RollbackIn,
+    StepIn,
+    StepOut,
+    TaskCompensationIn,
+    TransactionDetailOut,
+    TransactionIn,
+    TransactionOut,
+    TransactionPage,
+    TransactionQuery,
+)
 
 
 class ReadOrReport(BasePermission):
@@ -40,88 +43,16 @@ class ReadOrReport(BasePermission):
 
     message = AgentOrOperator.message
 
-    def has_permission(self, request: Any, view: Any) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         if request.method in SAFE_METHODS:
             return IsAuthenticatedPrincipal().has_permission(request, view)
         return AgentOrOperator().has_permission(request, view)
 
 
-# --- Input ---------------------------------------------------------------------------------------------------
-
-
-class TransactionIn(BaseModel):
-    """A transaction to open: a name, optionally the agent's task it belongs to, and a deadline."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    task_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
-        default=None, description="The agent's own task id (see /tasks); 404 if unknown."
-    )
-    deadline_s: float | None = Field(
-        default=None, gt=0, description="Seconds from now; past it an open transaction is rolled back."
-    )
-    deadline_at: AwareDatetime | None = Field(default=None, description="Or the deadline as a date and time.")
-
-    @model_validator(mode="after")
-    def _one_deadline(self) -> TransactionIn:
-        if (self.deadline_s is None) == (self.deadline_at is None):
-            raise ValueError("give exactly one of deadline_s and deadline_at")
-        return self
-
-
-class StepIn(BaseModel):
-    """A completed step and how to undo it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: Name
-    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
-        description="Unique in the transaction; sent with the compensation (`Idempotency-Key` header, or the "
-        "task's `idempotency_key` argument). The same key with the same step again answers the stored step."
-    )
-    compensation: dict[str, Any] = Field(
-        description='`{"kind": "http", "request": {method, url, headers, body, success_statuses, timeout_s}}`, '
-        '`{"kind": "task", "task": {name, args, kwargs}}` (a registered task) or `{"kind": "none"}`.'
-    )
-    policy: Name | None = Field(
-        default=None,
-        description="A retry policy's name. Default: the policy for the failure's error class and kind.",
-    )
-
-
-class HttpCompensationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["http"]
-    request: dict[str, Any]
-
-
-class TaskSpecIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name
-    args: list[Any] = Field(default_factory=list)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class TaskCompensationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["task"]
-    task: TaskSpecIn
-
-
-class NoCompensationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["none"]
-
-
-class RollbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-
-
 _TRANSACTION = TypeAdapter(TransactionIn)
 _STEP = TypeAdapter(StepIn)
 _ROLLBACK = TypeAdapter(RollbackIn)
+_QUERY = TypeAdapter(TransactionQuery)
 _COMPENSATIONS: dict[str, TypeAdapter[Any]] = {
     "http": TypeAdapter(HttpCompensationIn),
     "task": TypeAdapter(TaskCompensationIn),
@@ -143,28 +74,18 @@ def parse_compensation(data: dict[str, Any]) -> services.Compensation:
     return services.validate_compensation(item.model_dump())
 
 
-class TransactionFilterSerializer(serializers.Serializer[Any]):
-    status = serializers.ChoiceField(choices=Transaction.Status.choices, required=False)
-    name = serializers.CharField(required=False, max_length=200, help_text="Part of the name.")
-    task_id = serializers.CharField(required=False, max_length=200)
-    needs_human = serializers.BooleanField(required=False, allow_null=True, default=None)
-    since = serializers.DateTimeField(required=False, help_text="Opened at or after.")
-
-
 # --- Examples ------------------------------------------------------------------------------------------------
 
 TXN_ID = "6f1c2d3e-4a5b-4c6d-8e7f-901a2b3c4d5e"
-HTTP_COMPENSATION = {
-    "kind": "http",
-    "request": {
-        "method": "POST",
-        "url": "https://billing.internal.example/refunds",
-        "headers": {"Authorization": "Bearer sk-live-..."},
-        "body": {"charge": "ch_123"},
-        "success_statuses": [200, 201, 409],
-        "timeout_s": 10,
-    },
+HTTP_REQUEST: dict[str, Any] = {
+    "method": "POST",
+    "url": "https://billing.internal.example/refunds",
+    "headers": {"Authorization": "Bearer sk-live-..."},
+    "body": {"charge": "ch_123"},
+    "success_statuses": [200, 201, 409],
+    "timeout_s": 10,
 }
+HTTP_COMPENSATION = {"kind": "http", "request": HTTP_REQUEST}
 ATTEMPT_EXAMPLE = {
     "number": 1,
     "outcome": "success",
@@ -184,7 +105,7 @@ STEP_EXAMPLE = {
     "idempotency_key": "order-881/charge",
     "compensation": {
         "kind": "http",
-        "request": {**HTTP_COMPENSATION["request"], "headers": {"Authorization": "[redacted]"}},  # type: ignore[dict-item]
+        "request": {**HTTP_REQUEST, "headers": {"Authorization": "[redacted]"}},
     },
     "policy": None,
     "status": "compensated",
@@ -233,8 +154,23 @@ class TransactionListView(APIView):
     @extend_schema(
         operation_id="list_transactions",
         summary="Transactions, newest first (an agent sees its own)",
-        parameters=[TransactionFilterSerializer],
-        responses={200: OpenApiTypes.OBJECT},
+        parameters=[
+            OpenApiParameter("status", str, enum=list(TRANSACTION_STATUSES)),
+            OpenApiParameter("name", str, description="Part of the name."),
+            OpenApiParameter("task_id", str, description="The agent's task it belongs to."),
+            OpenApiParameter(
+                "needs_human",
+                bool,
+                description="Only failed rollbacks waiting for a human (true) or not (false).",
+            ),
+            OpenApiParameter(
+                "since",
+                str,
+                description="Opened at or after this date and time (ISO 8601).",
+                examples=[OpenApiExample("A date and time", value="2026-11-22T09:00:00Z")],
+            ),
+        ],
+        responses=answers({200: TransactionPage}, 400, 404),
         examples=[
             OpenApiExample(
                 "A page",
@@ -249,12 +185,18 @@ class TransactionListView(APIView):
         ],
     )
     def get(self, request: Request) -> Response:
-        filters = TransactionFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        qs = selectors.transactions(request.user, **filters.validated_data)
+        query = parse(_QUERY, {k: v for k, v in request.query_params.dict().items() if v})
+        qs = selectors.transactions(
+            request.user,
+            status=query.status,
+            name=query.name,
+            task_id=query.task_id,
+            needs_human=query.needs_human,
+            since=query.since,
+        )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self) or []
-        return paginator.get_paginated_response([selectors.transaction_json(t) for t in page])
+        return paginator.get_paginated_response([TransactionOut.of(t).model_dump() for t in page])
 
     @extend_schema(
         operation_id="open_transaction",
@@ -262,7 +204,7 @@ class TransactionListView(APIView):
         description="Past its deadline, an open transaction is rolled back automatically (reason "
         "`deadline passed`). `task_id` links the agent's own task (404 if unknown).",
         request=TransactionIn,
-        responses={201: OpenApiTypes.OBJECT},
+        responses=answers({201: TransactionOut}, 400, 403, 404),
         examples=[
             OpenApiExample(
                 "Open",
@@ -282,8 +224,8 @@ class TransactionListView(APIView):
             deadline_at=deadline,
             deadline_field="deadline_at" if body.deadline_at else "deadline_s",
         )
-        txn = selectors.transactions(request.user).get(pk=txn.pk)
-        return Response(selectors.transaction_json(txn), status=status.HTTP_201_CREATED)
+        opened = TransactionOut.of(selectors.listed(request.user, txn.pk))
+        return Response(opened.model_dump(), status=status.HTTP_201_CREATED)
 
 
 class TransactionDetailView(APIView):
@@ -291,14 +233,14 @@ class TransactionDetailView(APIView):
         operation_id="get_transaction",
         summary="A transaction with every step and each step's compensation attempts",
         description="Secret headers of HTTP compensations (Authorization, cookies, API keys, ...) are hidden.",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: TransactionDetailOut}, 404),
         examples=[
             OpenApiExample("Rolled back", value={**TXN_EXAMPLE, "steps": [STEP_EXAMPLE]}, response_only=True)
         ],
     )
     def get(self, request: Request, pk: uuid.UUID) -> Response:
         txn = selectors.get_for(request.user, pk)
-        return Response(selectors.transaction_json(selectors.with_history(txn.pk), steps=True))
+        return Response(TransactionDetailOut.of(selectors.with_history(txn.pk)).model_dump())
 
 
 class StepsView(APIView):
@@ -312,7 +254,7 @@ class StepsView(APIView):
         "field). The same `idempotency_key` with the same step answers the stored step (200); with a "
         "different step, 409.",
         request=StepIn,
-        responses={201: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+        responses=answers({201: StepOut, 200: StepOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "An HTTP compensation",
@@ -373,9 +315,8 @@ class StepsView(APIView):
             compensation=parse_compensation(body.compensation),
             policy_name=body.policy,
         )
-        return Response(
-            selectors.step_json(step), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(StepOut.of(step).model_dump(), status=code)
 
 
 class CommitView(APIView):
@@ -386,7 +327,7 @@ class CommitView(APIView):
         summary="Commit: the steps stand, nothing will be compensated",
         description="Only an open transaction (409 otherwise); committing a committed one again answers it.",
         request=None,
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: TransactionOut}, 403, 404, 409),
         examples=[
             OpenApiExample(
                 "Committed",
@@ -403,7 +344,7 @@ class CommitView(APIView):
     def post(self, request: Request, pk: uuid.UUID) -> Response:
         txn = selectors.get_for(request.user, pk)
         services.commit(transaction_id=txn.pk, actor=Actor.from_request(request))
-        return Response(selectors.transaction_json(selectors.transactions(request.user).get(pk=txn.pk)))
+        return Response(TransactionOut.of(selectors.listed(request.user, txn.pk)).model_dump())
 
 
 class RollbackView(APIView):
@@ -417,7 +358,7 @@ class RollbackView(APIView):
         "committed transaction. Each compensation is retried by its policy and sent with its idempotency key; "
         "follow it with `GET /transactions/{id}`.",
         request=RollbackIn,
-        responses={202: OpenApiTypes.OBJECT, 200: OpenApiTypes.OBJECT},
+        responses=answers({202: TransactionOut, 200: TransactionOut}, 400, 403, 404, 409),
         examples=[
             OpenApiExample("Why", value={"reason": "payment refused"}, request_only=True),
             OpenApiExample(
@@ -431,9 +372,8 @@ class RollbackView(APIView):
         services.request_rollback(
             transaction_id=txn.pk, reason=body.reason, actor=Actor.from_request(request)
         )
-        current = selectors.transactions(request.user).get(pk=txn.pk)
-        running = current.status == Transaction.Status.ROLLING_BACK
+        current = TransactionOut.of(selectors.listed(request.user, txn.pk))
+        running = current.status == "rolling_back"
         return Response(
-            selectors.transaction_json(current),
-            status=status.HTTP_202_ACCEPTED if running else status.HTTP_200_OK,
+            current.model_dump(), status=status.HTTP_202_ACCEPTED if running else status.HTTP_200_OK
         )

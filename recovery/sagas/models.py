@@ -1,3 +1,5 @@
+"""Transactions (sagas), their steps with compensations, and each compensation attempt."""
+
 from __future__ import annotations
 
 import uuid

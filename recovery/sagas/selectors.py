@@ -1,4 +1,5 @@
-"""Reads of transactions: who may see which, the filtered list, and the JSON the API and the admin show."""
+"""Reads of transactions: who may see which, the filtered list, and a compensation as every output shows it
+(secrets hidden); the API's shapes are in schemas.py."""
 
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def transactions(
     return qs.order_by("-created_at", "-pk")
 
 
+def listed(user: Any, transaction_id: uuid.UUID) -> Transaction:
+    """One transaction as the list shows it (with its step count), for the answer of a write."""
+    return transactions(user).get(pk=transaction_id)
+
+
 def with_history(transaction_id: uuid.UUID) -> Transaction:
     """One transaction with its steps and their attempts, in three queries."""
     attempts = Prefetch("attempt_rows", queryset=CompensationAttempt.objects.order_by("number"))
@@ -99,29 +105,7 @@ def needing_human(limit: int = 5) -> dict[str, Any]:
     }
 
 
-# --- JSON --------------------------------------------------------------------------------------------------
-
-
-def transaction_json(txn: Transaction, *, steps: bool = False) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": str(txn.pk),
-        "name": txn.name,
-        "status": txn.status,
-        "agent": txn.agent.name if txn.agent is not None else None,
-        "created_by": txn.created_by.get_username() if txn.created_by is not None else None,
-        "task_id": txn.task.task_id if txn.task is not None else None,
-        "deadline_at": txn.deadline_at,
-        "rollback_reason": txn.rollback_reason,
-        "needs_human": txn.needs_human,
-        "created_at": txn.created_at,
-        "updated_at": txn.updated_at,
-        "finished_at": txn.finished_at,
-    }
-    if steps:
-        data["steps"] = [step_json(s) for s in txn.steps.all()]
-    else:
-        data["step_count"] = getattr(txn, "step_count", None)
-    return data
+# --- What every output shows of a compensation --------------------------------------------------------------------------------------------------
 
 
 def compensation_json(step: TransactionStep) -> dict[str, Any]:
@@ -131,37 +115,3 @@ def compensation_json(step: TransactionStep) -> dict[str, Any]:
     if step.compensation_kind == TransactionStep.CompensationKind.TASK:
         return {"kind": "task", "task": outbound.redact_task(step.compensation)}
     return {"kind": "none"}
-
-
-def step_json(step: TransactionStep, *, attempts: bool = True) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "seq": step.seq,
-        "name": step.name,
-        "idempotency_key": step.idempotency_key,
-        "compensation": compensation_json(step),
-        "policy": step.policy_snapshot.get("name") if step.policy_snapshot else None,
-        "status": step.status,
-        "attempts": step.attempts,
-        "last_error": step.last_error,
-        "created_at": step.created_at,
-        "compensated_at": step.compensated_at,
-    }
-    if attempts:
-        data["compensation_attempts"] = [attempt_json(a) for a in step.attempt_rows.all()]
-    return data
-
-
-def attempt_json(attempt: CompensationAttempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "outcome": attempt.outcome,
-        "status_code": attempt.status_code,
-        "error_class": attempt.error_class,
-        "kind": attempt.kind,
-        "error_type": attempt.error_type,
-        "message": attempt.message,
-        "duration_ms": attempt.duration_ms,
-        "task_id": attempt.task_id,
-        "started_at": attempt.started_at,
-        "finished_at": attempt.finished_at,
-    }

@@ -17,6 +17,7 @@ Nothing here does network I/O inside `transaction.atomic()`; tasks are enqueued 
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import uuid
@@ -356,7 +357,11 @@ class Next:
     countdown: float
 
 
-_CONTINUE = object()  # a step is settled: the run goes on to the next one
+class _Settled(enum.Enum):
+    CONTINUE = "continue"  # a step is settled: the run goes on to the next one
+
+
+_CONTINUE = _Settled.CONTINUE
 
 
 def run_rollback(transaction_id: Any, fence: str) -> Next | None:
@@ -381,12 +386,12 @@ def run_rollback(transaction_id: Any, fence: str) -> Next | None:
             return None
         outcome = _settle(txn, step, fence)
         if outcome is not _CONTINUE:
-            return outcome  # type: ignore[return-value]
+            return outcome
         if time.monotonic() - started > RUN_BUDGET_S:
             return hand_off(txn.pk, fence, 0)
 
 
-def _settle(txn: Transaction, step: TransactionStep, fence: str) -> object | Next | None:
+def _settle(txn: Transaction, step: TransactionStep, fence: str) -> _Settled | Next | None:
     now = timezone.now()
     if step.status == StepStatus.DONE:
         with transaction.atomic():
@@ -428,7 +433,7 @@ def _settle(txn: Transaction, step: TransactionStep, fence: str) -> object | Nex
     return _attempt(txn, step, (last.number if last is not None else 0) + 1, fence)
 
 
-def _attempt(txn: Transaction, step: TransactionStep, number: int, fence: str) -> object | Next | None:
+def _attempt(txn: Transaction, step: TransactionStep, number: int, fence: str) -> _Settled | Next | None:
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -482,7 +487,7 @@ def _record_success(
     attempt: CompensationAttempt,
     status_code: int | None,
     duration_ms: float,
-) -> object | None:
+) -> _Settled | None:
     now = timezone.now()
     with transaction.atomic():
         # Every database transaction of a rollback locks the transaction's row first: one order, no deadlock.
@@ -513,7 +518,7 @@ def _record_failure(
     error_class: str,
     kind: str,
     lost: bool = False,
-) -> object | Next | None:
+) -> _Settled | Next | None:
     """Close the attempt as failed and decide, in the same transaction: a retry after the policy's delay, or
     the step and the transaction failed (a human must look)."""
     policy = _step_policy(step, error_class, kind)
@@ -562,7 +567,7 @@ def _record_failure(
 
 def _close_lost(
     txn: Transaction, step: TransactionStep, attempt: CompensationAttempt, fence: str
-) -> object | Next | None:
+) -> _Settled | Next | None:
     """The attempt's worker died during the call: its outcome is unknown. It counts as a transient failure;
     the next attempt re-sends the compensation with the same idempotency key."""
     report = ErrorReport(

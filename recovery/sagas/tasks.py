@@ -1,4 +1,4 @@
-"""Celery tasks of transactions: thin, idempotent, JSON arguments only (docs/services.md)."""
+"""Celery tasks of transactions: thin, idempotent, JSON arguments only (docs/sagas.md)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,22 @@
+"""The fleet at a glance."""
+
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.schemas import answers
 from recovery.status import selectors
+from recovery.status.schemas import FleetStatusOut
 
 
 class StatusView(APIView):
     @extend_schema(
         operation_id="fleet_status",
         summary="The fleet at a glance",
-        responses={200: OpenApiTypes.OBJECT},
+        responses=answers({200: FleetStatusOut}),
         examples=[
             OpenApiExample(
                 "Status",

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.access import services as access
@@ -19,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
         parser.add_argument("--existing", action="store_true", help="Issue a key for an existing agent.")
 
-    def handle(self, *args: Any, name: str, description: str, existing: bool, **options: Any) -> None:
+    def handle(self, *args: object, name: str, description: str, existing: bool, **options: object) -> None:
         actor = Actor(source=AuditEvent.Source.CLI)
         try:
             agent = Agent.objects.filter(name=name).first() if existing else None

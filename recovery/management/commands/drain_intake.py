@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -14,7 +13,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--budget", type=float, default=600.0, help="Seconds at most.")
 
-    def handle(self, *args: Any, budget: float, **options: Any) -> None:
+    def handle(self, *args: object, budget: float, **options: object) -> None:
         if not intake.enabled():
             self.stdout.write(
                 "Intake is synchronous here (INTAKE_MODE, or no Redis/PostgreSQL): nothing to drain."

@@ -113,7 +113,7 @@ class Command(BaseCommand):
         parser.add_argument("--admin-password", default="rebound-admin")
         parser.add_argument("--errors", type=int, default=60)
 
-    def handle(self, *args: Any, admin_password: str, errors: int, **options: Any) -> None:
+    def handle(self, *args: object, admin_password: str, errors: int, **options: object) -> None:
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             users.objects.create_superuser("admin", "admin@example.com", admin_password)
