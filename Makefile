@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test install lint format typecheck imports migrations-check ci bench clean
+.PHONY: run test test-fast install lint format typecheck imports migrations-check ci bench clean
 
 run:
 	./scripts/run
@@ -20,6 +20,11 @@ install: $(VENV)/.rebound-dev
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The suite without the tests marked slow (real worker and gunicorn processes, kill -9, long waits): under a
+# minute. `make test` and CI still run everything.
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -29,7 +34,7 @@ format: install
 	$(PY) -m ruff format .
 
 typecheck: install
-	$(PY) -m mypy config core recovery healing bench
+	$(PY) -m mypy config core recovery healing console mcp_server drill bench
 	$(PY) -m mypy --strict rebound_client
 
 # The house's rules: layer contracts (pyproject.toml, [tool.importlinter]) and no import cycles.

@@ -4,15 +4,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from django.conf import settings
 from django.test import Client, override_settings
 from rest_framework.test import APIClient
 
 from core.infra import caches
-from tests import factories
-from tests.admin_helpers import login
-from tests.saga_fixtures import Target
+from tests.support import factories, run_redis, seeds, static_files
+from tests.support.admin_helpers import login
+from tests.support.saga_fixtures import Target
+
+static_files.install()  # WhiteNoise scans the static files once per run, not once per test client
 
 SKIP_REASONS: dict[str, str] = {}
 if not settings.POSTGRES_AVAILABLE:
@@ -26,6 +27,22 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
         for marker, reason in SKIP_REASONS.items():
             if item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The test database as pytest-django creates it, and a note of the rows its migrations seed: each
+    transactional test ends by emptying what it wrote and putting those rows back (tests/support/seeds.py),
+    instead of a flush of every table and serialized_rollback."""
+    with django_db_blocker.unblock():
+        seeds.take_snapshot()
+    seeds.install()
+
+
+def pytest_unconfigure(config: Any) -> None:
+    # Give this run's Redis database back (config/settings/test.py claimed it), whatever the outcome.
+    if settings.REDIS_AVAILABLE:
+        run_redis.release()
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
@@ -54,7 +71,7 @@ def _fresh_caches() -> Iterator[None]:
     # Each test starts with cold caches and an empty breaker store, as a new deployment would.
     _forget_everything()
     if settings.REDIS_AVAILABLE:
-        redis.Redis.from_url(settings.TEST_REDIS_URL).flushdb()
+        run_redis.flush()
     yield
     _forget_everything()
 
@@ -92,7 +109,7 @@ def viewer_client(db: Any) -> APIClient:
 
 @pytest.fixture
 def target() -> Iterator[Target]:
-    """The HTTP service saga compensations undo things in (tests/saga_fixtures.py), which outbound requests
+    """The HTTP service saga compensations undo things in (tests/support/saga_fixtures.py), which outbound requests
     may reach. Test files with an HTTP target of their own define their own `target`, which wins."""
     server = Target()
     with override_settings(REBOUND=factories.rebound_settings(OUTBOUND_ALLOWED_HOSTS=["127.0.0.1"])):
@@ -100,7 +117,7 @@ def target() -> Iterator[Target]:
     server.close()
 
 
-# --- the admin, as a browser drives it (tests/admin_helpers.py) -------------------------------------------
+# --- the admin, as a browser drives it (tests/support/admin_helpers.py) -------------------------------------------
 
 
 @pytest.fixture
