@@ -20,10 +20,11 @@ install: $(VENV)/.rebound-dev
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The suite without the tests marked slow (real worker and gunicorn processes, kill -9, long waits): under a
-# minute. `make test` and CI still run everything.
+# The suite without the tests marked slow (real worker and gunicorn processes, kill -9, long waits), on two
+# pytest-xdist workers (each with its own PostgreSQL database and Redis db): under a minute here.
+# `make test` and CI still run everything, in one process.
 test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -46,6 +46,9 @@ def _reachable(url: str) -> bool:
 
 
 RUN_ID = os.environ.setdefault("REBOUND_TEST_RUN_ID", f"p{os.getpid()}")
+# Under `pytest -n` (make test-fast) each xdist worker is a run of its own on Redis: it claims its own db,
+# while pytest-django already gives it its own PostgreSQL database (the name ends in _gw0, _gw1, ...).
+CLAIM_ID = f"{RUN_ID}-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else RUN_ID
 
 # The Redis claim: a key in the claimed database itself, kept by every flush of the suite (flush_test_redis).
 REDIS_CLAIM_KEY = "rebound:test-run:claim"
@@ -82,7 +85,7 @@ def _claim_redis_db(url: str) -> str:
     import redis
 
     inherited = os.environ.get("REBOUND_TEST_REDIS_DB")
-    if inherited:
+    if inherited and os.environ.get("REBOUND_TEST_REDIS_OWNER") == CLAIM_ID:
         return _with_db(url, int(inherited))
     if not os.environ.get("PYTEST_VERSION"):
         # Not a test run (a management command or a tool importing these settings): no claim, which only a
@@ -103,7 +106,7 @@ def _claim_redis_db(url: str) -> str:
                     2,
                     REDIS_CLAIM_KEY,
                     REDIS_MARKER_KEY,
-                    RUN_ID,
+                    CLAIM_ID,
                     str(REDIS_CLAIM_TTL),
                     "0" if db == configured else "1",
                 )
@@ -113,6 +116,7 @@ def _claim_redis_db(url: str) -> str:
                 client.close()
             if claimed:
                 os.environ["REBOUND_TEST_REDIS_DB"] = str(db)
+                os.environ["REBOUND_TEST_REDIS_OWNER"] = CLAIM_ID
                 return _with_db(url, db)
         if time.monotonic() > deadline:
             raise RuntimeError(f"no free Redis database for the tests among {candidates} (all claimed)")

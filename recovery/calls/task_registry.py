@@ -42,6 +42,11 @@ def find(name: str) -> Task | None:
     if name not in registered():
         return None
     task = current_app.tasks.get(name)
+    if task is None:
+        # Rebound's own tasks live in the rooms' tasks.py under names kept from before the rooms (a name is a
+        # wire format): load every module the Celery app discovers, as a worker does at start-up.
+        current_app.loader.import_default_modules()
+        task = current_app.tasks.get(name)
     if task is None and "." in name:
         try:
             importlib.import_module(name.rsplit(".", 1)[0])

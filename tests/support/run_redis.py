@@ -26,7 +26,7 @@ def flush() -> None:
             2,
             settings.REDIS_CLAIM_KEY,
             settings.REDIS_MARKER_KEY,
-            settings.RUN_ID,
+            settings.CLAIM_ID,
             settings.REDIS_CLAIM_TTL,
         )
 
@@ -34,4 +34,4 @@ def flush() -> None:
 def release() -> None:
     """Empty this run's database and give it back (if the claim is still this run's)."""
     with _client() as client:
-        client.eval(_RELEASE, 2, settings.REDIS_CLAIM_KEY, settings.REDIS_MARKER_KEY, settings.RUN_ID)
+        client.eval(_RELEASE, 2, settings.REDIS_CLAIM_KEY, settings.REDIS_MARKER_KEY, settings.CLAIM_ID)
