@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -84,18 +83,6 @@ def skipped_at(level: str, service: Service) -> bool:
 
 
 # --- what the API and the admin show ---------------------------------------------------------------------
-
-
-def level_json(view: LevelView) -> dict[str, Any]:
-    """A level as /status shows it (the degradation API's own answers are schemas.LevelOut)."""
-    return {
-        "scope": view.scope,
-        "level": view.level,
-        "source": view.source,
-        "reason": view.reason,
-        "since": view.since,
-        "until": view.until,
-    }
 
 
 @dataclass(frozen=True)
