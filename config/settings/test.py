@@ -48,7 +48,9 @@ def _reachable(url: str) -> bool:
 RUN_ID = os.environ.setdefault("REBOUND_TEST_RUN_ID", f"p{os.getpid()}")
 # Under `pytest -n` (make test-fast) each xdist worker is a run of its own on Redis: it claims its own db,
 # while pytest-django already gives it its own PostgreSQL database (the name ends in _gw0, _gw1, ...).
-CLAIM_ID = f"{RUN_ID}-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else RUN_ID
+CLAIM_ID = (
+    f"{RUN_ID}-{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else RUN_ID
+)
 
 # The Redis claim: a key in the claimed database itself, kept by every flush of the suite (flush_test_redis).
 REDIS_CLAIM_KEY = "rebound:test-run:claim"
