@@ -18,6 +18,7 @@ from typing_extensions import TypedDict
 from core.api.schemas import Page
 from core.slugs import Slug
 from recovery.calls.outbound import RequestIn
+from recovery.calls.schemas import ShownRequest, ShownTaskCall
 from recovery.retries.selectors import request_shown, task_shown
 
 if TYPE_CHECKING:
@@ -79,27 +80,6 @@ class RetryQuery(BaseModel):
 
 
 # --- Output --------------------------------------------------------------------------------------------------
-
-
-@with_config(ConfigDict(extra="allow"))
-class ShownRequest(TypedDict, total=False):
-    """An HTTP job's request as stored, with secret headers and query values shown as [redacted]."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: Any
-    success_statuses: list[int]
-    timeout_s: float
-
-
-@with_config(ConfigDict(extra="allow"))
-class ShownTaskCall(TypedDict, total=False):
-    """A task job's call, with secret-looking kwargs shown as [redacted]."""
-
-    name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
 
 
 @with_config(ConfigDict(extra="allow"))

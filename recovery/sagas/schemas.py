@@ -18,6 +18,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from core.api.schemas import Moment, Page
+from recovery.calls.schemas import ShownRequest, ShownTaskCall
 from recovery.sagas.selectors import compensation_json
 
 if TYPE_CHECKING:
@@ -117,27 +118,6 @@ class TransactionQuery(BaseModel):
 
 
 @with_config(ConfigDict(extra="allow"))
-class CompensationRequest(TypedDict, total=False):
-    """An HTTP compensation's request as recorded, with secret headers and query values shown as [redacted]."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: Any
-    success_statuses: list[int]
-    timeout_s: float
-
-
-@with_config(ConfigDict(extra="allow"))
-class CompensationTask(TypedDict, total=False):
-    """A task compensation's call, with secret-looking kwargs shown as [redacted]."""
-
-    name: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-
-
-@with_config(ConfigDict(extra="allow"))
 class CompensationError(TypedDict, total=False):
     """A step's last failed compensation attempt, and when the next one is due."""
 
@@ -154,12 +134,12 @@ class CompensationError(TypedDict, total=False):
 
 class HttpCompensationOut(BaseModel):
     kind: Literal["http"]
-    request: CompensationRequest
+    request: ShownRequest
 
 
 class TaskCompensationOut(BaseModel):
     kind: Literal["task"]
-    task: CompensationTask
+    task: ShownTaskCall
 
 
 class NoCompensationOut(BaseModel):
