@@ -42,6 +42,16 @@ class Env(BaseSettings):
     # How long a process keeps its copy of the classification rules before reading them again.
     RULES_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=300)
     API_MAX_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    # JSON nested deeper than this is refused with 400 before it is parsed (Python's parser would recurse).
+    API_MAX_JSON_DEPTH: int = Field(default=400, ge=8, le=900)
+    # When the database cannot be reached, a key verified before keeps working from the last good copy for
+    # this long (the buffered intake exists to ride out a database restart); 0 turns this off.
+    API_KEY_STALE_GRACE_SECONDS: float = Field(default=300.0, ge=0, le=86_400)
+    # The longest wait Rebound stores or hands out: a `Retry-After` or `retry_after` above it is cut to it
+    # (and the answer says so). A breaker open until the year 33715 is a bug, not a policy.
+    MAX_RETRY_AFTER_S: float = Field(default=86_400.0, ge=1, le=30 * 86_400)
+    # How long an `Idempotency-Key` on POST /errors or /outcomes is remembered: a repeat within it counts once.
+    IDEMPOTENCY_KEY_TTL_SECONDS: int = Field(default=86_400, ge=60, le=7 * 86_400)
     ERRORS_BATCH_MAX: int = Field(default=1000, ge=1, le=100_000)
     ERROR_EVENT_RETENTION_DAYS: int = Field(default=14, ge=1)
 
@@ -65,6 +75,11 @@ class Env(BaseSettings):
     # Error intake: "buffered" queues reports in Redis and a worker writes them to PostgreSQL; "sync" writes in
     # the request; "auto" buffers when Redis and PostgreSQL are both configured.
     INTAKE_MODE: Literal["auto", "buffered", "sync"] = "auto"
+    # "Accepted" must mean kept: when the Redis that holds the buffer does not persist writes (no AOF), the
+    # intake says so loudly and writes reports in the request instead, unless this is turned off.
+    INTAKE_REQUIRE_DURABLE_REDIS: bool = True
+    # The dead-letter stream (entries the database refused for their content) keeps at most this many.
+    INTAKE_DEAD_LETTER_MAX: int = Field(default=100_000, ge=100, le=10_000_000)
 
     # Degradation: an automatic level falls only once the lower level the rules ask for has held this long
     # (hysteresis: a breaker that flaps must not make the fleet's level flap).
@@ -80,6 +95,9 @@ class Env(BaseSettings):
     REGISTERED_TASKS: str = ""
     # A pending retry attempt this late is enqueued again (a lost message, a dead worker).
     RETRY_REQUEUE_AFTER_SECONDS: float = Field(default=30.0, ge=1, le=3600)
+    # A running retry attempt this old is taken for lost with its worker (more than the retry task's hard time
+    # limit, so no live attempt is): retried with the same idempotency key when that is safe, else escalated.
+    RETRY_ATTEMPT_LEASE_SECONDS: float = Field(default=300.0, ge=1, le=86_400)
     # The longest a retry job may run, whatever its policy's deadline (waits for an open breaker included).
     RETRY_JOB_MAX_SECONDS: float = Field(default=86_400.0, ge=1, le=30 * 86_400)
 

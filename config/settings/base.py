@@ -131,7 +131,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "core.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "core.api.exceptions.exception_handler",
@@ -157,6 +157,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    # Every operation documents the errors every API view can answer (core/api/openapi_hooks.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api.openapi_hooks.document_errors",
+    ],
 }
 
 # --- Celery -------------------------------------------------------------------------------------------
@@ -246,6 +251,13 @@ REBOUND: dict[str, Any] = {
     "API_KEY_CACHE_SECONDS": ENV.API_KEY_CACHE_SECONDS,
     "RULES_CACHE_SECONDS": ENV.RULES_CACHE_SECONDS,
     "ERRORS_BATCH_MAX": ENV.ERRORS_BATCH_MAX,
+    "API_MAX_JSON_DEPTH": ENV.API_MAX_JSON_DEPTH,
+    "API_KEY_STALE_GRACE_SECONDS": ENV.API_KEY_STALE_GRACE_SECONDS,
+    "MAX_RETRY_AFTER_S": ENV.MAX_RETRY_AFTER_S,
+    "IDEMPOTENCY_KEY_TTL_SECONDS": ENV.IDEMPOTENCY_KEY_TTL_SECONDS,
+    "INTAKE_REQUIRE_DURABLE_REDIS": ENV.INTAKE_REQUIRE_DURABLE_REDIS,
+    "INTAKE_DEAD_LETTER_MAX": ENV.INTAKE_DEAD_LETTER_MAX,
+    "RETRY_ATTEMPT_LEASE_SECONDS": ENV.RETRY_ATTEMPT_LEASE_SECONDS,
     "ERROR_EVENT_RETENTION_DAYS": ENV.ERROR_EVENT_RETENTION_DAYS,
     "AUTO_REGISTER_SERVICES": ENV.AUTO_REGISTER_SERVICES,
     "BREAKER_CONFIG_CACHE_SECONDS": ENV.BREAKER_CONFIG_CACHE_SECONDS,
