@@ -158,4 +158,4 @@ CELERY_TASK_ALWAYS_EAGER = False
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # The machine's Redis keeps nothing on disk; the suite's buffered-intake tests run on it all the same. The tests
 # of the durability check turn this back on.
-REBOUND["INTAKE_REQUIRE_DURABLE_REDIS"] = False  # noqa: F405
+REBOUND["INTAKE_REQUIRE_DURABLE_REDIS"] = False

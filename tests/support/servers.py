@@ -71,7 +71,9 @@ class OwnRedis:
                     return
             except redis.ConnectionError:
                 time.sleep(0.05)
-        raise TimeoutError(f"redis-server on port {self.port} did not start (see {self.folder / 'redis.log'})")
+        raise TimeoutError(
+            f"redis-server on port {self.port} did not start (see {self.folder / 'redis.log'})"
+        )
 
 
 def _pg_bin(name: str) -> str:
