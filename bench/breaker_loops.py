@@ -63,6 +63,9 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
     denied = [0]
 
     if kind == "permit":
+        # The first permit builds the breaker's state (a missing state is rebuilt from its history, not taken
+        # for closed): outside the timed loop.
+        store.permit(service, cfg, "warm-up")
 
         def chunk() -> int:
             for _ in range(CHUNK):
@@ -82,6 +85,7 @@ def build(kind: str, tag: str) -> tuple[Callable[[], int], Callable[[], str]]:
         sha: Any = client.script_load(PERMIT)  # a str: this client is synchronous
         keys = store.keys(service)
         args: list[Any] = store._args(cfg)  # numbers too, which redis's stubs of evalsha do not allow
+        store.permit(service, cfg, "warm-up")  # builds the state the raw script then finds (else: "rebuild")
 
         def chunk() -> int:
             for _ in range(CHUNK):

@@ -5,14 +5,45 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import kombu
 from celery import Celery
+from celery.app.amqp import AMQP
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
 from core.infra import request_ids
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-app = Celery("rebound")
+
+class BrokerConnection(kombu.Connection):
+    """kombu's Connection, closed so that a lost Redis cannot kill the worker (issue 11, item 29).
+
+    When the broker connection is lost, Celery's consumer first `collect()`s the connection, then `close()`s it.
+    kombu's `_do_close_self` tries to close the default channel (the one the task consumer reads from) but keeps
+    it when that fails, which it does while Redis is down: the channel still waits on its BRPOP, or needs Redis
+    to delete its fanout queues, and stops before it has put back its unacknowledged messages. `collect()` then
+    detaches the transport (`transport.client = None`) all the same. Celery's `close()` closes that same channel
+    a second time; now it does reach "Restoring N unacknowledged message(s)", which must build a new Redis pool
+    from `transport.client.hostname`: AttributeError, which is neither a connection nor a channel error, so it
+    escapes Celery's `ignore_errors` and the worker stops with "Unrecoverable error". A channel is closed once,
+    whether or not that went well. Its unacknowledged messages stay in Redis's `unacked` hash (kept with AOF)
+    until the running task acknowledges them after the reconnection, or are delivered again after the
+    visibility timeout if it never does, as for a worker that died. tests/ops/test_broker_restarts.py.
+    """
+
+    def _do_close_self(self) -> None:
+        try:
+            super()._do_close_self()
+        finally:
+            self._default_channel = None
+
+
+class ReboundAMQP(AMQP):
+    Connection = BrokerConnection
+    BrokerConnection = BrokerConnection
+
+
+app = Celery("rebound", amqp="config.celery:ReboundAMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Each room with Celery tasks keeps them in its tasks.py; the list is explicit so that a new room is seen here.
 app.autodiscover_tasks(

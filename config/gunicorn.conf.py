@@ -4,11 +4,14 @@ import os
 from types import ModuleType
 from typing import Protocol
 
+from config import gunicorn_errors
 from config.env import load
 from config.metrics import process_id
 
 # Validate the environment in the master: a worker that exits on a bad variable would be respawned forever.
 load()
+# Requests gunicorn refuses itself (a request line over 4094 bytes, a bad header) are answered in JSON too.
+gunicorn_errors.install()
 
 multiprocess: ModuleType | None = None
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -22,3 +22,10 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("django_prometheus.urls")),
 ]
+
+# What no view answers (no route, a bad Host, an uncaught exception): JSON in the error envelope under /api/,
+# Django's pages elsewhere.
+handler400 = "core.infra.error_handlers.bad_request"
+handler403 = "core.infra.error_handlers.permission_denied"
+handler404 = "core.infra.error_handlers.not_found"
+handler500 = "core.infra.error_handlers.server_error"

@@ -22,6 +22,8 @@ from typing import Any, TypedDict
 log = logging.getLogger("rebound_client")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+# The server's MAX_RETRY_AFTER_S by default: no wait and no open-until is ever further away than this.
+DEFAULT_CAP_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Config:
     multiplier: float = 1.0
     max_wait_ms: int = 300_000
     trial_ttl_ms: int = 30_000
+    cap_ms: int = DEFAULT_CAP_MS
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None) -> Config:
@@ -145,9 +148,9 @@ def _reset_window(st: State) -> None:
     st["consecutive"] = 0
 
 
-def _open(st: State, now: int, wait_ms: int, until: int = 0) -> None:
-    st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, wait_ms
-    st["open_until"] = max(now + wait_ms, until)
+def _open(st: State, cfg: Config, now: int, wait_ms: int, until: int = 0) -> None:
+    st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, min(wait_ms, cfg.cap_ms)
+    st["open_until"] = min(max(now + st["wait_ms"], until), now + cfg.cap_ms)
     st["ho_ok"], st["trials"] = 0, {}
     _reset_window(st)
 
@@ -193,19 +196,21 @@ def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
 def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
     state = st["state"]
     if outcome.retry_after_ms > 0:
-        until = now + outcome.retry_after_ms
+        retry_after_ms = min(outcome.retry_after_ms, cfg.cap_ms)
+        until = now + retry_after_ms
         if state != OPEN or until > st["open_until"]:
-            _open(st, now, max(st["wait_ms"], cfg.wait_ms), until)
+            _open(st, cfg, now, max(st["wait_ms"], cfg.wait_ms), until)
             if state != OPEN:
-                secs = outcome.retry_after_ms / 1000
-                result.transitions.append((state, OPEN, f"rate limited: Retry-After {secs:g} s"))
+                why = rate_limit_reason(retry_after_ms, outcome.retry_after_ms / 1000)
+                result.transitions.append((state, OPEN, why))
         return
     if state == OPEN:
         return
     if state == HALF_OPEN:
         if outcome.failure:
-            wait = min(int(max(st["wait_ms"], cfg.wait_ms) * cfg.multiplier), cfg.max_wait_ms)
-            _open(st, now, wait)
+            # min() before int(): a huge multiplier must give the cap, not an overflow.
+            wait = int(min(max(st["wait_ms"], cfg.wait_ms) * cfg.multiplier, cfg.max_wait_ms, cfg.cap_ms))
+            _open(st, cfg, now, wait)
             result.transitions.append((HALF_OPEN, OPEN, f"a trial call failed: open for {wait / 1000:g} s"))
             return
         st["ho_ok"] += 1
@@ -221,8 +226,17 @@ def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -
     calls, failures = window_counts(st, cfg, now)
     reason = trip_reason(cfg, calls, failures, st["consecutive"])
     if reason:
-        _open(st, now, cfg.wait_ms)
+        _open(st, cfg, now, cfg.wait_ms)
         result.transitions.append((CLOSED, OPEN, reason))
+
+
+def rate_limit_reason(retry_after_ms: int, asked_s: float) -> str:
+    if asked_s * 1000 > retry_after_ms:
+        return (
+            f"rate limited: Retry-After {asked_s:g} s, capped at {retry_after_ms / 1000:g} s "
+            "(MAX_RETRY_AFTER_S)"
+        )
+    return f"rate limited: Retry-After {retry_after_ms / 1000:g} s"
 
 
 def trip_reason(cfg: Config, calls: int, failures: int, consecutive: int) -> str:
@@ -256,8 +270,10 @@ class LocalBreaker:
         breaker = cls(cfg, clock)
         now = clock()
         if state == OPEN and open_for_ms > 0:
-            _open(breaker.state, now, cfg.wait_ms)
-            breaker.state["open_until"] = now + open_for_ms  # what is left of the fleet's wait
+            _open(breaker.state, cfg, now, cfg.wait_ms)
+            breaker.state["open_until"] = now + min(
+                open_for_ms, cfg.cap_ms
+            )  # what is left of the fleet's wait
         elif state in (OPEN, HALF_OPEN):
             breaker.state.update({"state": HALF_OPEN, "opened_at": now, "wait_ms": cfg.wait_ms})
         return breaker

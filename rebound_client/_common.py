@@ -255,6 +255,7 @@ class ClientBase(Generic[TransportT]):
                 state=result.state,
                 retry_after_s=result.retry_after_ms / 1000,
                 reason=f"local fail-safe breaker: {result.reason}",
+                source="local",
             )
         return "", (local, result.permit_id)
 

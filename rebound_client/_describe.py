@@ -3,12 +3,15 @@ and how the local fail-safe breaker counts it."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from rebound_client._breaker import Outcome
 
 MESSAGE_MAX = 2000  # the server takes 10,000; an error's first lines are what classifies it
+MAX_RETRY_AFTER_S = 86_400.0  # the server's MAX_RETRY_AFTER_S by default
 
 
 def type_name(exc: BaseException) -> str:
@@ -37,8 +40,12 @@ def describe(exc: BaseException) -> dict[str, Any]:
         error["headers"] = {"Retry-After": retry_after}
     else:
         attribute = getattr(exc, "retry_after", None)
-        if isinstance(attribute, int | float) and not isinstance(attribute, bool) and attribute >= 0:
-            error["retry_after"] = float(attribute)
+        if (
+            isinstance(attribute, int | float)
+            and not isinstance(attribute, bool)
+            and 0 <= attribute < math.inf
+        ):
+            error["retry_after"] = float(attribute)  # finite: JSON has no Infinity
     return error
 
 
@@ -61,15 +68,16 @@ def retry_after_s(error: dict[str, Any]) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except (TypeError, ValueError):
         pass
+    else:
+        # NaN says nothing; no wait is longer than the server's cap, MAX_RETRY_AFTER_S (a day by default).
+        return None if math.isnan(seconds) else min(max(0.0, seconds), MAX_RETRY_AFTER_S)
     try:
-        from datetime import UTC, datetime
-
         when = parsedate_to_datetime(str(value))
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError, IndexError):
+        return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER_S)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from rebound_client._describe import describe
+from rebound_client._describe import describe, retry_after_s
 from rebound_client.errors import (
     CircuitOpenError,
     DegradedError,
@@ -20,11 +20,13 @@ from rebound_client.errors import (
     ReboundError,
     RecoveryAbortedError,
     RetriesExhaustedError,
+    iso,
 )
 from rebound_client.plans import PartialResult, Plan
 
 RETRY, VALUE, FALLBACK, RAISE = "retry", "value", "fallback", "raise"
 SAFETY_ATTEMPTS = 20  # whatever the plans say, no call loops for ever
+CIRCUIT_OPEN = "circuit_open"  # the error_class of the plans this SDK makes for a breaker's refusal
 
 Fallbacks = Mapping[str | tuple[str, str], Callable[..., Any]]
 
@@ -150,6 +152,9 @@ def next_step(
     limit = min(rules.max_attempts or SAFETY_ATTEMPTS, SAFETY_ATTEMPTS)
     if plan is None:
         return _local(error, attempt, rules, limit)
+    if not plan.from_planner:
+        # This SDK's own plan (a breaker's refusal): the planner was not asked, its attempts are the local ones.
+        limit = min(limit, rules.max_attempts or rules.local_attempts)
     action = plan.action
     if action in ("retry", "wait"):
         delay = plan.wait_s
@@ -223,6 +228,57 @@ def _last_resort(
     return Step(RAISE, error=FallbackUnavailableError(why, plan=plan, error=error), plan=plan)
 
 
+def refusal_plan(error: CircuitOpenError, answer: Plan | None) -> Plan:
+    """The plan for a call a breaker refused: the planner's `answer` when it offers a fallback (the fallback
+    chain is the planner's to know), else this SDK's own, which says so. A refusal is not a failure of the
+    service; the planner classifies it as an error it does not know (`internal`, `unknown`) and answers about
+    that, and a local breaker's refusal is not even its breaker's. Wait until the breaker lets a trial call
+    through, or, for an operator's override with no end, skip the work (degrade)."""
+    if answer is not None and (
+        answer.action == "fallback"
+        or (answer.action == "degrade" and answer.fallback is not None and answer.fallback.kind == "skip")
+    ):
+        return answer
+    wait, when = error.retry_after_s, error.retry_at
+    reason = f"circuit {error.state.replace('_', ' ')} for {error.service}"
+    if error.state == "forced_open":
+        reason += " by an operator"
+    if error.state == "half_open":
+        reason += ", every trial call slot taken"
+    if error.source == "local":
+        reason += " (local fail-safe breaker: Rebound is unreachable)"
+    if wait is None:
+        reason += ", with no end set"
+    else:
+        reason += f", retry after {wait:.1f} s" + (f" (at {iso(when)})" if when is not None else "")
+    raw: dict[str, Any] = {
+        "plan_id": "",
+        "action": "degrade" if wait is None else "wait",
+        "reason": reason,
+        "delay_s": wait,
+        "error_class": CIRCUIT_OPEN,
+        "kind": f"{error.source}_breaker",
+        "retry_after_s": wait,
+        "retry_at": iso(when) if when is not None else None,
+        "breaker_state": error.state,
+        "made_by": "rebound_client",
+    }
+    if answer is not None:
+        raw["planner_plan_id"] = answer.plan_id
+    return Plan(
+        plan_id="",
+        action=raw["action"],
+        reason=reason,
+        delay_s=wait,
+        error_class=CIRCUIT_OPEN,
+        kind=raw["kind"],
+        retry_after_s=wait,
+        breaker_state=error.state,
+        retry_at=when,
+        raw=raw,
+    )
+
+
 def retryable_locally(error: BaseException) -> float | None:
     """Whether to try again without a plan, and the least wait: a breaker's refusal after its Retry-After,
     a rate limit after its Retry-After, any other failure but the caller's own (4xx) after the backoff."""
@@ -234,8 +290,6 @@ def retryable_locally(error: BaseException) -> float | None:
     status = described.get("status_code")
     if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
         return None
-    from rebound_client._describe import retry_after_s
-
     return retry_after_s(described) or 0.0
 
 

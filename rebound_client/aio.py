@@ -33,7 +33,17 @@ from rebound_client._common import (
     unavailable,
 )
 from rebound_client._core import ALLOW, ASK, CallState, Change
-from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, PlanKwargs, Rules
+from rebound_client._follow import (
+    FALLBACK,
+    RAISE,
+    RETRY,
+    VALUE,
+    Fallbacks,
+    Following,
+    PlanKwargs,
+    Rules,
+    refusal_plan,
+)
 from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundError, ReboundUnavailableError
 from rebound_client.plans import Plan
 
@@ -230,6 +240,9 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
         idempotency_key: str | None = None,
         cache_key: str | None = None,
     ) -> Plan:
+        """As `Client.plan`."""
+        if isinstance(error, CircuitOpenError) and error.source == "local":
+            return refusal_plan(error, None)
         await self.start()
         assert self._http is not None
         body = plan_body(service, operation, error, attempt, elapsed_s, task_id, idempotency_key, cache_key)
@@ -237,7 +250,8 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
             data = check(await self._http.post("/api/v1/recovery/plan", json=body))
         except httpx.HTTPError as failure:
             raise unavailable(failure) from failure
-        return Plan.from_json(data)
+        answer = Plan.from_json(data)
+        return refusal_plan(error, answer) if isinstance(error, CircuitOpenError) else answer
 
     async def flush(self, timeout_s: float | None = None) -> bool:
         """Send every queued outcome now; False if some could not be sent (they stay queued)."""
@@ -371,7 +385,7 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
             return await self.plan(service, error, **kwargs)
         except ReboundUnavailableError as failure:
             log.warning("rebound_client: the planner is unreachable (%s); local backoff", failure)
-            return None
+            return refusal_plan(error, None) if isinstance(error, CircuitOpenError) else None
 
     async def _sleep(self, seconds: float) -> None:
         if self.settings.test_mode:

@@ -36,7 +36,17 @@ from rebound_client._common import (
     unavailable,
 )
 from rebound_client._core import ALLOW, ASK, CallState, Change
-from rebound_client._follow import FALLBACK, RAISE, RETRY, VALUE, Fallbacks, Following, PlanKwargs, Rules
+from rebound_client._follow import (
+    FALLBACK,
+    RAISE,
+    RETRY,
+    VALUE,
+    Fallbacks,
+    Following,
+    PlanKwargs,
+    Rules,
+    refusal_plan,
+)
 from rebound_client.errors import (
     CircuitOpenError,
     ReboundAPIError,
@@ -218,13 +228,18 @@ class Client(ClientBase[httpx.BaseTransport]):
         idempotency_key: str | None = None,
         cache_key: str | None = None,
     ) -> Plan:
-        """Ask the planner what to do about `error` (ReboundUnavailableError when it cannot be asked)."""
+        """Ask the planner what to do about `error` (ReboundUnavailableError when it cannot be asked). A breaker's
+        refusal (CircuitOpenError) gets the planner's fallback if it has one, else a plan of this SDK's that says
+        the circuit is open and when to try again; a local breaker's refusal is planned without asking."""
+        if isinstance(error, CircuitOpenError) and error.source == "local":
+            return refusal_plan(error, None)
         body = plan_body(service, operation, error, attempt, elapsed_s, task_id, idempotency_key, cache_key)
         try:
             data = check(self._http.post("/api/v1/recovery/plan", json=body))
         except httpx.HTTPError as failure:
             raise unavailable(failure) from failure
-        return Plan.from_json(data)
+        answer = Plan.from_json(data)
+        return refusal_plan(error, answer) if isinstance(error, CircuitOpenError) else answer
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Send every queued outcome now; False if some could not be sent (they stay queued)."""
@@ -391,7 +406,7 @@ class Client(ClientBase[httpx.BaseTransport]):
             return self.plan(service, error, **kwargs)
         except ReboundUnavailableError as failure:
             log.warning("rebound_client: the planner is unreachable (%s); local backoff", failure)
-            return None
+            return refusal_plan(error, None) if isinstance(error, CircuitOpenError) else None
 
     def _sleep(self, seconds: float) -> None:
         if self.settings.test_mode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rebound_client.plans import Plan
@@ -17,7 +18,10 @@ class ReboundError(Exception):
 
 
 class CircuitOpenError(ReboundError):
-    """The service's breaker refuses calls now; `retry_after_s` says for how long, when that is known."""
+    """The service's breaker refuses calls now. `retry_after_s` says for how long and `retry_at` until when (UTC),
+    when that is known (an operator's override may have no end); `source` says whose breaker refused: `fleet`
+    (the fleet's, as Rebound said or as this process's view of it says) or `local` (this process's fail-safe
+    breaker, deciding while Rebound is unreachable)."""
 
     def __init__(
         self,
@@ -27,13 +31,40 @@ class CircuitOpenError(ReboundError):
         retry_after_s: float | None = None,
         reason: str = "",
         plan: Plan | None = None,
+        source: str = "fleet",
     ) -> None:
-        wait = f"; retry after {retry_after_s:.1f} s" if retry_after_s is not None else ""
-        super().__init__(f"the circuit breaker of {service!r} is {state}{wait}", plan=plan)
         self.service = service
         self.state = state
         self.retry_after_s = retry_after_s
+        self.retry_at = _after(retry_after_s)
         self.reason = reason
+        self.source = source
+        super().__init__(f"circuit {self.describe()}", plan=plan)
+
+    def describe(self) -> str:
+        """`open for 'svc' (local fail-safe breaker): retry after 29.5 s, at 2026-01-05T10:00:03Z`."""
+        whose = " (local fail-safe breaker)" if self.source == "local" else ""
+        text = f"{self.state.replace('_', ' ')} for {self.service!r}{whose}"
+        if self.retry_after_s is None:
+            return text + ", with no end set"
+        if self.retry_at is None:
+            return f"{text}: retry after {self.retry_after_s:g} s"
+        return f"{text}: retry after {self.retry_after_s:.1f} s, at {iso(self.retry_at)}"
+
+
+def _after(seconds: float | None) -> datetime | None:
+    """Now plus `seconds`, in UTC; None for no time, or one no calendar holds (an absurd Retry-After)."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    except (OverflowError, ValueError):
+        return None
+
+
+def iso(when: datetime) -> str:
+    """UTC to the second, as `2026-01-05T10:00:03Z`."""
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class RecoveryAbortedError(ReboundError):

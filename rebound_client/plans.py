@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 ACTIONS = ("retry", "fallback", "wait", "degrade", "escalate", "abort")
@@ -40,7 +41,10 @@ class Fallback:
 
 @dataclass(frozen=True)
 class Plan:
-    """One answer to "it failed: what now?". `raw` keeps the whole answer, fields this SDK does not know too."""
+    """One answer to "it failed: what now?". `raw` keeps the whole answer, fields this SDK does not know too.
+
+    A plan with no `plan_id` was made by this SDK, not by the planner: for a call a breaker refused (its
+    `error_class` is `circuit_open`, `retry_at` says when the breaker lets a trial call through)."""
 
     plan_id: str
     action: str  # retry | fallback | wait | degrade | escalate | abort
@@ -55,6 +59,7 @@ class Plan:
     breaker_state: str | None = None
     degradation_level: str | None = None
     policy: Any = None
+    retry_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -73,8 +78,14 @@ class Plan:
             breaker_state=_str(data.get("breaker_state")),
             degradation_level=_str(data.get("degradation_level")),
             policy=data.get("policy"),
+            retry_at=_datetime(data.get("retry_at")),
             raw=dict(data),
         )
+
+    @property
+    def from_planner(self) -> bool:
+        """Whether Rebound's planner made this plan (False: this SDK did, without asking it)."""
+        return bool(self.plan_id)
 
     @property
     def wait_s(self) -> float:
@@ -103,3 +114,12 @@ def _str(value: object) -> str | None:
 
 def _float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _datetime(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -12,14 +12,14 @@ class RecoveryConfig(AppConfig):
 
         from django.db.models.signals import post_delete, post_save
 
-        from core.infra import caches
+        from core.infra import caches, probes
         from recovery.breakers import registry as breaker_registry
         from recovery.breakers import signals as breaker_signals
         from recovery.breakers import store as breaker_store
         from recovery.decisions import budget, fallbacks, policies
         from recovery.decisions import services as decision_services
         from recovery.degradation import tasks as degradation_tasks
-        from recovery.errors import rules_cache
+        from recovery.errors import durability, intake, rules_cache
         from recovery.errors.models import ClassificationRule
 
         breaker_signals.outcomes_recorded.connect(decision_services.on_outcomes, dispatch_uid="decisions")
@@ -38,4 +38,7 @@ class RecoveryConfig(AppConfig):
             policies.forget,
             partial(budget.use_store, None),
             partial(fallbacks.use_results, None),
+            durability.forget,
         )
+        # /readyz also asks whether the intake buffer's Redis persists what it accepts (docs/intake.md).
+        probes.register_readiness_check("intake", intake.readiness)

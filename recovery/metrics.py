@@ -64,8 +64,16 @@ degradation_level = Gauge(
 )
 recovery_success_rate = Gauge(
     "recovery_success_rate",
-    "Share of the last hour's recovery plans whose follow-up outcome succeeded, of those with an outcome.",
+    "Share of the last hour's recovery plans that succeeded, of those that succeeded or failed; 1 when there "
+    "are none (see recovery_plan_results).",
     ["action"],
+    multiprocess_mode="mostrecent",
+)
+recovery_plan_results = Gauge(
+    "recovery_plan_results",
+    "The last hour's recovery plans by action and result (pending, succeeded, failed, unknown): what "
+    "recovery_success_rate stands on.",
+    ["action", "result"],
     multiprocess_mode="mostrecent",
 )
 

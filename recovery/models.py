@@ -6,7 +6,7 @@ from recovery.calls.models import CallAttempt
 from recovery.checkpoints.models import Checkpoint, Task
 from recovery.decisions.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy
 from recovery.degradation.models import DegradationEvent, DegradationLevel, DegradationRule, DegradationState
-from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern
+from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern, IdempotencyRecord
 from recovery.retries.models import RetryAttempt, RetryJob
 from recovery.sagas.models import CompensationAttempt, Transaction, TransactionStep
 
@@ -25,6 +25,7 @@ __all__ = [
     "ErrorPattern",
     "FallbackInvocation",
     "FallbackOption",
+    "IdempotencyRecord",
     "Operation",
     "RecoveryPlan",
     "RetryAttempt",

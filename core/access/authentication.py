@@ -3,13 +3,21 @@
 Verifying a key costs a database look-up; without a cache that alone would dominate the hot path. A verified
 key is trusted for API_KEY_CACHE_SECONDS (default 5 s, at most 30): that is the longest a revoked key keeps
 working in a process other than the one that revoked it. The revoking process forgets it at once.
+
+When the database cannot be reached, a key this process verified keeps working from its last known good copy for
+API_KEY_STALE_GRACE_SECONDS past that copy's expiry (default 300 s): the buffered intake exists to ride out
+exactly such an outage, and it needs no database. A key the database refused (revoked, unknown, its agent
+deactivated) stays refused; a key never verified here, or one whose grace is over, gets a 503 with Retry-After,
+never a 500. While the database is down, each key's copy is re-checked once a second, not on every request.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -20,10 +28,19 @@ from rest_framework.request import Request
 
 from core.access import keys
 from core.access.models import Agent, ApiKey
+from core.api.errors import DATABASE_UNAVAILABLE, ServiceUnavailable
 from core.infra.conf import rebound
+
+log = logging.getLogger(__name__)
 
 # last_used_at and last_seen_at are written at most this often, so that reads stay reads.
 TOUCH_INTERVAL = timedelta(seconds=60)
+# While the database is unreachable, a key served from its last good copy is looked up again after this long.
+OUTAGE_RECHECK_S = 1.0
+# Keys the database refused, remembered so that an outage cannot make one work; bounded against key spraying.
+REFUSED_MAX = 10_000
+# What a client is told to wait when its key cannot be verified now.
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 @dataclass
@@ -55,28 +72,34 @@ Principal = AgentPrincipal | AbstractBaseUser
 
 @dataclass(frozen=True)
 class _Cached:
-    expires: float
+    expires: float  # trusted without a look-up until then (monotonic time)
+    stale_until: float  # served while the database is unreachable until then
     principal: Principal
     key: ApiKey
 
 
 _cache: dict[str, _Cached] = {}
+_refused: OrderedDict[str, None] = OrderedDict()
 _lock = threading.Lock()
 
 
 def forget(plaintext_hash: str | None = None) -> None:
-    """Drop one cached key (by its hash) or all of them: called on revocation in this process."""
+    """Drop one cached key (by its hash), or every cached and refused key: a change to agents in this process,
+    or a test starting afresh."""
     with _lock:
         if plaintext_hash is None:
             _cache.clear()
+            _refused.clear()
         else:
             _cache.pop(plaintext_hash, None)
 
 
 def forget_key(api_key: ApiKey) -> None:
+    """A key revoked in this process: refused at once, and never served from a copy during an outage."""
     with _lock:
         for digest in [d for d, c in _cache.items() if c.key.pk == api_key.pk]:
             del _cache[digest]
+            _remember_refused(digest)
 
 
 def _load(plaintext: str) -> tuple[Principal, ApiKey]:
@@ -104,11 +127,15 @@ def _load(plaintext: str) -> tuple[Principal, ApiKey]:
 def _touch(api_key: ApiKey) -> None:
     # Compare-and-set: only one process writes per interval, and no row is rewritten on every request.
     now = timezone.now()
-    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - TOUCH_INTERVAL)
-    ApiKey.objects.filter(stale, pk=api_key.pk).update(last_used_at=now)
-    if api_key.agent_id:
-        stale = Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=now - TOUCH_INTERVAL)
-        Agent.objects.filter(stale, pk=api_key.agent_id).update(last_seen_at=now)
+    try:
+        stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - TOUCH_INTERVAL)
+        ApiKey.objects.filter(stale, pk=api_key.pk).update(last_used_at=now)
+        if api_key.agent_id:
+            stale = Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=now - TOUCH_INTERVAL)
+            Agent.objects.filter(stale, pk=api_key.agent_id).update(last_seen_at=now)
+    except DATABASE_UNAVAILABLE as error:
+        # The key was verified; a lost "last used" mark is no reason to refuse the request.
+        log.warning("could not mark the use of key %s: %s", api_key.prefix, error)
 
 
 def verify(plaintext: str) -> tuple[Principal, ApiKey]:
@@ -117,12 +144,59 @@ def verify(plaintext: str) -> tuple[Principal, ApiKey]:
     cached = _cache.get(digest)
     if cached is not None and cached.expires > now:
         return cached.principal, cached.key
-    principal, api_key = _load(plaintext)
-    ttl = rebound("API_KEY_CACHE_SECONDS")
-    if ttl > 0:
+    try:
+        principal, api_key = _load(plaintext)
+    except exceptions.AuthenticationFailed:
         with _lock:
-            _cache[digest] = _Cached(expires=now + ttl, principal=principal, key=api_key)
+            _cache.pop(digest, None)
+            _remember_refused(digest)
+        raise
+    except DATABASE_UNAVAILABLE as error:
+        return _last_known(digest, cached, now, error)
+    _remember_verified(digest, principal, api_key, now)
     return principal, api_key
+
+
+def _remember_verified(digest: str, principal: Principal, api_key: ApiKey, now: float) -> None:
+    ttl = float(rebound("API_KEY_CACHE_SECONDS"))
+    grace = float(rebound("API_KEY_STALE_GRACE_SECONDS"))
+    with _lock:
+        _refused.pop(digest, None)
+        if ttl > 0 or grace > 0:
+            _cache[digest] = _Cached(
+                expires=now + ttl, stale_until=now + ttl + grace, principal=principal, key=api_key
+            )
+
+
+def _remember_refused(digest: str) -> None:
+    """Called holding _lock."""
+    _refused[digest] = None
+    _refused.move_to_end(digest)
+    while len(_refused) > REFUSED_MAX:
+        _refused.popitem(last=False)
+
+
+def _last_known(
+    digest: str, cached: _Cached | None, now: float, error: Exception
+) -> tuple[Principal, ApiKey]:
+    """The database is unreachable: the last good copy of this key within its grace, else a refusal or a 503."""
+    if digest in _refused:
+        raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+    if cached is None or cached.stale_until <= now:
+        log.warning("database unavailable, key cannot be verified: %s", str(error).strip()[:300])
+        raise ServiceUnavailable(
+            "The database is unavailable, so this key cannot be verified now; try again shortly.",
+            retry_after_s=UNAVAILABLE_RETRY_AFTER_S,
+        )
+    log.warning(
+        "database unavailable, key %s served from its last good copy for %.0f s more: %s",
+        cached.key.prefix,
+        cached.stale_until - now,
+        str(error).strip()[:300],
+    )
+    with _lock:
+        _cache[digest] = replace(cached, expires=min(now + OUTAGE_RECHECK_S, cached.stale_until))
+    return cached.principal, cached.key
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

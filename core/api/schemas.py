@@ -3,7 +3,7 @@ uses to declare its answers (so that every response and every 4xx body is in /ap
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from django.utils import timezone
@@ -42,17 +42,37 @@ class Page(BaseModel, Generic[T]):
         return f"{getattr(params[0], '__name__', 'Item')}Page"
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else timezone.make_aware(value)
+def _in_utc(value: datetime) -> datetime:
+    """The same moment in UTC. RFC 3339 allows any offset up to ±23:59, PostgreSQL only up to ±15:59: a query
+    must never hand it one it refuses (a 500). A moment whose UTC year is before 1 or after 9999 is refused."""
+    aware = value if value.tzinfo is not None else timezone.make_aware(value)
+    try:
+        return aware.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment in UTC falls outside the years 1 to 9999") from None
 
 
-# A date and time from a query or a body: one without an offset is read in the server's time zone (UTC).
-Moment = Annotated[datetime, AfterValidator(_aware)]
+# A date and time from a query or a body, in UTC: one without an offset is read in the server's time zone (UTC).
+Moment = Annotated[datetime, AfterValidator(_in_utc)]
 
-# The query parameters of every paged list (core/api/pagination.py).
+# The query parameters of every paged list (core/api/pagination.py reads them strictly: anything else is a 400).
+_WHOLE_MAX = 10**18 - 1  # the pagination reads at most 18 digits
 PAGE_PARAMETERS = [
-    OpenApiParameter("page", int, description="A page number within the list (from 1)."),
-    OpenApiParameter("page_size", int, description="Items per page: 50 unless said, at most 500."),
+    OpenApiParameter(
+        "page",
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": _WHOLE_MAX},
+                {"type": "string", "enum": ["last"]},
+            ]
+        },
+        description="A page number within the list (from 1), or `last`. A page past the last one is a 404.",
+    ),
+    OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": _WHOLE_MAX},
+        description="Items per page: 50 unless said, at most 500 (a larger size is served as 500).",
+    ),
 ]
 
 
@@ -62,20 +82,43 @@ def query_parameters(model: type[BaseModel], *, paged: bool = False) -> list[Any
     return [model, *(PAGE_PARAMETERS if paged else [])]
 
 
-# What each error status means wherever it appears; a view names the ones it can answer.
+# What each error status means wherever it appears; a view names the ones it can answer (answers()), and
+# core/api/openapi_hooks.document_errors adds to every operation the ones that every view can answer.
 ERROR_MEANINGS = {
-    400: "Invalid input: `errors` names each field and the reason.",
+    400: "Invalid input: `errors` names each field and the reason. Also a body that is not JSON the API can keep: "
+    "broken JSON, nested deeper than the limit, a NUL character, a lone surrogate, a number that is not finite "
+    "or an integer beyond 64 bits.",
     401: "No key, an unknown key or a revoked key.",
-    403: "The caller may not do this (an agent on an operator's action, a viewer on a write).",
+    403: "The caller may not do this (an agent on an operator's action, a viewer on a write, a user with no "
+    "role), or a session's write without its CSRF token.",
     404: "No such object, or not one of the caller's.",
+    405: "The path does not have this method.",
+    406: "The Accept header asks for a format the API does not answer in (it answers JSON).",
     409: "A conflict with the object's current state (a lost compare-and-set, a sequence taken).",
+    411: "A chunked body (no Content-Length) that the server cannot take: send its length.",
     413: "The body is over the limit the answer states.",
     415: "The body is not JSON (Content-Type must be application/json).",
+    422: "The request cannot be processed as sent (an Idempotency-Key used before with another request).",
+    429: "Too many requests: wait for the Retry-After header's seconds.",
+    503: "Rebound cannot answer now (its database is unreachable); try again after the Retry-After header's "
+    "seconds. Nothing was recorded.",
 }
 
+# An error status with the meaning it has for one operation, where the generic one says too little:
+# `answers({200: Out}, 400, (409, "The idempotency key was used with another body."))`.
+ErrorStatus = int | tuple[int, str]
 
-def answers(ok: dict[int, Any], *errors: int) -> dict[int, Any]:
+
+def error_response(code: int, description: str | None = None) -> OpenApiResponse:
+    """The error envelope as the answer of one error status."""
+    return OpenApiResponse(ErrorBody, description=description or ERROR_MEANINGS[code])
+
+
+def answers(ok: dict[int, Any], *errors: ErrorStatus) -> dict[int, Any]:
     """A view's `responses` for extend_schema: its success shapes, and the error envelope for each error
-    status it can answer (401 always, since every endpoint needs a key or a session)."""
-    codes = sorted({401, *errors})
-    return {**ok, **{code: OpenApiResponse(ErrorBody, description=ERROR_MEANINGS[code]) for code in codes}}
+    status it can answer (401 always, since every endpoint needs a key or a session). The statuses every
+    operation can answer (403, 503, and 400, 413, 415 where there is a body, ...) are added to the schema by
+    core/api/openapi_hooks.document_errors: a view names those particular to it."""
+    given = dict(e if isinstance(e, tuple) else (e, None) for e in errors)
+    given.setdefault(401, None)
+    return {**ok, **{code: error_response(code, given[code]) for code in sorted(given)}}

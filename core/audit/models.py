@@ -9,7 +9,8 @@ from django.db import models
 class AuditEvent(models.Model):
     """Who did what to which object, when and why. Append-only: rows are never changed or deleted.
 
-    On PostgreSQL a trigger (migration 0002) refuses UPDATE and DELETE, so not even a bug can rewrite history.
+    On PostgreSQL triggers refuse UPDATE and DELETE (healing migration 0002) and TRUNCATE (core migration 0002),
+    so not even a bug can rewrite history.
     """
 
     class Source(models.TextChoices):

@@ -5,11 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from core.api.schemas import Moment
 
 Label = Annotated[str, StringConstraints(max_length=100)]
+
+# The fields an action changed, as audit.snapshot() keeps them: each field's name and its value as JSON (a
+# relation as its id, a date as ISO 8601 text; a value may itself be a list or an object). Said explicitly in
+# the schema: a value of any JSON type, the object itself never anything but an object.
+AuditFields = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {
+                "type": ["string", "number", "boolean", "null", "array", "object"],
+                "description": "The field's value as JSON: a relation as its id, a date and time in ISO 8601.",
+            },
+            "examples": [
+                {"revoked_at": None},
+                {"override": "forced_open", "override_reason": "provider incident"},
+            ],
+        }
+    ),
+]
 
 
 class AuditFilter(BaseModel):
@@ -36,7 +56,11 @@ class AuditEventOut(BaseModel):
     target_id: str
     target_repr: str
     reason: str
-    before: dict[str, Any] | None = Field(description="The fields the action changed, before it.")
-    after: dict[str, Any] | None = Field(description="The same fields after it.")
+    before: AuditFields | None = Field(
+        description="The fields the action changed, by name, as they were before it; null when the object is new."
+    )
+    after: AuditFields | None = Field(
+        description="The same fields after it; null when the action deleted the object."
+    )
     source: str = Field(description="api, admin, cli or system")
     request_id: str

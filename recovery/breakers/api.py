@@ -9,21 +9,24 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from pydantic import TypeAdapter
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import AgentOrOperator, IsOperator, ReadOrOperator
+from core.api import idempotency
 from core.api.errors import InvalidInput
 from core.api.negotiation import JsonOnlyView
 from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
 from core.infra.conf import rebound
-from core.slugs import service_slug
+from core.slugs import SLUG, service_slug
 from recovery.breakers import selectors, services, waits
 from recovery.breakers.schemas import (
+    MAX_ID,
+    MAX_WAIT_S,
     BreakerEventsOut,
     BreakerList,
     BreakerOut,
@@ -42,6 +45,9 @@ from recovery.breakers.schemas import (
     ServicePatchIn,
     TransitionOut,
 )
+from recovery.errors.classification import retry_after_from_headers
+from recovery.errors.idempotency import idempotent
+from recovery.errors.schemas import ErrorIn
 
 _OUTCOME = TypeAdapter(OutcomeIn)
 _OUTCOMES = TypeAdapter(list[OutcomeIn])
@@ -50,6 +56,14 @@ _OVERRIDE = TypeAdapter(OverrideIn)
 _SERVICE_PATCH = TypeAdapter(ServicePatchIn)
 _EVENTS = TypeAdapter(EventsQuery)
 
+
+# The service a route names: a slug (anything else is a 400 naming `service`).
+SERVICE_PATH = OpenApiParameter(
+    "service",
+    {"type": "string", "pattern": SLUG, "maxLength": 100},
+    OpenApiParameter.PATH,
+    description="The service's name: a lower-case slug.",
+)
 
 PERMIT_EXAMPLES = [
     OpenApiExample(
@@ -100,6 +114,7 @@ class PermitView(JsonOnlyView):
         description="One Redis round trip. In half-open, at most `half_open_max_calls` trial permits are granted "
         "across the fleet; send the `permit_id` back with the outcome.",
         request=None,
+        parameters=[SERVICE_PATH],
         responses=answers({200: PermitOut}, 400, 403, 404),
         examples=PERMIT_EXAMPLES,
     )
@@ -116,6 +131,16 @@ class PermitView(JsonOnlyView):
         return Response(body)
 
 
+OUTCOME_ANSWER: dict[str, Any] = {
+    "service": "openai",
+    "state": "closed",
+    "transition": None,
+    "error_class": "rate_limit",
+    "counted": True,
+    "retry_after_capped": False,
+}
+
+
 class OutcomesView(JsonOnlyView):
     permission_classes = [AgentOrOperator]
 
@@ -126,9 +151,23 @@ class OutcomesView(JsonOnlyView):
         "a failure's `error` is classified and recorded as in `POST /errors`. Validation and authentication "
         "errors do not count (the caller's fault). All outcomes are validated before any is counted. "
         "`plan_id` names the recovery plan the call followed (the first outcome naming it sets whether it "
-        "worked); a success's `result` is kept under `cache_key` for cache fallbacks.",
+        "worked); a success's `result` is kept under `cache_key` for cache fallbacks. A `Retry-After` over "
+        "`MAX_RETRY_AFTER_S` (default a day) opens the breaker for that long only, and the answer says so "
+        "(`retry_after_capped`). One outcome is answered with one result; a list or a batch with "
+        '`{"results": [...]}`, one per outcome in order. With an `Idempotency-Key`, a repeat (a client '
+        "retrying after a lost connection) is answered with the first answer and counted once.",
         request=OutcomeReportIn,
-        responses=answers({200: OutcomeAnswer}, 400, 403, 404, 413),
+        parameters=[idempotency.PARAMETER, idempotency.replayed_header(200)],
+        responses=answers(
+            {200: OutcomeAnswer},
+            400,
+            403,
+            404,
+            idempotency.CONFLICT_IN_FLIGHT,
+            413,
+            415,
+            idempotency.REUSED_KEY,
+        ),
         examples=[
             OpenApiExample(
                 "A success",
@@ -160,18 +199,20 @@ class OutcomesView(JsonOnlyView):
             ),
             OpenApiExample(
                 "Answer",
-                value={
-                    "service": "openai",
-                    "state": "closed",
-                    "transition": None,
-                    "error_class": "rate_limit",
-                    "counted": True,
-                },
+                value=OUTCOME_ANSWER,
+                response_only=True,
+            ),
+            OpenApiExample(
+                "Answer to a list or a batch",
+                value={"results": [OUTCOME_ANSWER, {**OUTCOME_ANSWER, "error_class": None}]},
                 response_only=True,
             ),
         ],
     )
     def post(self, request: Request) -> Response:
+        return idempotent(request, "outcomes", lambda: self._record(request))
+
+    def _record(self, request: Request) -> Response:
         items, is_batch = _parse_outcomes(request.data)
         reports = [
             services.OutcomeReport(
@@ -185,6 +226,7 @@ class OutcomesView(JsonOnlyView):
                 cache_key=i.cache_key,
                 result=i.result,
                 has_result="result" in i.model_fields_set,
+                asked_retry_after_s=_asked_retry_after(i.error),
             )
             for i in items
         ]
@@ -193,6 +235,14 @@ class OutcomesView(JsonOnlyView):
             return Response(results[0])
         body: OutcomeBatchOutDict = {"results": results}
         return Response(body)
+
+
+def _asked_retry_after(error: ErrorIn | None) -> float | None:
+    """The Retry-After an outcome's error gave, before any cap (the error's own report keeps the capped one)."""
+    if error is None:
+        return None
+    given = error.retry_after
+    return given if isinstance(given, float) else retry_after_from_headers(error.headers)
 
 
 def _parse_outcomes(data: object) -> tuple[list[OutcomeIn], bool]:
@@ -306,6 +356,7 @@ class BreakerDetailView(APIView):
     @extend_schema(
         operation_id="get_breaker",
         summary="One breaker, and why it is in its state",
+        parameters=[SERVICE_PATH],
         responses=answers({200: BreakerOut}, 400, 404),
         examples=[OpenApiExample("An open breaker", value=BREAKER_EXAMPLE, response_only=True)],
     )
@@ -320,7 +371,8 @@ class OverrideView(APIView):
         operation_id="override_breaker",
         summary="Force a breaker open or closed, disable it, or return it to automatic (operators; audited)",
         request=OverrideIn,
-        responses=answers({200: BreakerOut}, 400, 403, 404),
+        parameters=[SERVICE_PATH],
+        responses=answers({200: BreakerOut}, 400, 403, 404, 413, 415),
         examples=[
             OpenApiExample(
                 "Force open",
@@ -380,6 +432,7 @@ class ServiceDetailView(APIView):
 
     @extend_schema(
         operation_id="get_service",
+        parameters=[SERVICE_PATH],
         responses=answers({200: ServiceOut}, 400, 404),
         examples=[OpenApiExample("A service", value=SERVICE_EXAMPLE, response_only=True)],
     )
@@ -390,7 +443,8 @@ class ServiceDetailView(APIView):
         operation_id="update_service",
         summary="Change criticality and breaker settings (operators; audited; no restart needed)",
         request=ServicePatchIn,
-        responses=answers({200: ServiceOut}, 400, 403, 404),
+        parameters=[SERVICE_PATH],
+        responses=answers({200: ServiceOut}, 400, 403, 404, 413, 415),
         examples=[
             OpenApiExample(
                 "Tighten",
@@ -429,14 +483,16 @@ TRANSITION_EXAMPLE = {
 EVENT_PARAMETERS = [
     OpenApiParameter(
         "after",
-        int,
-        description="Only transitions with a larger id (the last you saw).",
+        {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+        description="Only transitions with a larger id (the last you saw); a stream also takes it from "
+        "`Last-Event-ID`.",
         examples=[OpenApiExample("From the start", value=0)],
     ),
     OpenApiParameter(
         "wait",
-        float,
-        description="Seconds to wait for the first one (long-poll).",
+        {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S},
+        description="Seconds to wait for the first one (long-poll); the server waits at most "
+        "BREAKER_EVENTS_MAX_WAIT_SECONDS (25 by default).",
         examples=[OpenApiExample("Long-poll", value=25)],
     ),
 ]
@@ -467,7 +523,7 @@ class BreakerEventsView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = _events_query(request)
-        after = int(query.after)
+        after = query.after
         wait = min(query.wait, rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
         events = [TransitionOut.of(row) for row in waits.wait_for(after, wait)]
         answer = BreakerEventsOut(events=events, last_id=events[-1].id if events else after)
@@ -487,6 +543,12 @@ class EventStreamRenderer(BaseRenderer):
 class BreakerStreamView(APIView):
     renderer_classes = [EventStreamRenderer, *APIView.renderer_classes]
 
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        # An error is answered in JSON, as everywhere in the API, not rendered as an event stream.
+        if isinstance(response, Response) and response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
     @extend_schema(
         operation_id="breaker_stream",
         summary="Breaker transitions as Server-Sent Events (reconnect with Last-Event-ID)",
@@ -503,7 +565,7 @@ class BreakerStreamView(APIView):
         ],
     )
     def get(self, request: Request) -> StreamingHttpResponse:
-        after = int(_events_query(request).after)
+        after = _events_query(request).after
         max_seconds = rebound("BREAKER_STREAM_MAX_SECONDS")
 
         def events() -> Iterator[str]:

@@ -4,15 +4,26 @@ holds both to the same semantics.
 
 Times are integer milliseconds. A state dict has: state, opened_at, open_until, wait_ms, consecutive, ho_ok
 (half-open successes), win (count window: list of 0/1, oldest first; time window: {second: [calls, failures]}),
-win_type, trials ({permit_id: expiry}).
+win_type, trials ({permit_id: expiry}); the operator's override (override, override_until, override_reason), kept
+here so that every process's next permit sees it; and the bookkeeping of its history: gen (this state's
+generation: a fresh one whenever the state is rebuilt from the database), tseq (transitions so far in this
+generation) and pending (the transitions not yet known to be written as rows).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+STATES = (CLOSED, OPEN, HALF_OPEN)
+AUTO, FORCED_OPEN, FORCED_CLOSED, DISABLED = "auto", "forced_open", "forced_closed", "disabled"
+OVERRIDES = (AUTO, FORCED_OPEN, FORCED_CLOSED, DISABLED)
+DEFAULT_CAP_MS = 86_400_000
+# Transitions waiting for their rows: a breaker that changes state more often than this while the database
+# cannot be written keeps the newest (each change of state is minutes apart in practice).
+PENDING_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class Config:
     multiplier: float = 1.0
     max_wait_ms: int = 300_000
     trial_ttl_ms: int = 30_000
+    # MAX_RETRY_AFTER_S: no wait and no open-until is ever further away than this.
+    cap_ms: int = DEFAULT_CAP_MS
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,23 @@ class Outcome:
     failure: bool
     ignored: bool = False
     permit_id: str = ""
-    retry_after_ms: int = 0  # a rate limit's Retry-After
+    retry_after_ms: int = 0  # a rate limit's Retry-After (already capped at Config.cap_ms)
     frozen: bool = False  # an operator override is in force: record, never transition
+    asked_s: float = 0.0  # the Retry-After the error asked for, in seconds, when it was over the cap (0: not)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a transition's row records besides from, to and why: the window as it was when it happened (before
+    an opening empties it), and where the breaker stood after it."""
+
+    seq: str  # "<gen>.<n>": names the transition, so that a row is never written twice
+    at: int
+    calls: int
+    failures: int
+    consecutive: int
+    open_until: int = 0  # to open: when trial calls may start
+    wait_ms: int = 0  # to open: the wait it started
 
 
 @dataclass
@@ -53,8 +81,10 @@ class Result:
     calls: int = 0
     failures: int = 0
     consecutive: int = 0
-    # The window as it was when the breaker tripped (the window itself starts afresh on opening).
-    snapshot: tuple[int, int] | None = None
+    # One per transition, in the same order.
+    facts: list[Facts] = field(default_factory=list)
+    override: str = ""  # the operator's override in force ("" when the breaker is automatic)
+    pending: int = 0  # transitions of this breaker waiting for their rows, these included
 
     @property
     def rate(self) -> float:
@@ -73,9 +103,15 @@ class State(TypedDict):
     win: Any  # a count window: list of 0/1, oldest first; a time window: {second: [calls, failures]}
     win_type: str
     trials: dict[str, int]  # {permit_id: expiry}
+    override: str
+    override_until: int  # 0: until cleared
+    override_reason: str
+    gen: str
+    tseq: int
+    pending: list[dict[str, Any]]
 
 
-def new_state() -> State:
+def new_state(gen: str = "") -> State:
     return {
         "state": CLOSED,
         "opened_at": 0,
@@ -86,7 +122,92 @@ def new_state() -> State:
         "win": [],
         "win_type": "count",
         "trials": {},
+        "override": AUTO,
+        "override_until": 0,
+        "override_reason": "",
+        "gen": gen,
+        "tseq": 0,
+        "pending": [],
     }
+
+
+# --- reading a stored state ------------------------------------------------------------------------------
+
+
+def _whole(value: Any) -> int | None:
+    """A stored number as a whole number, or None when it is none (text, NaN, infinite, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def _clamped(value: Any, low: int, high: int) -> int:
+    number = _whole(value)
+    return low if number is None else max(low, min(high, number))
+
+
+def sanitize(raw: Any, now: int, cap_ms: int = DEFAULT_CAP_MS) -> State | None:
+    """A stored state made safe to run: None when what decides the state cannot be read, or it has no
+    generation (then the state is rebuilt from its history); numbers out of range are clamped (an open-until beyond now + the cap comes back
+    to it), and the rest (windows, trials, bookkeeping) falls back to its empty value."""
+    if not isinstance(raw, dict) or raw.get("state") not in STATES:
+        return None
+    core = [_whole(raw.get(name)) for name in ("opened_at", "open_until", "wait_ms")]
+    if any(number is None for number in core) or not isinstance(raw.get("gen"), str) or not raw["gen"]:
+        return None  # a state without a generation was written before generations (and overrides) were kept
+    st = new_state(raw["gen"])
+    st["state"] = raw["state"]
+    st["opened_at"] = _clamped(raw["opened_at"], 0, now)
+    st["open_until"] = _clamped(raw["open_until"], 0, now + cap_ms)
+    st["wait_ms"] = _clamped(raw["wait_ms"], 0, cap_ms)
+    st["consecutive"] = _clamped(raw.get("consecutive"), 0, 2**31)
+    st["ho_ok"] = _clamped(raw.get("ho_ok"), 0, 2**31)
+    st["tseq"] = _clamped(raw.get("tseq"), 0, 2**53)
+    win_type, win = raw.get("win_type"), raw.get("win")
+    if win_type == "count" and isinstance(win, list):
+        st["win"] = [1 if v == 1 else 0 for v in win if isinstance(v, int)]
+    elif win_type == "time" and isinstance(win, dict):
+        st["win_type"] = "time"
+        st["win"] = {
+            str(s): [_clamped(v[0], 0, 2**31), _clamped(v[1], 0, 2**31)]
+            for s, v in win.items()
+            if str(s).isdigit() and isinstance(v, list) and len(v) == 2
+        }
+    trials = raw.get("trials")
+    if isinstance(trials, dict):
+        st["trials"] = {str(k): int(v) for k, v in trials.items() if _whole(v) is not None}
+    if raw.get("override") in OVERRIDES:
+        st["override"] = raw["override"]
+        st["override_until"] = _clamped(raw.get("override_until"), 0, 2**53)
+        reason = raw.get("override_reason")
+        st["override_reason"] = reason if isinstance(reason, str) else ""
+    pending = raw.get("pending")
+    if isinstance(pending, list):
+        st["pending"] = [p for p in pending if isinstance(p, dict) and isinstance(p.get("seq"), str)]
+    return st
+
+
+# --- the operator's override -----------------------------------------------------------------------------
+
+
+def override_in_force(st: State, now: int) -> str:
+    """The override that applies now ("" when automatic): an expired one no longer does, even before beat
+    clears it."""
+    mode = st.get("override", AUTO)
+    if mode == AUTO or mode not in OVERRIDES:
+        return ""
+    until = st.get("override_until", 0)
+    if until and now >= until:
+        return ""
+    return mode
+
+
+def set_override(st: State, mode: str, until: int, reason: str) -> None:
+    auto = mode == AUTO
+    st["override"], st["override_until"] = mode, 0 if auto else until
+    st["override_reason"] = "" if auto else reason
 
 
 # --- the window ------------------------------------------------------------------------------------------
@@ -129,44 +250,97 @@ def _reset_window(st: State) -> None:
 
 
 def _open(st: State, cfg: Config, now: int, wait_ms: int, until: int = 0) -> None:
-    st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, wait_ms
-    st["open_until"] = max(now + wait_ms, until)
+    st["state"], st["opened_at"], st["wait_ms"] = OPEN, now, min(wait_ms, cfg.cap_ms)
+    st["open_until"] = min(max(now + st["wait_ms"], until), now + cfg.cap_ms)
     st["ho_ok"], st["trials"] = 0, {}
     _reset_window(st)
+
+
+def _note(
+    st: State, cfg: Config, now: int, result: Result, move: tuple[str, str, str], seen: tuple[int, int, int]
+) -> None:
+    """Record a transition: in the result, and in the state's pending list until its row is written. `seen`
+    is the window (calls, failures, consecutive) as it was before the transition emptied it."""
+    st["tseq"] += 1
+    opened = move[1] == OPEN
+    facts = Facts(
+        seq=f"{st['gen']}.{st['tseq']}",
+        at=now,
+        calls=seen[0],
+        failures=seen[1],
+        consecutive=seen[2],
+        open_until=st["open_until"] if opened else 0,
+        wait_ms=st["wait_ms"] if opened else 0,
+    )
+    result.transitions.append(move)
+    result.facts.append(facts)
+    st["pending"].append(pending_entry(move, facts))
+    del st["pending"][:-PENDING_MAX]
+
+
+def pending_entry(move: tuple[str, str, str], facts: Facts) -> dict[str, Any]:
+    """A transition as the pending list keeps it (the Lua scripts write the same keys)."""
+    return {
+        "seq": facts.seq,
+        "from": move[0],
+        "to": move[1],
+        "why": move[2],
+        "at": facts.at,
+        "calls": facts.calls,
+        "failures": facts.failures,
+        "consecutive": facts.consecutive,
+        "open_until": facts.open_until,
+        "wait_ms": facts.wait_ms,
+    }
+
+
+def _seen(st: State, cfg: Config, now: int) -> tuple[int, int, int]:
+    calls, failures = window_counts(st, cfg, now)
+    return calls, failures, st["consecutive"]
 
 
 def advance(st: State, cfg: Config, now: int, result: Result) -> None:
     """open becomes half_open once the wait is over: lazily, on the next permit or outcome."""
     if st["state"] == OPEN and now >= st["open_until"]:
+        seen = _seen(st, cfg, now)
         st["state"], st["ho_ok"], st["trials"] = HALF_OPEN, 0, {}
-        result.transitions.append((OPEN, HALF_OPEN, "the wait is over: trial calls allowed"))
+        _note(st, cfg, now, result, (OPEN, HALF_OPEN, "the wait is over: trial calls allowed"), seen)
     if st["state"] == HALF_OPEN:
         st["trials"] = {k: v for k, v in st["trials"].items() if v > now}
 
 
 def permit(st: State, cfg: Config, now: int, permit_id: str) -> Result:
-    result = Result(state=st["state"])
-    advance(st, cfg, now, result)
-    result.state = st["state"]
-    if st["state"] == CLOSED:
-        result.reason = "closed"
-    elif st["state"] == OPEN:
-        result.allowed, result.retry_after_ms = False, st["open_until"] - now
-        result.reason = "open"
-    elif len(st["trials"]) < cfg.half_open_max:
-        st["trials"][permit_id] = now + cfg.trial_ttl_ms
-        result.permit_id, result.reason = permit_id, "half-open: a trial call"
+    override = override_in_force(st, now)
+    if override:
+        # The operator decides: the automatic state does not move, and no trial permit is taken.
+        result = Result(state=override, allowed=override != FORCED_OPEN, override=override)
+        result.reason = f"{override} by an operator: {st['override_reason']}"
     else:
-        soonest = min(st["trials"].values())
-        result.allowed, result.retry_after_ms = False, max(1, soonest - now)
-        result.reason = f"half-open: all {cfg.half_open_max} trial permits are in use"
+        result = Result(state=st["state"])
+        advance(st, cfg, now, result)
+        result.state = st["state"]
+        if st["state"] == CLOSED:
+            result.reason = "closed"
+        elif st["state"] == OPEN:
+            result.allowed, result.retry_after_ms = False, st["open_until"] - now
+            result.reason = "open"
+        elif len(st["trials"]) < cfg.half_open_max:
+            st["trials"][permit_id] = now + cfg.trial_ttl_ms
+            result.permit_id, result.reason = permit_id, "half-open: a trial call"
+        else:
+            soonest = min(st["trials"].values())
+            result.allowed, result.retry_after_ms = False, max(1, soonest - now)
+            result.reason = f"half-open: all {cfg.half_open_max} trial permits are in use"
     result.calls, result.failures = window_counts(st, cfg, now)
-    result.consecutive = st["consecutive"]
+    result.consecutive, result.pending = st["consecutive"], len(st["pending"])
     return result
 
 
 def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
     result = Result(state=st["state"])
+    result.override = override_in_force(st, now)
+    if result.override and not outcome.frozen:
+        outcome = Outcome(**{**outcome.__dict__, "frozen": True})
     advance(st, cfg, now, result)
     if outcome.permit_id:
         st["trials"].pop(outcome.permit_id, None)
@@ -174,35 +348,62 @@ def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
         _count(st, cfg, now, outcome, result)
     result.state, result.consecutive = st["state"], st["consecutive"]
     result.calls, result.failures = window_counts(st, cfg, now)
+    result.pending = len(st["pending"])
     return result
+
+
+def rate_limit_reason(retry_after_ms: int, asked_s: float) -> str:
+    if asked_s * 1000 > retry_after_ms:
+        return (
+            f"rate limited: Retry-After {asked_s:g} s, capped at {retry_after_ms / 1000:g} s "
+            "(MAX_RETRY_AFTER_S)"
+        )
+    return f"rate limited: Retry-After {retry_after_ms / 1000:g} s"
 
 
 def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -> None:
     state = st["state"]
     if outcome.retry_after_ms > 0 and not outcome.frozen:
         # A rate limit with Retry-After: nobody should call before then.
-        until = now + outcome.retry_after_ms
+        retry_after_ms = min(outcome.retry_after_ms, cfg.cap_ms)
+        until = now + retry_after_ms
         if state != OPEN or until > st["open_until"]:
-            result.snapshot = window_counts(st, cfg, now)
+            seen = _seen(st, cfg, now)
             _open(st, cfg, now, max(st["wait_ms"], cfg.wait_ms), until)
             if state != OPEN:
-                secs = outcome.retry_after_ms / 1000
-                result.transitions.append((state, OPEN, f"rate limited: Retry-After {secs:g} s"))
+                why = rate_limit_reason(retry_after_ms, outcome.asked_s)
+                _note(st, cfg, now, result, (state, OPEN, why), seen)
         return
     if state == OPEN:
         return  # a straggler's outcome: the window starts afresh at half-open
     if state == HALF_OPEN and not outcome.frozen:
         if outcome.failure:
-            wait = min(int(max(st["wait_ms"], cfg.wait_ms) * cfg.multiplier), cfg.max_wait_ms)
-            result.snapshot = window_counts(st, cfg, now)
+            # min() before int(): a huge multiplier must give the cap, not an overflow.
+            wait = int(min(max(st["wait_ms"], cfg.wait_ms) * cfg.multiplier, cfg.max_wait_ms, cfg.cap_ms))
+            seen = _seen(st, cfg, now)
             _open(st, cfg, now, wait)
-            result.transitions.append((HALF_OPEN, OPEN, f"a trial call failed: open for {wait / 1000:g} s"))
+            _note(
+                st,
+                cfg,
+                now,
+                result,
+                (HALF_OPEN, OPEN, f"a trial call failed: open for {wait / 1000:g} s"),
+                seen,
+            )
             return
         st["ho_ok"] += 1
         if st["ho_ok"] >= cfg.success_threshold:
+            seen = _seen(st, cfg, now)
             st["state"], st["wait_ms"], st["trials"], st["ho_ok"] = CLOSED, 0, {}, 0
             _reset_window(st)
-            result.transitions.append((HALF_OPEN, CLOSED, f"{cfg.success_threshold} trial calls succeeded"))
+            _note(
+                st,
+                cfg,
+                now,
+                result,
+                (HALF_OPEN, CLOSED, f"{cfg.success_threshold} trial calls succeeded"),
+                seen,
+            )
         return
     _push(st, cfg, now, outcome.failure)
     st["consecutive"] = st["consecutive"] + 1 if outcome.failure else 0
@@ -211,9 +412,9 @@ def _count(st: State, cfg: Config, now: int, outcome: Outcome, result: Result) -
     calls, failures = window_counts(st, cfg, now)
     reason = trip_reason(cfg, calls, failures, st["consecutive"])
     if reason:
-        result.snapshot = (calls, failures)
+        seen = (calls, failures, st["consecutive"])  # before the opening empties the window
         _open(st, cfg, now, cfg.wait_ms)
-        result.transitions.append((CLOSED, OPEN, reason))
+        _note(st, cfg, now, result, (CLOSED, OPEN, reason), seen)
 
 
 def trip_reason(cfg: Config, calls: int, failures: int, consecutive: int) -> str:
@@ -223,3 +424,8 @@ def trip_reason(cfg: Config, calls: int, failures: int, consecutive: int) -> str
         span = f"the last {calls} calls" if cfg.window_type == "count" else f"the last {cfg.window_size} s"
         return f"failure rate {100.0 * failures / calls:.0f}% over {span} (threshold {cfg.threshold:g}%)"
     return ""
+
+
+def acknowledge(st: State, seqs: set[str]) -> None:
+    """Forget pending transitions whose rows are written."""
+    st["pending"] = [p for p in st["pending"] if p["seq"] not in seqs]

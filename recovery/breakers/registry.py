@@ -4,6 +4,7 @@ at once in the process that made it and within that time everywhere else."""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import datetime
@@ -17,10 +18,29 @@ from recovery.breakers import logic
 from recovery.breakers.models import Service
 
 _lock = threading.Lock()
+# The largest wait multiplier (the API refuses more): the wait grows by it per failed trial, up to max_wait_s.
+MAX_MULTIPLIER = 100.0
 _cache: dict[str, tuple[float, Service]] = {}
 
 
+def cap_ms() -> int:
+    """MAX_RETRY_AFTER_S in ms: no wait is ever longer, whatever a service's settings or a Retry-After say."""
+    return int(float(rebound("MAX_RETRY_AFTER_S")) * 1000)
+
+
+def _finite(value: float, low: float, high: float) -> float:
+    """A stored setting within its range: rows written before the settings had a ceiling may hold anything
+    up to 1e308 (or NaN, which Django's validators let through)."""
+    number = float(value)
+    return low if math.isnan(number) else max(low, min(high, number))
+
+
+def _wait_ms(seconds: float, cap: int) -> int:
+    return int(_finite(float(seconds) * 1000, 1, cap))
+
+
 def config_of(service: Service) -> logic.Config:
+    cap = cap_ms()
     return logic.Config(
         threshold=service.failure_rate_threshold,
         window_type=service.window_type,
@@ -28,12 +48,13 @@ def config_of(service: Service) -> logic.Config:
         minimum_calls=service.minimum_calls,
         consecutive=service.consecutive_failures,
         slow_ms=service.slow_call_ms,
-        wait_ms=int(service.wait_duration_s * 1000),
+        wait_ms=_wait_ms(service.wait_duration_s, cap),
         half_open_max=service.half_open_max_calls,
         success_threshold=service.success_threshold,
-        multiplier=service.wait_multiplier,
-        max_wait_ms=int(service.max_wait_s * 1000),
+        multiplier=_finite(service.wait_multiplier, 1.0, MAX_MULTIPLIER),
+        max_wait_ms=_wait_ms(service.max_wait_s, cap),
         trial_ttl_ms=int(rebound("BREAKER_TRIAL_PERMIT_TTL_SECONDS") * 1000),
+        cap_ms=cap,
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 from uuid import UUID
 
 from django.db.models import Choices
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -24,6 +25,33 @@ from core.infra.conf import rebound
 from core.slugs import Slug
 from recovery.breakers.models import BreakerTransition, Service
 from recovery.errors.schemas import ErrorIn
+
+# The ranges of the numbers the breakers' endpoints take (each in the OpenAPI schema as minimum and maximum).
+MAX_DURATION_MS = 86_400_000  # a day
+MAX_ID = 2**63 - 1  # transition ids are PostgreSQL bigints
+MAX_WAIT_S = 3600  # a long-poll's `wait`; the server waits at most BREAKER_EVENTS_MAX_WAIT_SECONDS anyway
+# The longest a breaker may be set to wait: the ceiling of MAX_RETRY_AFTER_S (30 days); a service refuses more
+# than the MAX_RETRY_AFTER_S in force (recovery.breakers.services).
+MAX_SETTING_WAIT_S = 30 * 86_400
+MAX_MULTIPLIER = 100
+
+
+# What the API answers has exactly these fields (additionalProperties: false in the schema): a body that grew a
+# field the schema does not list fails the schema conformance checks instead of passing unnoticed.
+OUT = ConfigDict(extra="forbid")
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The same moment in UTC: PostgreSQL refuses an offset beyond ±15:59 that RFC 3339 allows (a 500 on
+    save), and a moment whose UTC year is past 9999 cannot be kept."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment in UTC falls after the year 9999") from None
+
+
+# When an operator's override or forced level ends: with an offset, kept in UTC.
+Expiry = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 def encoded(value: Any) -> bytes:
@@ -59,7 +87,13 @@ class OutcomeIn(BaseModel):
     service: Slug
     operation: Annotated[str, StringConstraints(max_length=200)] = ""
     success: bool
-    duration_ms: float | None = Field(default=None, ge=0)
+    duration_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DURATION_MS,
+        allow_inf_nan=False,
+        description="How long the call took, in ms: 0 to 86,400,000 (a day).",
+    )
     error: ErrorIn | None = None
     permit_id: Annotated[str, StringConstraints(max_length=64)] = ""
     plan_id: UUID | None = Field(
@@ -117,6 +151,8 @@ class OutcomeReportIn(RootModel[OutcomeIn | list[OutcomeIn] | OutcomeBatchIn]):
 class TransitionOut(BaseModel):
     """One change of a breaker's state, with why and the window it saw."""
 
+    model_config = OUT
+
     id: int
     service: str
     from_state: str
@@ -141,18 +177,30 @@ class TransitionOut(BaseModel):
 
 
 class OutcomeOut(BaseModel):
+    model_config = OUT
     service: str
-    state: str
-    transition: TransitionOut | None
+    state: str = Field(
+        description="The breaker after this outcome: closed, open, half_open, the override in "
+        "force, or unknown when the store is unreachable."
+    )
+    transition: TransitionOut | None = Field(
+        description="The transition this outcome caused, if any (null too while its row waits to be written)."
+    )
     error_class: str | None
-    counted: bool
+    counted: bool = Field(description="Whether it counted into the breaker's window.")
+    retry_after_capped: bool = Field(
+        description="The error's Retry-After was over MAX_RETRY_AFTER_S (default a day): the breaker opened for "
+        "that long only."
+    )
 
 
 class OutcomeBatchOut(BaseModel):
+    model_config = OUT
     results: list[OutcomeOut]
 
 
 class PermitOut(BaseModel):
+    model_config = OUT
     service: str
     allowed: bool
     state: str
@@ -175,6 +223,7 @@ class OutcomeOutDict(TypedDict):
     transition: dict[str, Any] | None
     error_class: str | None
     counted: bool
+    retry_after_capped: bool
 
 
 class OutcomeBatchOutDict(TypedDict):
@@ -216,6 +265,8 @@ STATES = "closed, open, half_open; unknown when the store is unreachable; or the
 class BreakerWindowOut(BaseModel):
     """The breaker's window as its store holds it now."""
 
+    model_config = OUT
+
     calls: int
     failures: int
     rate: float = Field(description="Failures in percent of the calls.")
@@ -224,6 +275,7 @@ class BreakerWindowOut(BaseModel):
 
 
 class BreakerOverrideOut(BaseModel):
+    model_config = OUT
     mode: Override
     reason: str
     until: datetime | None
@@ -231,6 +283,8 @@ class BreakerOverrideOut(BaseModel):
 
 class BreakerWhyOut(BaseModel):
     """The breaker's last transition: why it is in its state."""
+
+    model_config = OUT
 
     reason: str
     from_state: str
@@ -240,6 +294,7 @@ class BreakerWhyOut(BaseModel):
 
 
 class BreakerSettingsOut(BaseModel):
+    model_config = OUT
     failure_rate_threshold: float = Field(description="Percent.")
     window_type: WindowType
     window_size: int = Field(description="Calls, or seconds.")
@@ -255,6 +310,8 @@ class BreakerSettingsOut(BaseModel):
 
 class BreakerOut(BaseModel):
     """A breaker as operators and agents read it: state, the live window, the override, why, and settings."""
+
+    model_config = OUT
 
     service: str
     criticality: Criticality
@@ -273,25 +330,35 @@ class BreakerList(RootModel[list[BreakerOut]]):
 
 
 class BreakerSnapshotOut(BaseModel):
+    model_config = OUT
     last_event_id: int = Field(description="The last transition before the states were read.")
     server_time: datetime
     breakers: list[BreakerOut]
 
 
 class BreakerEventsOut(BaseModel):
+    model_config = OUT
     events: list[TransitionOut]
     last_id: int = Field(description="The last transition's id: the next call's `after`.")
 
 
 class EventsQuery(BaseModel):
-    after: float = Field(default=0, ge=0, description="Only transitions with a larger id (the last you saw).")
-    wait: float = Field(default=0, ge=0, description="Seconds to wait for the first one (long-poll).")
+    after: int = Field(
+        default=0, ge=0, le=MAX_ID, description="Only transitions with a larger id (the last you saw)."
+    )
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="Seconds to wait for the first one (long-poll), at most BREAKER_EVENTS_MAX_WAIT_SECONDS.",
+    )
 
 
 class ServiceOut(BaseModel):
     """Anything an agent calls, with its breaker settings and the operator's override."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
 
     name: str
     kind: Kind
@@ -322,17 +389,29 @@ class ServiceList(RootModel[list[ServiceOut]]):
 
 Count = Annotated[int, Field(ge=0, le=2_147_483_647)]
 Positive = Annotated[int, Field(ge=1, le=2_147_483_647)]
+WaitSeconds = Annotated[float, Field(ge=0.001, le=MAX_SETTING_WAIT_S, allow_inf_nan=False)]
+
+
+def _sent_or_left_out(schema: dict[str, Any]) -> None:
+    """A PATCH field is left out or sent with a value, never null: the schema says so (no `null` among its
+    types, no default)."""
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            kept = [option for option in prop.pop("anyOf") if option != {"type": "null"}]
+            prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
+            prop.pop("default", None)
 
 
 class ServicePatchIn(BaseModel):
     """A change to a service's criticality and breaker settings (operators): only the fields sent change."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_sent_or_left_out)
 
     kind: Kind | None = None
     criticality: Criticality | None = None
     description: str | None = None
-    failure_rate_threshold: Annotated[float, Field(ge=1, le=100)] | None = Field(
+    failure_rate_threshold: Annotated[float, Field(ge=1, le=100, allow_inf_nan=False)] | None = Field(
         default=None, description="Percent."
     )
     window_type: WindowType | None = None
@@ -342,14 +421,26 @@ class ServicePatchIn(BaseModel):
     minimum_calls: Positive | None = None
     consecutive_failures: Count | None = Field(default=None, description="0 turns this trigger off.")
     slow_call_ms: Count | None = Field(default=None, description="Slower calls count as failures; 0: off.")
-    wait_duration_s: Annotated[float, Field(ge=0.001)] | None = None
+    wait_duration_s: WaitSeconds | None = Field(
+        default=None, description="Seconds; at most MAX_RETRY_AFTER_S (default a day)."
+    )
     half_open_max_calls: Positive | None = None
     success_threshold: Positive | None = None
-    wait_multiplier: Annotated[float, Field(ge=1)] | None = None
-    max_wait_s: Annotated[float, Field(ge=0.001)] | None = None
+    wait_multiplier: Annotated[float, Field(ge=1, le=MAX_MULTIPLIER, allow_inf_nan=False)] | None = None
+    max_wait_s: WaitSeconds | None = Field(
+        default=None,
+        description="Seconds; at least wait_duration_s, at most MAX_RETRY_AFTER_S (default a day).",
+    )
     reason: Annotated[str, StringConstraints(max_length=2000)] = Field(
         description="Why: operator actions require a reason, kept in the audit trail."
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("leave the field out to keep it; it cannot be null")
+        return value
 
 
 class OverrideIn(BaseModel):
@@ -358,4 +449,4 @@ class OverrideIn(BaseModel):
         description="forced_open, forced_closed, disabled (records, never blocks) or auto"
     )
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
-    expires_at: AwareDatetime | None = None
+    expires_at: Expiry | None = Field(default=None, description="When the override ends (with an offset).")

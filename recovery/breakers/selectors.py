@@ -76,8 +76,13 @@ def service_settings(service: Service) -> dict[str, Any]:
     }
 
 
+# The last millisecond a datetime can hold (9999-12-31T23:59:59.999Z). The stores clamp what they read far below
+# it (now + MAX_RETRY_AFTER_S); this only keeps a reader from ever failing on a date.
+LAST_MS = 253_402_300_799_999
+
+
 def _ms(value: int) -> datetime | None:
-    return datetime.fromtimestamp(value / 1000, tz=UTC) if value else None
+    return datetime.fromtimestamp(min(value, LAST_MS) / 1000, tz=UTC) if value > 0 else None
 
 
 def services() -> QuerySet[Service]:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -20,12 +22,12 @@ from core.api.errors import InvalidInput, NotFound
 from core.audit import services as audit
 from core.audit.services import Actor
 from core.infra import redisconn
+from core.infra.conf import rebound
 from recovery import metrics
 from recovery.breakers import logic, registry, signals
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
 from recovery.breakers.schemas import OutcomeOutDict, TransitionOut
-from recovery.breakers.selectors import effective_state
-from recovery.breakers.store import current_store
+from recovery.breakers.store import Peek, current_store
 from recovery.errors import intake
 from recovery.errors.classification import ErrorReport
 from recovery.errors.models import ErrorEvent
@@ -50,21 +52,18 @@ class PermitAnswer:
 
 
 def request_permit(name: str, *, actor: Actor) -> PermitAnswer:
+    """May a call go now? The store answers, with the operator's override where every process's permit looks:
+    an override is in force at the very next permit everywhere, whatever a process's cached settings say."""
     service = registry.get(name)
-    override = registry.override_in_force(service)
-    if override != Service.Override.AUTO:
-        allowed = override != Service.Override.FORCED_OPEN
-        answer = PermitAnswer(
-            name, allowed, override, None, None, f"{override} by an operator: {service.override_reason}"
-        )
-        _count_permit(name, override, allowed)
-        return answer
     try:
         result = current_store().permit(service, registry.config_of(service), uuid.uuid4().hex)
     except redis.RedisError as error:
         return _without_store(service, error)
-    if result.transitions:
+    if result.transitions or result.pending:
         _write_transitions(service, [result], actor)
+    if result.override:
+        _count_permit(name, result.override, result.allowed)
+        return PermitAnswer(name, result.allowed, result.override, None, None, result.reason)
     _count_permit(name, result.state, result.allowed)
     return PermitAnswer(
         service=name,
@@ -82,6 +81,12 @@ def fail_mode(service: Service) -> str:
 
 
 def _without_store(service: Service, error: Exception) -> PermitAnswer:
+    # Without the store, the override this process last read from the database still decides.
+    override = registry.override_in_force(service)
+    if override != Service.Override.AUTO:
+        allowed = override != Service.Override.FORCED_OPEN
+        reason = f"{override} by an operator: {service.override_reason}"
+        return PermitAnswer(service.name, allowed, override, None, None, reason)
     mode = fail_mode(service)
     allowed = mode == "open"
     metrics.breaker_store_errors_total.labels(criticality=service.criticality, decision=mode).inc()
@@ -117,6 +122,9 @@ class OutcomeReport:
     cache_key: str = ""
     result: Any = None
     has_result: bool = False
+    # The Retry-After the error gave, before the error's own cap: whether the breaker's wait was cut to
+    # MAX_RETRY_AFTER_S is told in the answer (None: as in `error`).
+    asked_retry_after_s: float | None = None
 
 
 def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[OutcomeOutDict]:
@@ -130,7 +138,7 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
     for i, report in enumerate(reports):
         service = services[report.service]
         cfg = registry.config_of(service)
-        items.append((service, cfg, _as_outcome(report, cfg, verdicts.get(i), service)))
+        items.append((service, cfg, _as_outcome(report, cfg, verdicts.get(i))))
     try:
         results: list[logic.Result | None] = list(current_store().record_many(items))
     except redis.RedisError as error:
@@ -143,10 +151,13 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
         [(s, r) for (s, _, _), r in zip(items, results, strict=True) if r], actor, queued
     )
     answers: list[OutcomeOutDict] = []
-    for i, (service, _, _) in enumerate(items):
+    for i, (service, _, outcome) in enumerate(items):
         result = results[i]
-        override = registry.override_in_force(service)
-        state = override if override != Service.Override.AUTO else (result.state if result else "unknown")
+        if result is not None:
+            state = result.override or result.state
+        else:  # without the store: the override this process last read, if any
+            override = registry.override_in_force(service)
+            state = override if override != Service.Override.AUTO else "unknown"
         metrics.circuit_breaker_state.labels(service=service.name).set(
             metrics.BREAKER_STATE_VALUES.get(state, 0)
         )
@@ -157,7 +168,8 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
                 "state": state,
                 "transition": transitions.get(i),
                 "error_class": classified.verdict.error_class if classified else None,
-                "counted": bool(result) and not items[i][2].ignored,
+                "counted": bool(result) and not outcome.ignored,
+                "retry_after_capped": outcome.asked_s > 0,
             }
         )
     # The recovery side (budget calls, cached results, plan results) listens above: see signals.py.
@@ -165,24 +177,36 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
     return answers
 
 
-def _as_outcome(
-    report: OutcomeReport, cfg: logic.Config, classified: Classified | None, service: Service
-) -> logic.Outcome:
-    frozen = registry.override_in_force(service) != Service.Override.AUTO
+def _as_outcome(report: OutcomeReport, cfg: logic.Config, classified: Classified | None) -> logic.Outcome:
+    # An operator's override is applied by the store, from the state every process shares.
     if report.success:
         slow = bool(cfg.slow_ms and report.duration_ms is not None and report.duration_ms >= cfg.slow_ms)
-        return logic.Outcome(failure=slow, permit_id=report.permit_id, frozen=frozen)
+        return logic.Outcome(failure=slow, permit_id=report.permit_id)
     if classified is None:
-        return logic.Outcome(failure=True, permit_id=report.permit_id, frozen=frozen)
+        return logic.Outcome(failure=True, permit_id=report.permit_id)
     verdict = classified.verdict
-    retry_after = classified.report.retry_after_s if verdict.error_class == ErrorClass.RATE_LIMIT else None
+    retry_after = None
+    if verdict.error_class == ErrorClass.RATE_LIMIT:
+        kept = classified.report.retry_after_s
+        retry_after = report.asked_retry_after_s if kept and report.asked_retry_after_s else kept
+    retry_after_ms, asked_s = capped_retry_after(retry_after, cfg.cap_ms)
     return logic.Outcome(
         failure=verdict.counts_toward_breaker,
         ignored=not verdict.counts_toward_breaker,
         permit_id=report.permit_id,
-        retry_after_ms=int(retry_after * 1000) if retry_after else 0,
-        frozen=frozen,
+        retry_after_ms=retry_after_ms,
+        asked_s=asked_s,
     )
+
+
+def capped_retry_after(seconds: float | None, cap_ms: int) -> tuple[int, float]:
+    """A Retry-After in ms, at most the cap (MAX_RETRY_AFTER_S), and what it asked for when that was more (else
+    0): a remote's `Retry-After: 1000000000000` must not shut a service for 30,000 years."""
+    if not seconds or not math.isfinite(seconds) or seconds <= 0:
+        return 0, 0.0
+    if seconds * 1000 > cap_ms:
+        return cap_ms, float(seconds)
+    return int(seconds * 1000), 0.0
 
 
 # --- transitions -----------------------------------------------------------------------------------------
@@ -248,16 +272,39 @@ def _queued_patterns(
     return {service: list(patterns.values()) for service, patterns in by_service.items()}
 
 
-def _window(result: logic.Result, patterns: list[dict[str, Any]]) -> dict[str, Any]:
-    calls, failures = result.snapshot or (result.calls, result.failures)
-    rate = round(100.0 * failures / calls, 2) if calls else 0.0
-    return {
-        "calls": calls,
-        "failures": failures,
+def _clean(value: Any) -> Any:
+    """Text a row can always hold: no NUL (PostgreSQL refuses it in text and JSON) and no lone surrogate (not
+    UTF-8). A transition's row must never fail on what an agent's error said: its state has already changed."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
+
+
+def _window(facts: logic.Facts, patterns: list[dict[str, Any]]) -> dict[str, Any]:
+    """The window a transition saw (before an opening emptied it), the patterns behind it, and what the store
+    needs to rebuild the state from this row: its seq, and for an opening when it ends."""
+    rate = round(100.0 * facts.failures / facts.calls, 2) if facts.calls else 0.0
+    window: dict[str, Any] = {
+        "calls": facts.calls,
+        "failures": facts.failures,
         "rate": rate,
-        "consecutive": result.consecutive,
+        "consecutive": facts.consecutive,
         "patterns": patterns,
     }
+    if facts.seq:
+        window["seq"] = facts.seq
+    if facts.open_until:
+        window["open_until"] = _iso(facts.open_until)
+        window["wait_ms"] = facts.wait_ms
+    return _clean(window)
 
 
 def _actor_fields(actor: Actor) -> dict[str, Any]:
@@ -266,6 +313,18 @@ def _actor_fields(actor: Actor) -> dict[str, Any]:
     if actor.agent is not None:
         return {"actor": BreakerTransition.Actor.AGENT, "actor_agent": actor.agent}
     return {"actor": BreakerTransition.Actor.AUTOMATIC}
+
+
+@dataclass(frozen=True)
+class Move:
+    """One transition the store made, on its way to its row."""
+
+    index: int  # of the (service, result) pair it came from
+    service: Service
+    from_state: str
+    to_state: str
+    reason: str
+    facts: logic.Facts
 
 
 def _write_transitions(service: Service, results: list[logic.Result], actor: Actor) -> None:
@@ -277,34 +336,135 @@ def _write_transitions_many(
     actor: Actor,
     queued: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """Write one row per transition; returns, by index of the pair, the last transition as the API shows it."""
-    if not any(r.transitions for _, r in pairs):
-        return {}
-    now = timezone.now()
-    rows: list[tuple[int, BreakerTransition]] = []
-    patterns: dict[str, list[dict[str, Any]]] = {}
-    for index, (service, result) in enumerate(pairs):
-        for from_state, to_state, reason in result.transitions:
-            if service.name not in patterns:
-                patterns[service.name] = recent_patterns(service.name, (queued or {}).get(service.name))
-            rows.append(
-                (
-                    index,
-                    BreakerTransition(
-                        service=service,
-                        from_state=from_state,
-                        to_state=to_state,
-                        reason=reason,
-                        window=_window(result, patterns[service.name]),
-                        created_at=now,
-                        **_actor_fields(actor),
-                    ),
-                )
+    """Write one row per transition the store made; returns, by index of the pair, the last transition as the
+    API shows it.
+
+    The store keeps each transition pending (in Redis, with the state it changed) until its row is written:
+    when the database refuses or cannot be reached, the transition stays pending and is written by the next
+    call that finds it there, or by beat (flush_pending); state and history never disagree for long, and a
+    transition is never lost or written twice (its seq names it)."""
+    moves = [
+        Move(index, service, *move, facts)
+        for index, (service, result) in enumerate(pairs)
+        for move, facts in zip(result.transitions, result.facts, strict=True)
+    ]
+    # Older transitions still pending first, so that the feed's ids keep the order in which they happened.
+    behind = {s.pk: s for s, r in pairs if r.pending > len(r.transitions)}
+    if behind:
+        flush_pending(list(behind.values()))
+    written: dict[int, dict[str, Any]] = {}
+    if moves:
+        try:
+            for move, row in _record(moves, actor, queued or {}):
+                written[move.index] = TransitionOut.of(row).model_dump()
+        except DatabaseError as error:
+            metrics.breaker_store_errors_total.labels(criticality="any", decision="transition_pending").inc(
+                len(moves)
             )
+            log.error("%d breaker transitions not written yet (kept pending): %s", len(moves), error)
+    return written
+
+
+def _record(
+    moves: list[Move], actor: Actor, queued: dict[str, list[dict[str, Any]]]
+) -> list[tuple[Move, BreakerTransition]]:
+    """The rows of these transitions, written once: under a lock on their services, a seq already written (by
+    another process flushing the pending list) is read back instead of written again. The store forgets them
+    once the rows are committed."""
+    patterns: dict[str, list[dict[str, Any]]] = {}
+    for move in moves:
+        if move.service.name not in patterns:
+            patterns[move.service.name] = recent_patterns(move.service.name, queued.get(move.service.name))
+    now = timezone.now()
+    rows = [
+        BreakerTransition(
+            service=move.service,
+            from_state=move.from_state,
+            to_state=move.to_state,
+            reason=_clean(move.reason),
+            window=_window(move.facts, patterns[move.service.name]),
+            created_at=datetime.fromtimestamp(move.facts.at / 1000, tz=UTC) if move.facts.at else now,
+            **_actor_fields(actor),
+        )
+        for move in moves
+    ]
+    ids = sorted({move.service.pk for move in moves})
+    seqs = [move.facts.seq for move in moves]
     with transaction.atomic():
-        created = BreakerTransition.objects.bulk_create([row for _, row in rows])
+        list(Service.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk"))
+        existing = {
+            (row.service_id, row.window.get("seq")): row
+            for row in BreakerTransition.objects.select_related("service").filter(
+                service_id__in=ids, window__seq__in=seqs
+            )
+        }
+        fresh = [row for row in rows if (row.service.pk, row.window.get("seq")) not in existing]
+        created = BreakerTransition.objects.bulk_create(fresh)
         transaction.on_commit(lambda: announce(created))
-    return {index: TransitionOut.of(row).model_dump() for (index, _), row in zip(rows, created, strict=True)}
+        transaction.on_commit(lambda: _acknowledge(moves))
+    done = {(row.service.pk, row.window.get("seq")): row for row in created} | existing
+    return [(move, done[(move.service.pk, move.facts.seq)]) for move in moves]
+
+
+def _acknowledge(moves: list[Move]) -> None:
+    """Tell the store these transitions have their rows (best effort: a later flush finds the rows and says it
+    again)."""
+    by_service: dict[int, tuple[Service, set[str]]] = {}
+    for move in moves:
+        by_service.setdefault(move.service.pk, (move.service, set()))[1].add(move.facts.seq)
+    try:
+        for service, seqs in by_service.values():
+            current_store().acknowledge(service, seqs)
+    except redis.RedisError as error:
+        log.warning("could not acknowledge written breaker transitions: %s", error)
+
+
+# A transition younger than this is still being written by the process that made it: a flush leaves it to it.
+PENDING_GRACE_MS = 2000
+
+
+def flush_pending(services: list[Service] | None = None, grace_ms: int | None = None) -> int:
+    """Write the rows of transitions the store still holds as pending (their first write failed, or the
+    process that made them died before it): beat runs it, and so does any call that finds some. Returns how
+    many transitions were settled."""
+    store = current_store()
+    targets = services if services is not None else list(Service.objects.all())
+    grace_ms = PENDING_GRACE_MS if grace_ms is None else grace_ms
+    now = int(time.time() * 1000)
+    count = 0
+    for service in targets:
+        try:
+            entries = [e for e in store.pending(service) if now - _int(e.get("at")) >= grace_ms]
+        except redis.RedisError as error:
+            log.warning("could not read the pending breaker transitions of %s: %s", service.name, error)
+            continue
+        if not entries:
+            continue
+        moves = [Move(0, service, e["from"], e["to"], e["why"], _facts(e)) for e in entries]
+        try:
+            rows = _record(moves, Actor(source="system"), {})
+        except DatabaseError as error:
+            log.error("pending breaker transitions of %s still not written: %s", service.name, error)
+            continue
+        count += len(rows)
+        log.warning("wrote the rows of %d pending breaker transitions of %s", len(rows), service.name)
+    return count
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and math.isfinite(value) else 0
+
+
+def _facts(entry: dict[str, Any]) -> logic.Facts:
+    return logic.Facts(
+        seq=entry["seq"],
+        at=_int(entry.get("at")),
+        calls=_int(entry.get("calls")),
+        failures=_int(entry.get("failures")),
+        consecutive=_int(entry.get("consecutive")),
+        open_until=_int(entry.get("open_until")),
+        wait_ms=_int(entry.get("wait_ms")),
+    )
 
 
 def announce(rows: list[BreakerTransition]) -> None:
@@ -330,14 +490,21 @@ def announce(rows: list[BreakerTransition]) -> None:
 
 
 def set_override(*, name: str, mode: str, reason: str, expires_at: datetime | None, actor: Actor) -> Service:
-    """Force a breaker open or closed, disable it, or return it to automatic; audited and a transition."""
+    """Force a breaker open or closed, disable it, or return it to automatic; audited and a transition.
+
+    The service row (with the audit event and the transition) is the record; the store's shared state is where
+    every process's next permit looks, so the override is written there too, at once. A breaker whose stored
+    state cannot be read is rebuilt on the way: an override always goes through."""
     reason = audit.require_reason(reason)
     if mode not in Service.Override.values:
         raise InvalidInput(f"mode must be one of {', '.join(Service.Override.values)}", field="mode")
     if expires_at is not None and expires_at <= timezone.now():
         raise InvalidInput("expires_at must be in the future", field="expires_at")
     service = registry.get(name)
-    before_state = effective_state(service)
+    service.refresh_from_db()
+    cfg = registry.config_of(service)
+    live = _peek(service, cfg)
+    before_state = _effective(service, live)
     before = audit.snapshot(service, ["override", "override_reason", "override_until"])
     auto = mode == Service.Override.AUTO
     with transaction.atomic():
@@ -353,20 +520,80 @@ def set_override(*, name: str, mode: str, reason: str, expires_at: datetime | No
             before=before,
             after=audit.snapshot(service, ["override", "override_reason", "override_until"]),
         )
+        after_state = _effective(service, live)
+        if after_state != before_state:
+            _operator_transition(service, before_state, after_state, f"operator: {reason}", actor, live)
     registry.forget(name)
-    after_state = effective_state(service)
-    if after_state != before_state:
-        result = logic.Result(
-            state=after_state, transitions=[(before_state, after_state, f"operator: {reason}")]
-        )
-        _write_transitions(service, [result], actor)
+    _store_override(service, cfg)
     return service
+
+
+def _peek(service: Service, cfg: logic.Config) -> Peek | None:
+    try:
+        return current_store().peek(service, cfg)
+    except redis.RedisError:
+        return None
+
+
+def _effective(service: Service, live: Peek | None) -> str:
+    """The state a permit finds: the service row's override in force, else the automatic state (half-open once
+    an open breaker's wait is over; unknown without the store)."""
+    override = registry.override_in_force(service)
+    if override != Service.Override.AUTO:
+        return override
+    if live is None:
+        return "unknown"
+    if live.state == logic.OPEN and live.open_until <= live.now:
+        return logic.HALF_OPEN
+    return live.state
+
+
+def _operator_transition(
+    service: Service, before: str, after: str, reason: str, actor: Actor, live: Peek | None
+) -> None:
+    """A transition the operator's override (or its expiry) made: written in the transaction that changes the
+    service row, so that the two never disagree."""
+    open_until = live.open_until if live is not None and after == logic.OPEN else 0
+    facts = logic.Facts(
+        seq="",
+        at=0,
+        calls=live.calls if live else 0,
+        failures=live.failures if live else 0,
+        consecutive=live.consecutive if live else 0,
+        open_until=open_until,
+    )
+    row = BreakerTransition.objects.create(
+        service=service,
+        from_state=before,
+        to_state=after,
+        reason=_clean(reason),
+        window=_window(facts, recent_patterns(service.name)),
+        created_at=timezone.now(),
+        **_actor_fields(actor),
+    )
+    transaction.on_commit(lambda: announce([row]))
+
+
+def _store_override(service: Service, cfg: logic.Config) -> None:
+    """Write the service row's override where every permit looks. Without the store, permits fall back on the
+    row (within BREAKER_CONFIG_CACHE_SECONDS), and beat writes it there once the store answers (sync_overrides)."""
+    override = registry.override_in_force(service)
+    until = _ms(service.override_until) if service.override_until is not None else 0
+    try:
+        current_store().set_override(service, cfg, override, until, service.override_reason)
+    except redis.RedisError as error:
+        log.warning("the override of %s is not in the breaker store yet: %s", service.name, error)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def create_service(*, data: dict[str, Any], actor: Actor, reason: str = "") -> Service:
     """Register a service (operators; audited). Agents' first calls register unknown services by themselves."""
     service = Service(name=data.get("name", ""), **{k: v for k, v in data.items() if k in SETTINGS_FIELDS})
     audit.full_clean(service)
+    _check_waits(service)
     with transaction.atomic():
         service.save()
         audit.record(
@@ -380,6 +607,22 @@ def create_service(*, data: dict[str, Any], actor: Actor, reason: str = "") -> S
     return service
 
 
+def _check_waits(service: Service) -> None:
+    """No wait longer than MAX_RETRY_AFTER_S, and finite numbers (Django's validators let NaN through)."""
+    cap = float(rebound("MAX_RETRY_AFTER_S"))
+    for name in ("wait_duration_s", "max_wait_s"):
+        value = float(getattr(service, name))
+        if not math.isfinite(value) or value > cap:
+            raise InvalidInput(f"{name} must be at most {cap:g} s (MAX_RETRY_AFTER_S)", field=name)
+    for name in ("failure_rate_threshold", "wait_multiplier"):
+        if not math.isfinite(float(getattr(service, name))):
+            raise InvalidInput(f"{name} must be a finite number", field=name)
+    if float(service.wait_multiplier) > registry.MAX_MULTIPLIER:
+        raise InvalidInput(
+            f"wait_multiplier must be at most {registry.MAX_MULTIPLIER:g}", field="wait_multiplier"
+        )
+
+
 def update_service(*, name: str, data: dict[str, Any], actor: Actor, reason: str) -> Service:
     reason = audit.require_reason(reason)
     with transaction.atomic():
@@ -391,6 +634,7 @@ def update_service(*, name: str, data: dict[str, Any], actor: Actor, reason: str
             if key in SETTINGS_FIELDS:
                 setattr(service, key, value)
         audit.full_clean(service)
+        _check_waits(service)
         service.save()
         audit.record(
             actor,
@@ -405,22 +649,58 @@ def update_service(*, name: str, data: dict[str, Any], actor: Actor, reason: str
 
 
 def expire_overrides() -> int:
-    """Return breakers whose override has expired to automatic, with a transition each (beat, every minute)."""
+    """Return breakers whose override has expired to automatic, with a transition each (beat, every 30 s)."""
     now = timezone.now()
     expired = 0
     for service in Service.objects.exclude(override=Service.Override.AUTO).filter(override_until__lte=now):
-        # Compare-and-set: only the process that clears it writes the transition.
-        if not Service.objects.filter(
-            pk=service.pk, override=service.override, override_until__lte=now
-        ).update(override=Service.Override.AUTO, override_reason="", override_until=None):
-            continue
+        cfg = registry.config_of(service)
+        live = _peek(service, cfg)
+        before_state = service.override
+        with transaction.atomic():
+            # Compare-and-set: only the process that clears it writes the transition.
+            if not Service.objects.filter(
+                pk=service.pk, override=service.override, override_until__lte=now
+            ).update(override=Service.Override.AUTO, override_reason="", override_until=None):
+                continue
+            service.override, service.override_reason, service.override_until = (
+                Service.Override.AUTO,
+                "",
+                None,
+            )
+            after_state = _effective(service, live)
+            reason = "the operator's override expired: back to automatic"
+            _operator_transition(service, before_state, after_state, reason, Actor(source="system"), live)
         expired += 1
         registry.forget(service.name)
-        before_state, service.override = service.override, Service.Override.AUTO
-        after_state = effective_state(service)
-        result = logic.Result(
-            state=after_state,
-            transitions=[(before_state, after_state, "the operator's override expired: back to automatic")],
-        )
-        _write_transitions(service, [result], Actor(source="system"))
+        _store_override(service, cfg)
+    return expired
+
+
+def sync_overrides() -> int:
+    """Write every service row's override into the store where it differs (an override set while the store
+    could not be reached, or lost with it). Returns how many were written."""
+    synced = 0
+    for service in Service.objects.all():
+        cfg = registry.config_of(service)
+        live = _peek(service, cfg)
+        if live is None:
+            continue
+        override = registry.override_in_force(service)
+        wanted = "" if override == Service.Override.AUTO else override
+        until = _ms(service.override_until) if wanted and service.override_until is not None else 0
+        if live.override == wanted and (
+            not wanted or (live.override_reason, live.override_until) == (service.override_reason, until)
+        ):
+            continue
+        _store_override(service, cfg)
+        synced += 1
+    return synced
+
+
+def maintain() -> int:
+    """Beat's upkeep of the breakers (every 30 s): expire overrides, write overrides the store missed, and
+    write transitions still pending. Returns how many overrides expired."""
+    expired = expire_overrides()
+    sync_overrides()
+    flush_pending()
     return expired

@@ -1,8 +1,15 @@
 """Where breaker state lives: Redis in production (Lua, one round trip per permit or outcome, one pipeline per
-batch), the database in the embedded mode. Both give the same answers (tests/recovery/breakers/test_store_contract.py)."""
+batch), the database in the embedded mode. Both give the same answers (tests/recovery/breakers/test_store_contract.py).
+
+Both treat what they hold as possibly damaged: a state that is missing or cannot be read is rebuilt from the
+breaker's history (recovery/breakers/history.py) before anything is decided on it, and numbers out of range are
+clamped (an open-until never lies beyond now + MAX_RETRY_AFTER_S), so that no stored value can make a reader fail.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +23,11 @@ from django.db import transaction
 
 from core.infra import redisconn
 from core.infra.redisconn import Scripts
-from recovery.breakers import logic
-from recovery.breakers.lua import PEEK, PERMIT, RECORD_MANY
+from recovery.breakers import history, logic
+from recovery.breakers.lua import ACK, PEEK, PERMIT, RECORD_MANY, RESTORE, SET_OVERRIDE
 from recovery.breakers.models import BreakerState, Service
 
+log = logging.getLogger(__name__)
 _store_lock = threading.Lock()
 _store: BreakerStore | None = None
 
@@ -54,6 +62,10 @@ class Peek:
     consecutive: int
     trials_in_use: int
     now: int
+    override: str = ""  # the override in force in the store ("" when automatic)
+    override_until: int = 0
+    override_reason: str = ""
+    pending: int = 0  # transitions waiting for their rows
 
 
 class BreakerStore(Protocol):
@@ -65,9 +77,27 @@ class BreakerStore(Protocol):
 
     def reset(self, service: Service) -> None: ...
 
+    def set_override(
+        self, service: Service, cfg: logic.Config, mode: str, until: int, reason: str
+    ) -> None: ...
+
+    def pending(self, service: Service) -> list[dict[str, Any]]: ...
+
+    def acknowledge(self, service: Service, seqs: set[str]) -> None: ...
+
 
 def wall_ms() -> int:
     return int(time.time() * 1000)
+
+
+def read_pending(entries: list[Any]) -> list[dict[str, Any]]:
+    """The pending transitions that can be written as rows (the others are dropped when acknowledged)."""
+    fields = {"seq": str, "from": str, "to": str, "why": str}
+    return [
+        entry
+        for entry in entries
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), kind) for k, kind in fields.items())
+    ]
 
 
 class DatabaseStore:
@@ -79,20 +109,29 @@ class DatabaseStore:
     def _locked(self, service: Service) -> BreakerState:
         row = BreakerState.objects.select_for_update().filter(service=service).first()
         if row is None:
-            BreakerState.objects.get_or_create(service=service, defaults={"data": logic.new_state()})
+            # An empty state: read as missing, so the first reader rebuilds it from the breaker's history.
+            BreakerState.objects.get_or_create(service=service, defaults={"data": {}})
             row = BreakerState.objects.select_for_update().get(service=service)
         return row
+
+    def _state(self, service: Service, cfg: logic.Config, data: Any, now: int) -> logic.State:
+        state = logic.sanitize(data, now, cfg.cap_ms)
+        if state is None:
+            if data:
+                log.warning("breaker state of %s unreadable: rebuilt from its history", service.name)
+            state = history.state_from_history(service, cfg, now)
+        return state
 
     def permit(self, service: Service, cfg: logic.Config, permit_id: str) -> logic.Result:
         with transaction.atomic():
             row = self._locked(service)
-            state = row.data or logic.new_state()
-            result = logic.permit(state, cfg, self.clock(), permit_id)
+            now = self.clock()
+            state = self._state(service, cfg, row.data, now)
+            result = logic.permit(state, cfg, now, permit_id)
             BreakerState.objects.filter(pk=row.pk).update(data=state)
         return result
 
     def record_many(self, items: list[tuple[Service, logic.Config, logic.Outcome]]) -> list[logic.Result]:
-        results = []
         # Services in name order: two batches lock rows in the same order and cannot deadlock.
         order = sorted(range(len(items)), key=lambda i: items[i][0].name)
         by_index: dict[int, logic.Result] = {}
@@ -100,21 +139,22 @@ class DatabaseStore:
             rows: dict[int, tuple[BreakerState, logic.State]] = {}
             for i in order:
                 service, cfg, outcome = items[i]
+                now = self.clock()
                 if service.pk not in rows:
                     row = self._locked(service)
-                    rows[service.pk] = (row, row.data or logic.new_state())
-                by_index[i] = logic.record(rows[service.pk][1], cfg, self.clock(), outcome)
+                    rows[service.pk] = (row, self._state(service, cfg, row.data, now))
+                by_index[i] = logic.record(rows[service.pk][1], cfg, now, outcome)
             for row, state in rows.values():
                 BreakerState.objects.filter(pk=row.pk).update(data=state)
-        results = [by_index[i] for i in range(len(items))]
-        return results
+        return [by_index[i] for i in range(len(items))]
 
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
         row = BreakerState.objects.filter(service=service).first()
-        state = cast(logic.State, dict(row.data)) if row and row.data else logic.new_state()
         now = self.clock()
+        state = self._state(service, cfg, row.data if row else None, now)
         calls, failures = logic.window_counts(state, cfg, now)
         trials = sum(1 for expiry in state["trials"].values() if expiry > now)
+        override = logic.override_in_force(state, now)
         return Peek(
             state["state"],
             state["opened_at"],
@@ -124,10 +164,39 @@ class DatabaseStore:
             state["consecutive"],
             trials,
             now,
+            override,
+            state["override_until"] if override else 0,
+            state["override_reason"] if override else "",
+            len(state["pending"]),
         )
 
     def reset(self, service: Service) -> None:
         BreakerState.objects.filter(service=service).delete()
+
+    def set_override(self, service: Service, cfg: logic.Config, mode: str, until: int, reason: str) -> None:
+        with transaction.atomic():
+            row = self._locked(service)
+            state = self._state(service, cfg, row.data, self.clock())
+            logic.set_override(state, mode, until, reason)
+            BreakerState.objects.filter(pk=row.pk).update(data=state)
+
+    def pending(self, service: Service) -> list[dict[str, Any]]:
+        row = BreakerState.objects.filter(service=service).first()
+        data = row.data if row is not None and isinstance(row.data, dict) else {}
+        entries = data.get("pending")
+        return read_pending(entries if isinstance(entries, list) else [])
+
+    def acknowledge(self, service: Service, seqs: set[str]) -> None:
+        with transaction.atomic():
+            row = BreakerState.objects.select_for_update().filter(service=service).first()
+            if row is None or not isinstance(row.data, dict) or not isinstance(row.data.get("pending"), list):
+                return
+            kept = [p for p in read_pending(row.data["pending"]) if p["seq"] not in seqs]
+            BreakerState.objects.filter(pk=row.pk).update(data={**row.data, "pending": kept})
+
+
+# What each key of a breaker must be; a key of another type (written by hand, or by a bug) is deleted.
+KEY_TYPES = ("hash", "list", "hash", "zset", "list")
 
 
 class RedisStore:
@@ -142,10 +211,13 @@ class RedisStore:
         self.scripts = Scripts(client)
         self._record_many = client.register_script(RECORD_MANY)
         self._peek = client.register_script(PEEK)
+        self._restore = client.register_script(RESTORE)
+        self._set_override = client.register_script(SET_OVERRIDE)
+        self._ack = client.register_script(ACK)
 
     def keys(self, service: Service) -> list[str]:
         tag = f"{self.prefix}:{{{service.name}}}"
-        return [f"{tag}:state", f"{tag}:count", f"{tag}:time", f"{tag}:trials"]
+        return [f"{tag}:state", f"{tag}:count", f"{tag}:time", f"{tag}:trials", f"{tag}:pending"]
 
     def _args(self, cfg: logic.Config) -> list[ScriptArg]:
         return [
@@ -153,34 +225,105 @@ class RedisStore:
             *_config_args(cfg),
         ]
 
+    def _now(self) -> int:
+        return self.clock() if self.clock else wall_ms()
+
+    def _run(self, service: Service, cfg: logic.Config, call: Callable[[], Any]) -> Any:
+        """Run a script; a state it cannot read is rebuilt from history and the script run again, a key of the
+        wrong type (the script fails) is deleted and the script run again."""
+        for attempt in range(3):
+            try:
+                reply = call()
+            except redis.ResponseError as error:
+                if attempt == 2 or not self._repair(service, error):
+                    raise
+                continue
+            if not _asks_rebuild(reply):
+                return reply
+            self.rebuild(service, cfg)
+        raise redis.ResponseError(f"the breaker state of {service.name} could not be rebuilt")
+
+    def _repair(self, service: Service, error: Exception) -> bool:
+        """Delete the breaker's keys that hold the wrong type; whether any was."""
+        keys = self.keys(service)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+        found = [_text(kind) for kind in pipe.execute()]
+        wrong = [
+            key for key, kind, want in zip(keys, found, KEY_TYPES, strict=True) if kind not in (want, "none")
+        ]
+        if wrong:
+            log.warning("breaker keys of %s had the wrong type (%s): deleted %s", service.name, error, wrong)
+            self.client.delete(*wrong)
+        return bool(wrong)
+
+    def rebuild(self, service: Service, cfg: logic.Config) -> None:
+        """Write the state the breaker's history gives, unless a readable one appeared meanwhile."""
+        state = history.state_from_history(service, cfg, self._now())
+        fields: list[ScriptArg] = []
+        for name, value in _hash_fields(state, cfg).items():
+            fields += [name, value]
+        if self._restore(keys=self.keys(service), args=[*self._args(cfg), cfg.cap_ms, *fields]):
+            log.warning(
+                "breaker state of %s was missing or unreadable in Redis: rebuilt from its history as %s",
+                service.name,
+                state["state"],
+            )
+
     def permit(self, service: Service, cfg: logic.Config, permit_id: str) -> logic.Result:
-        return _result(self.scripts.run(PERMIT, self.keys(service), [*self._args(cfg), permit_id]))
+        keys, args = self.keys(service), [*self._args(cfg), permit_id, cfg.cap_ms]
+        return _result(self._run(service, cfg, lambda: self.scripts.run(PERMIT, keys, args)))
+
+    def _record_args(self, cfg: logic.Config, outcomes: list[logic.Outcome]) -> list[ScriptArg]:
+        args: list[ScriptArg] = [*self._args(cfg), len(outcomes)]
+        for o in outcomes:
+            args += [o.permit_id, int(o.failure), int(o.ignored), o.retry_after_ms, int(o.frozen), o.asked_s]
+        return [*args, cfg.cap_ms]
 
     def record_many(self, items: list[tuple[Service, logic.Config, logic.Outcome]]) -> list[logic.Result]:
-        """One script call per service, in one pipeline: each applies that service's outcomes in order."""
+        """One script call per service, in one pipeline: each applies that service's outcomes in order. A
+        service whose state must be repaired or rebuilt first is run again on its own."""
         by_service: dict[str, list[int]] = {}
         for index, (service, _, _) in enumerate(items):
             by_service.setdefault(service.name, []).append(index)
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for indexes in by_service.values():
             service, cfg, _ = items[indexes[0]]
-            args: list[ScriptArg] = [*self._args(cfg), len(indexes)]
-            for i in indexes:
-                o = items[i][2]
-                args += [o.permit_id, int(o.failure), int(o.ignored), o.retry_after_ms, int(o.frozen)]
+            calls.append((service, cfg, self._record_args(cfg, [items[i][2] for i in indexes])))
+        pipe = self.client.pipeline(transaction=False)
+        for service, _, args in calls:
             self._record_many(keys=self.keys(service), args=args, client=pipe)
+        replies = pipe.execute(raise_on_error=False)
         results: list[logic.Result | None] = [None] * len(items)
-        for indexes, reply in zip(by_service.values(), pipe.execute(), strict=True):
+        for indexes, (service, cfg, args), reply in zip(by_service.values(), calls, replies, strict=True):
+            if isinstance(reply, redis.ConnectionError | redis.TimeoutError):
+                raise reply
+            if isinstance(reply, Exception) or _asks_rebuild(reply):
+
+                def again(service: Service = service, args: list[ScriptArg] = args) -> Any:
+                    return self._record_many(keys=self.keys(service), args=args)
+
+                reply = (
+                    self._run(service, cfg, again)
+                    if _asks_rebuild(reply)
+                    else self._rerun(service, cfg, reply, again)
+                )
             for i, result in zip(indexes, _many_results(reply), strict=True):
                 results[i] = result
         return [r for r in results if r is not None]
 
+    def _rerun(self, service: Service, cfg: logic.Config, error: Exception, call: Callable[[], Any]) -> Any:
+        if not isinstance(error, redis.ResponseError) or not self._repair(service, error):
+            raise error
+        return self._run(service, cfg, call)
+
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
-        reply = self._peek(
-            keys=self.keys(service),
-            args=[self.clock() if self.clock else 0, cfg.window_type, cfg.window_size],
+        args = [*self._args(cfg), cfg.cap_ms]
+        reply = self._run(service, cfg, lambda: self._peek(keys=self.keys(service), args=args))
+        state, opened_at, open_until, calls, failures, consecutive, trials, now, ovr, until, why, pending = (
+            reply
         )
-        state, opened_at, open_until, calls, failures, consecutive, trials, now = reply
         return Peek(
             _text(state),
             int(opened_at),
@@ -190,10 +333,31 @@ class RedisStore:
             int(consecutive),
             int(trials),
             int(now),
+            _text(ovr),
+            int(until) if _text(ovr) else 0,
+            _text(why) if _text(ovr) else "",
+            int(pending),
         )
 
     def reset(self, service: Service) -> None:
-        self.client.delete(*self.keys(service))
+        self.client.delete(*self.keys(service)[:4])
+
+    def set_override(self, service: Service, cfg: logic.Config, mode: str, until: int, reason: str) -> None:
+        args = [*self._args(cfg), cfg.cap_ms, mode, until, reason]
+        self._run(service, cfg, lambda: self._set_override(keys=self.keys(service), args=args))
+
+    def pending(self, service: Service) -> list[dict[str, Any]]:
+        entries = []
+        items = cast(list[bytes], self.client.lrange(self.keys(service)[4], 0, -1))
+        for item in items:
+            try:
+                entries.append(json.loads(item))
+            except ValueError:
+                continue  # dropped by the next acknowledgement
+        return read_pending(entries)
+
+    def acknowledge(self, service: Service, seqs: set[str]) -> None:
+        self._ack(keys=[self.keys(service)[4]], args=sorted(seqs))
 
 
 @lru_cache(maxsize=1024)
@@ -214,49 +378,86 @@ def _config_args(cfg: logic.Config) -> tuple[ScriptArg, ...]:
     )
 
 
-def _many_results(reply: list[Any]) -> list[logic.Result]:
-    """RECORD_MANY's flat reply: per outcome, state, calls, failures, consecutive, snapshot calls and failures,
-    the number of transitions, then three values per transition."""
-    results, i = [], 0
-    while i < len(reply):
-        state, calls, failures, consecutive, sc, sf, count = reply[i : i + 7]
-        i += 7
-        trans = reply[i : i + 3 * int(count)]
-        i += 3 * int(count)
-        results.append(
-            logic.Result(
-                state=_text(state),
-                calls=int(calls),
-                failures=int(failures),
-                consecutive=int(consecutive),
-                snapshot=(int(sc), int(sf)) if int(sc) >= 0 else None,
-                transitions=[
-                    (_text(trans[j]), _text(trans[j + 1]), _text(trans[j + 2]))
-                    for j in range(0, len(trans), 3)
-                ],
-            )
-        )
-    return results
+def _hash_fields(state: logic.State, cfg: logic.Config) -> dict[str, ScriptArg]:
+    """A rebuilt state as the Redis hash holds it (its window starts empty, of the configured type)."""
+    return {
+        "state": state["state"],
+        "opened_at": state["opened_at"],
+        "open_until": state["open_until"],
+        "wait_ms": state["wait_ms"],
+        "consecutive": 0,
+        "ho_ok": 0,
+        "wf": 0,
+        "win_type": cfg.window_type,
+        "gen": state["gen"],
+        "tseq": 0,
+        "ovr": state["override"],
+        "ovr_until": state["override_until"],
+        "ovr_reason": state["override_reason"],
+    }
+
+
+def _asks_rebuild(reply: Any) -> bool:
+    return isinstance(reply, list) and len(reply) == 1 and _text(reply[0]) == "rebuild"
 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _moves(flat: list[Any], at: int) -> tuple[list[tuple[str, str, str]], list[logic.Facts]]:
+    """Transitions as the scripts reply them: nine values each (see lua.py)."""
+    moves, facts = [], []
+    for j in range(0, len(flat), 9):
+        from_state, to_state, why, seq, calls, failures, consecutive, open_until, wait_ms = flat[j : j + 9]
+        moves.append((_text(from_state), _text(to_state), _text(why)))
+        facts.append(
+            logic.Facts(
+                _text(seq), at, int(calls), int(failures), int(consecutive), int(open_until), int(wait_ms)
+            )
+        )
+    return moves, facts
+
+
+def _many_results(reply: list[Any]) -> list[logic.Result]:
+    """RECORD_MANY's flat reply: now, pending, then per outcome state, calls, failures, consecutive, override,
+    the number of transitions, then nine values per transition."""
+    now, pending = int(reply[0]), int(reply[1])
+    results, i = [], 2
+    while i < len(reply):
+        state, calls, failures, consecutive, override, count = reply[i : i + 6]
+        i += 6
+        moves, facts = _moves(reply[i : i + 9 * int(count)], now)
+        i += 9 * int(count)
+        results.append(
+            logic.Result(
+                state=_text(state),
+                calls=int(calls),
+                failures=int(failures),
+                consecutive=int(consecutive),
+                transitions=moves,
+                facts=facts,
+                override=_text(override),
+                pending=pending,
+            )
+        )
+    return results
+
+
 def _result(reply: list[Any]) -> logic.Result:
-    state, allowed, retry, pid, reason, calls, failures, consecutive, sc, sf, *trans = reply
-    transitions = [
-        (_text(trans[i]), _text(trans[i + 1]), _text(trans[i + 2])) for i in range(0, len(trans), 3)
-    ]
+    state, allowed, retry, pid, reason, calls, failures, consecutive, override, pending, now, *trans = reply
+    moves, facts = _moves(trans, int(now))
     return logic.Result(
         state=_text(state),
         allowed=bool(int(allowed)),
         retry_after_ms=int(retry),
         permit_id=_text(pid),
         reason=_text(reason),
-        transitions=transitions,
+        transitions=moves,
         calls=int(calls),
         failures=int(failures),
         consecutive=int(consecutive),
-        snapshot=(int(sc), int(sf)) if int(sc) >= 0 else None,
+        facts=facts,
+        override=_text(override),
+        pending=int(pending),
     )

@@ -15,5 +15,6 @@ from recovery.breakers import services
     soft_time_limit=50,
 )
 def expire_breaker_overrides() -> int:
-
-    return services.expire_overrides()
+    """The breakers' upkeep every 30 s (its name is its first job's, kept for beat's schedule): expire
+    overrides, write into the store overrides it missed, write transitions still pending."""
+    return services.maintain()

@@ -8,7 +8,6 @@ what happens next.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -56,13 +55,42 @@ def call_task(name: str, args: list[Any], kwargs: dict[str, Any]) -> CallOutcome
 def accepts_idempotency_key(task_name: str) -> bool:
     """Whether the task's function takes `idempotency_key` (by name, or in **kwargs)."""
     task = task_registry.find(task_name)
+    return task is not None and task_registry.accepts_keyword(task, IDEMPOTENCY_KWARG)
+
+
+def keyed_kwargs(task_name: str, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    """The task's keyword arguments as it is called: with `idempotency_key` set to the caller's key when the
+    task takes one and the caller's kwargs do not already name it (theirs wins, as a caller's own header
+    does for HTTP)."""
+    if IDEMPOTENCY_KWARG in kwargs or not accepts_idempotency_key(task_name):
+        return dict(kwargs)
+    return {**kwargs, IDEMPOTENCY_KWARG: key}
+
+
+# What the HTTP methods promise (RFC 9110, 9.2.2): sending one of these twice does no more than once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def why_resend_is_safe(
+    *, kind: str, request: dict[str, Any], task_name: str, task_kwargs: dict[str, Any]
+) -> str:
+    """Why sending a call again, when whether an attempt reached its target is unknown, does it no more than
+    once; "" when nothing says so (then a human decides). HTTP: an idempotent method, else the Idempotency-Key
+    header every attempt carries (the caller's, or the job's key). A task: declared idempotent, or given an
+    idempotency key (its own `idempotency_key` argument, or the one Rebound passes to a task that takes one)."""
+    if kind == "http":
+        method = str(request.get("method", "GET")).upper()
+        if method in IDEMPOTENT_METHODS:
+            return f"{method} is idempotent"
+        return f"every attempt of this {method} carries the same {IDEMPOTENCY_HEADER} header"
+    task = task_registry.find(task_name)
     if task is None:
-        return False
-    try:
-        parameters = inspect.signature(task.run).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == IDEMPOTENCY_KWARG or p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters)
+        return ""
+    if task_registry.declared_idempotent(task):
+        return f"{task_name} is declared idempotent"
+    if IDEMPOTENCY_KWARG in task_kwargs or task_registry.accepts_keyword(task, IDEMPOTENCY_KWARG):
+        return f"every attempt of {task_name} is given the same {IDEMPOTENCY_KWARG}"
+    return ""
 
 
 def classify(outcome: CallOutcome, *, service: str = "", operation: str = "") -> Classified | None:

@@ -9,8 +9,10 @@ outcome is known at once and becomes an attempt's row.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,10 @@ from recovery.errors.classification import ErrorReport
 
 BUILTIN_TASKS = ("recovery.demo_tasks.echo", "recovery.demo_tasks.flaky")
 MAX_ARGUMENT_BYTES = 64 * 1024
+# A task declares that running it twice does no more than running it once with `@shared_task(..., idempotent=
+# True)` (Celery keeps unknown options as attributes of the task): Rebound may then send it again when it cannot
+# know whether an attempt ran (its worker was lost mid-call).
+IDEMPOTENT_OPTION = "idempotent"
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,23 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, allow_nan=False))
 
 
-def validate_task(name: str, args: list[Any], kwargs: dict[str, Any], field_prefix: str = "task") -> None:
-    """InvalidInput naming the field if the task is not registered or its arguments are not JSON."""
+def validate_task(
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    field_prefix: str = "task",
+    added: Collection[str] = (),
+) -> None:
+    """InvalidInput naming the field if the task is not registered, its arguments are not JSON, or they do not
+    fit its signature (with the keyword arguments Rebound adds at call time, `added`): a call that could only
+    fail with a TypeError is refused now rather than at its first attempt, or at a rollback."""
     if name not in registered():
         raise InvalidInput(
             f"{name!r} is not a registered task: the tasks Rebound may run are listed in REGISTERED_TASKS",
             field=f"{field_prefix}.name",
         )
-    if find(name) is None:
+    task = find(name)
+    if task is None:
         raise InvalidInput(
             f"{name!r} is registered but no such Celery task can be loaded", field=f"{field_prefix}.name"
         )
@@ -82,6 +97,48 @@ def validate_task(name: str, args: list[Any], kwargs: dict[str, Any], field_pref
             raise InvalidInput("must be JSON values", field=f"{field_prefix}.{part}") from None
         if size > MAX_ARGUMENT_BYTES:
             raise InvalidInput(f"at most {MAX_ARGUMENT_BYTES} bytes of JSON", field=f"{field_prefix}.{part}")
+    check_signature(task, args, {**dict.fromkeys(added), **kwargs}, field_prefix)
+
+
+def signature(task: Task) -> inspect.Signature | None:
+    """The parameters the task's function takes (a bound task's without `self`); None when Python cannot
+    tell (a C function), and then nothing is checked."""
+    try:
+        return inspect.signature(task.run)
+    except (TypeError, ValueError):
+        return None
+
+
+def accepts_keyword(task: Task, keyword: str) -> bool:
+    """Whether the task's function takes this keyword argument (by name, or in **kwargs)."""
+    found = signature(task)
+    if found is None:
+        return False
+    return any(
+        p.name == keyword or p.kind == inspect.Parameter.VAR_KEYWORD for p in found.parameters.values()
+    )
+
+
+def declared_idempotent(task: Task) -> bool:
+    """Whether the task says that running it twice does no more than once (IDEMPOTENT_OPTION)."""
+    return getattr(task, IDEMPOTENT_OPTION, False) is True
+
+
+def check_signature(task: Task, args: list[Any], kwargs: dict[str, Any], field_prefix: str) -> None:
+    """InvalidInput naming `args` or `kwargs` when the call would be refused by Python itself: a required
+    argument missing, one too many, an unknown keyword."""
+    found = signature(task)
+    if found is None:
+        return
+    try:
+        found.bind(*args, **kwargs)
+    except TypeError as error:
+        # "too many positional arguments" is about args; the rest (missing, unexpected keyword, given twice)
+        # is what kwargs must supply or leave out.
+        part = "args" if "positional" in str(error) else "kwargs"
+        raise InvalidInput(
+            f"the arguments do not fit {task.name}{found}: {error}", field=f"{field_prefix}.{part}"
+        ) from None
 
 
 def error_report(error: BaseException) -> ErrorReport:

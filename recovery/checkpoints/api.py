@@ -31,6 +31,7 @@ from core.api.validation import parse
 from core.audit.services import Actor
 from recovery.checkpoints import codec, selectors, services
 from recovery.checkpoints.schemas import (
+    MAX_SEQ,
     TASK_ID,
     CheckpointHead,
     CheckpointIn,
@@ -168,6 +169,14 @@ AGENT_PARAMETER = OpenApiParameter(
     examples=[OpenApiExample("An agent", value="mail-agent")],
 )
 
+SEQ_PARAMETER = OpenApiParameter(
+    "seq",
+    # A raw schema: drf-spectacular takes one for `type`, and the range is the model's (a PositiveIntegerField).
+    {"type": "integer", "minimum": 1, "maximum": MAX_SEQ},
+    OpenApiParameter.PATH,
+    description="The checkpoint's sequence number, from 1; past the task's latest, a 404.",
+)
+
 
 def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"count": len(items), "next": None, "previous": None, "results": items}
@@ -196,7 +205,7 @@ class TaskListView(APIView):
         agent = roles.agent_of(request.user)
         qs = selectors.tasks(
             agent=agent,
-            agent_name=None if agent else query.agent,
+            agent_name=query.agent,
             status=query.status,
             stale=query.stale,
         )
@@ -209,7 +218,7 @@ class TaskListView(APIView):
         summary="Start a task (agents; idempotent: an existing id answers the task as it is)",
         description="Optional: the first checkpoint or heartbeat creates the task too.",
         request=TaskIn,
-        responses=answers({201: TaskOut, 200: TaskOut}, 400, 403),
+        responses=answers({201: TaskOut, 200: TaskOut}, 400, 403, 413, 415),
         examples=[
             OpenApiExample(
                 "Start",
@@ -273,7 +282,7 @@ class CheckpointListView(JsonOnlyView):
         "With `expected_seq`, a writer that lost a race gets 409 (code `seq_conflict`) and nothing is stored; "
         "without it, the checkpoint takes the next seq. A finished task is a 409.",
         request=CheckpointIn,
-        responses=answers({201: SavedCheckpointOut}, 400, 403, 404, 409, 413),
+        responses=answers({201: SavedCheckpointOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample(
                 "A checkpoint",
@@ -351,7 +360,7 @@ class CheckpointDetailView(JsonOnlyView):
     @extend_schema(
         operation_id="get_checkpoint",
         summary="One checkpoint by seq, with its state (409, code checkpoint_corrupt, if it fails its check)",
-        parameters=[AGENT_PARAMETER],
+        parameters=[AGENT_PARAMETER, SEQ_PARAMETER],
         responses=answers({200: CheckpointReadOut}, 400, 404, 409),
         examples=[OpenApiExample("Checkpoint 7", value=READ_EXAMPLE, response_only=True)],
     )
@@ -368,9 +377,9 @@ class ForkView(APIView):
         summary="Start a new task (same agent) from this checkpoint's state: time travel",
         description="The new task's checkpoint 1 is a copy of this one (checked intact first), and its "
         "`forked_from` names it. Operators must give a reason (audited).",
-        parameters=[AGENT_PARAMETER],
+        parameters=[AGENT_PARAMETER, SEQ_PARAMETER],
         request=ForkIn,
-        responses=answers({201: TaskOut}, 400, 403, 404, 409),
+        responses=answers({201: TaskOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample(
                 "Fork",
@@ -410,7 +419,7 @@ class HeartbeatView(JsonOnlyView):
         operation_id="task_heartbeat",
         summary="The task is alive (agents): clears its stale mark; creates the task on first use",
         request=None,
-        responses=answers({200: HeartbeatOut}, 400, 403, 404, 409),
+        responses=answers({200: HeartbeatOut}, 400, 403, 404, 409, 413),
         examples=[
             OpenApiExample(
                 "Alive",
@@ -439,7 +448,7 @@ class CompleteView(APIView):
         "completion sent again answers 200 with `changed: false`. Operators must give a reason (audited).",
         parameters=[AGENT_PARAMETER],
         request=CompleteIn,
-        responses=answers({200: CompletedTaskOut}, 400, 403, 404, 409),
+        responses=answers({200: CompletedTaskOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample("Done", value={"status": "succeeded"}, request_only=True),
             OpenApiExample(

@@ -8,11 +8,14 @@ checkpoint hot path). A read's state is not in a model at all: its canonical JSO
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from core.api.parsers import NUL_IN_TEXT, SURROGATE_IN_TEXT
 from core.api.schemas import Page
 
 if TYPE_CHECKING:
@@ -20,13 +23,43 @@ if TYPE_CHECKING:
 
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 TaskId = Annotated[str, StringConstraints(pattern=TASK_ID)]
-Text = Annotated[str, StringConstraints(max_length=200)]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL can keep. A checkpoint's body is read by the codec, not by the API's parser, which
+    refuses these for every other body (core/api/parsers.py): the same refusal, here."""
+    if "\x00" in text:
+        raise ValueError(NUL_IN_TEXT)
+    if _SURROGATE.search(text):
+        raise ValueError(SURROGATE_IN_TEXT)
+    return text
+
+
+Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(_storable)]
 TaskStatus = Literal["running", "succeeded", "failed", "abandoned"]
 Finished = Literal["succeeded", "failed", "abandoned"]
 METADATA_MAX_BYTES = 16_384
+MAX_SEQ = 2_147_483_647  # a checkpoint's seq is a PositiveIntegerField
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every key and string in a JSON value."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _small(value: dict[str, Any]) -> dict[str, Any]:
+    for text in _texts(value):  # metadata is a jsonb column: the same text as any other, checked first
+        _storable(text)
     try:
         size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
     except RecursionError:  # the checkpoint body's parser reads up to 1,024 levels
@@ -60,6 +93,7 @@ class CheckpointIn(BaseModel):
     expected_seq: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_SEQ,
         description="The seq you believe is the latest (0 before the first): if another writer saved since, "
         "the answer is 409 and nothing is stored. Without it, the checkpoint gets the next seq.",
     )

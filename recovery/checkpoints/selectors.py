@@ -37,12 +37,18 @@ def tasks(
     stale: bool | None = None,
 ) -> QuerySet[Task]:
     """Tasks newest first, with their agent's name, the newest checkpoint's progress and step, and where a
-    fork came from. `agent` scopes to one agent's own tasks (an agent key); `agent_name` filters (operators)."""
+    fork came from. `agent` scopes to one agent's own tasks (an agent key), which may name only itself in
+    `agent_name` (another name is a 404, as another agent's task is); `agent_name` filters (humans)."""
     newest = Checkpoint.objects.filter(task=OuterRef("pk"), seq=OuterRef("last_seq"))
     qs = Task.objects.all()
     if agent is not None:
+        if agent_name and agent_name != agent.name:
+            # The same answer whether that agent exists or not: an agent key learns nothing of the others.
+            raise NotFound(
+                "An agent key sees only its own tasks: ?agent= may name only this agent.", field="agent"
+            )
         qs = qs.filter(agent=agent)
-    if agent_name:
+    elif agent_name:
         qs = qs.filter(agent__name=agent_name)
     if status:
         qs = qs.filter(status=status)

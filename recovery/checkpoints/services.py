@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -94,10 +95,12 @@ def save_checkpoint(
     )
     insert = _insert_postgres if connection.vendor == "postgresql" else _insert_portable
     try:
-        # Usually once. A miss says why: a task seen for the first time is created and the insert tried again;
-        # a finished task or another writer's seq is a Conflict.
+        # Usually once. A miss says why: a task seen for the first time is created with its first checkpoint
+        # (or not at all); a finished task or another writer's seq is a Conflict.
         for _ in range(2):
             if insert(checkpoint, agent.pk, task_id, expected_seq):
+                break
+            if _insert_into_new_task(insert, checkpoint, agent, task_id, expected_seq):
                 break
             _explain_miss(agent, task_id, expected_seq)
         else:
@@ -162,6 +165,29 @@ def _insert_portable(checkpoint: Checkpoint, agent_id: int, task_id: str, expect
         )
         checkpoint.save(force_insert=True)
     return True
+
+
+Insert = Callable[[Checkpoint, int, str, int | None], bool]
+
+
+def _insert_into_new_task(
+    insert: Insert, checkpoint: Checkpoint, agent: Agent, task_id: str, expected: int | None
+) -> bool:
+    """The first checkpoint of a task seen for the first time: the task and the checkpoint in one transaction,
+    so that a refused save creates nothing (an expected_seq other than 0 is refused here, before any row
+    stays). False when the task was there after all: another request created it meanwhile."""
+    with transaction.atomic():
+        _, created = create_task(agent=agent, task_id=task_id)
+        if not created:
+            return False
+        if insert(checkpoint, agent.pk, task_id, expected):
+            return True
+        # Rolls the task's creation back with the transaction.
+        raise SeqConflict(
+            f"expected_seq is {expected} but task {task_id!r} has no checkpoint yet: send expected_seq 0 "
+            "(or none) for its first.",
+            field="expected_seq",
+        )
 
 
 def _explain_miss(agent: Agent, task_id: str, expected: int | None) -> None:

@@ -97,7 +97,7 @@ class PlanView(JsonOnlyView):
         "what you did, so Rebound learns whether the plan worked. A `retry` spends from the service's retry "
         "budget. The decision tree is in docs/recovery.md.",
         request=PlanIn,
-        responses=answers({200: PlanOut}, 400, 403, 404),
+        responses=answers({200: PlanOut}, 400, 403, 404, 413, 415),
         examples=[
             OpenApiExample("A timeout", value=PLAN_REQUEST, request_only=True),
             OpenApiExample("Retry", value=PLAN_ANSWER, response_only=True),

@@ -148,7 +148,10 @@ def breaker_info(service: Service) -> BreakerInput:
         open_for = (live["open_until"] - now).total_seconds()
     elif state == "forced_open" and service.override_until is not None:
         open_for = (service.override_until - now).total_seconds()
-    return BreakerInput(state, round(max(0.0, open_for), 3) if open_for is not None else None)
+    if open_for is None:
+        return BreakerInput(state, None)
+    # A forced_open override may run to the year 9999: no plan tells an agent to wait longer than the cap.
+    return BreakerInput(state, round(min(max(0.0, open_for), float(rebound("MAX_RETRY_AFTER_S"))), 3))
 
 
 def operation_of(service: Service, operation: str) -> Operation | None:

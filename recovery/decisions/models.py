@@ -145,9 +145,10 @@ class RecoveryPlan(models.Model):
         ABORT = "abort"
 
     class Result(models.TextChoices):
-        PENDING = "pending"
+        PENDING = "pending"  # the outcome that follows the plan will say
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        UNKNOWN = "unknown"  # no outcome came in time: whether following the plan worked is not known
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     agent = models.ForeignKey(

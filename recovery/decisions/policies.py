@@ -7,6 +7,7 @@ breaker settings are kept); an edit is in force everywhere within BREAKER_CONFIG
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -135,9 +136,11 @@ def delay_s(
     Retry-After is a floor, when the policy honours it, and is not capped: asking sooner only earns another 429.
     """
     rand = rng or random
-    base, cap = policy.base_delay_s, policy.max_delay_s
+    # Every wait is capped by MAX_RETRY_AFTER_S, whatever the policy says (a policy may allow more).
+    longest = float(rebound("MAX_RETRY_AFTER_S"))
+    base, cap = policy.base_delay_s, min(policy.max_delay_s, longest)
     n = max(1, attempt)
-    exponential = base * policy.multiplier ** (n - 1)
+    exponential = _grown(base, policy.multiplier, n - 1)
     match policy.strategy:
         case Strategy.NONE:
             delay = 0.0
@@ -156,8 +159,17 @@ def delay_s(
             delay = base
     delay = min(cap, delay)
     if policy.honour_retry_after and retry_after_s:
-        delay = max(delay, retry_after_s)
+        delay = min(max(delay, retry_after_s), longest)
     return round(delay, 3)
+
+
+def _grown(base: float, multiplier: float, times: int) -> float:
+    """base * multiplier ** times, or infinity where a float cannot hold it (attempt 2000 of a doubling
+    policy): the caller caps it anyway, and an OverflowError would be a 500."""
+    try:
+        return base * multiplier**times
+    except OverflowError:
+        return math.inf
 
 
 # --- Operators' writes (the admin): audited, and in force here at once, elsewhere within the cache time ----

@@ -35,6 +35,8 @@ Operation = Annotated[str, StringConstraints(max_length=200)]
 CacheKey = Annotated[str, StringConstraints(max_length=500)]
 Action = Literal["retry", "fallback", "wait", "degrade", "escalate", "abort"]
 FallbackKind = Literal["service", "cache", "static", "skip"]
+MAX_ATTEMPT = 10_000
+MAX_ELAPSED_S = 366 * 86_400  # a call retried for over a year is not a call any more
 
 
 def _one_of(values: list[str]) -> AfterValidator:
@@ -63,10 +65,10 @@ class PlanIn(BaseModel):
     service: Slug
     operation: Operation = ""
     error: ErrorIn
-    attempt: int = Field(default=1, ge=1, le=10_000, description="The attempt that just failed, from 1.")
+    attempt: int = Field(default=1, ge=1, le=MAX_ATTEMPT, description="The attempt that just failed, from 1.")
     task_id: Annotated[str, StringConstraints(max_length=200)] = ""
     elapsed_s: float | None = Field(
-        default=None, ge=0, description="Seconds since the first attempt started."
+        default=None, ge=0, le=MAX_ELAPSED_S, description="Seconds since the first attempt started."
     )
     idempotency_key: Annotated[str, StringConstraints(max_length=200)] = Field(
         default="", description="Makes a non-idempotent operation safe to retry automatically."

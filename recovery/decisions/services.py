@@ -12,15 +12,15 @@ the budget spent. No network I/O happens inside the transaction that writes the 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
-from django.db import transaction
-from django.db.models import Count
+from django.db import connection, transaction
+from django.db.models import Count, FloatField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from core.audit.services import Actor
@@ -42,6 +42,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Result = RecoveryPlan.Result
 SUCCESS_RATE_WINDOW = timedelta(hours=1)
+# A plan whose outcome has not come this long after the moment it said to act (its delay_s) gets the result
+# `unknown`: the agent followed it without saying so, or died. Long enough for a call of any timeout.
+PLAN_OUTCOME_GRACE = timedelta(minutes=15)
+EXPIRY_BATCH = 5000
+# Plans resolved as they are answered, because nothing the agent does next will say more (docs/recovery.md,
+# "Plan results"): a value handed over or a step skipped lets the agent carry on (succeeded); an abort or an
+# escalation gives the failure back to the caller or to a human (failed: it was not recovered).
+FALLBACK_WITH_VALUE = ("static", "cache")
+RESOLVED_ON_ANSWER = {
+    planner.DEGRADE: Result.SUCCEEDED,
+    planner.ABORT: Result.FAILED,
+    planner.ESCALATE: Result.FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -203,6 +216,7 @@ def _write(
 ) -> RecoveryPlan:
     now = timezone.now()
     option = decision.fallback
+    result = result_on_answer(decision)
     plan = RecoveryPlan(
         agent=actor.agent,
         service=service.name,
@@ -222,6 +236,8 @@ def _write(
         reason=decision.reason,
         inputs=inputs_json(inputs),
         created_at=now,
+        result=result or Result.PENDING,
+        result_at=now if result else None,
     )
     invocation = _invocation(plan, inputs, decision, actor, now)
     with transaction.atomic():
@@ -231,6 +247,15 @@ def _write(
             invocation.save()
         transaction.on_commit(lambda: _count(plan, invocation, decision))
     return plan
+
+
+def result_on_answer(decision: Decision) -> str | None:
+    """The result of a plan that needs no further call by the agent, known as it is answered; None when the
+    outcome that follows it will say (a retry, a wait, a fallback to another service)."""
+    if decision.action == planner.FALLBACK:
+        option = decision.fallback
+        return Result.SUCCEEDED if option is not None and option.kind in FALLBACK_WITH_VALUE else None
+    return RESOLVED_ON_ANSWER.get(decision.action)
 
 
 def _invocation(
@@ -337,22 +362,59 @@ def record_results(items: Iterable[tuple[str, bool]], *, actor: Actor) -> int:
     return changed
 
 
-def refresh_success_rate(now: datetime | None = None) -> dict[str, float | None]:
-    """recovery_success_rate{action}: of the last hour's plans with a result, the share that succeeded; NaN for
-    an action without any (no data, rather than a stale figure)."""
+def expire_plans(now: datetime | None = None, limit: int = EXPIRY_BATCH) -> int:
+    """Pending plans whose outcome is PLAN_OUTCOME_GRACE late (counted from when the plan said to act, its
+    delay_s) get the result `unknown`: every plan ends with a result. Compare-and-set from pending, so an
+    outcome that arrives at the same moment wins or loses cleanly. Answers how many expired."""
+    now = now or timezone.now()
+    cutoff = now - PLAN_OUTCOME_GRACE
+    late = (
+        RecoveryPlan.objects.filter(result=Result.PENDING, created_at__lt=cutoff)  # the index narrows
+        .alias(due_s=RawSQL(_due_epoch_sql(), [], output_field=FloatField()))
+        .filter(due_s__lt=cutoff.timestamp())
+    )
+    expired = 0
+    while ids := list(late.order_by().values_list("pk", flat=True)[:limit]):
+        expired += RecoveryPlan.objects.filter(pk__in=ids, result=Result.PENDING).update(
+            result=Result.UNKNOWN, result_at=now
+        )
+        if len(ids) < limit:
+            break
+    if expired:
+        log.info("%d recovery plan(s) had no outcome in time: result unknown", expired)
+    return expired
+
+
+def _due_epoch_sql() -> str:
+    """When a plan said to act, in seconds since the epoch: created_at + delay_s. In SQL of the database's
+    own dialect, as Django cannot add a float column to a date portably (SQLite keeps dates as ISO text)."""
+    quote = connection.ops.quote_name
+    table = quote(RecoveryPlan._meta.db_table)
+    column, delay = f"{table}.{quote('created_at')}", f"COALESCE({table}.{quote('delay_s')}, 0)"
+    if connection.vendor == "postgresql":
+        return f"EXTRACT(EPOCH FROM {column}) + {delay}"
+    return f"(julianday({column}) - 2440587.5) * 86400.0 + {delay}"
+
+
+def refresh_success_rate(now: datetime | None = None) -> dict[str, float]:
+    """recovery_success_rate{action}: of the last hour's plans that succeeded or failed, the share that
+    succeeded; 1.0 for an action without any (nothing failed), so the gauge is always a number.
+    recovery_plan_results{action,result} says how many plans each figure stands on (0: no data)."""
     since = (now or timezone.now()) - SUCCESS_RATE_WINDOW
     rows = (
-        RecoveryPlan.objects.filter(created_at__gte=since, result__in=[Result.SUCCEEDED, Result.FAILED])
+        RecoveryPlan.objects.filter(created_at__gte=since)
         .values("action", "result")
         .annotate(n=Count("id"))
+        .order_by()
     )
     tally: dict[str, dict[str, int]] = {action: {} for action in planner.ACTIONS}
     for row in rows:
         tally.setdefault(row["action"], {})[row["result"]] = row["n"]
-    rates: dict[str, float | None] = {}
+    rates: dict[str, float] = {}
     for action, counts in tally.items():
-        done = counts.get(Result.SUCCEEDED, 0) + counts.get(Result.FAILED, 0)
-        rate = counts.get(Result.SUCCEEDED, 0) / done if done else None
-        rates[action] = rate
-        metrics.recovery_success_rate.labels(action=action).set(rate if rate is not None else math.nan)
+        succeeded, failed = counts.get(Result.SUCCEEDED, 0), counts.get(Result.FAILED, 0)
+        rates[action] = succeeded / (succeeded + failed) if succeeded + failed else 1.0
+        metrics.recovery_success_rate.labels(action=action).set(rates[action])
+        for result in Result.values:
+            metrics.recovery_plan_results.labels(action=action, result=result).set(counts.get(result, 0))
     return rates

@@ -16,5 +16,7 @@ from recovery.decisions import services
     ignore_result=True,
 )
 def refresh_recovery_success_rate() -> None:
-    # Beat, every 30 s: the hour's window slides even when no plan result arrives.
+    # Beat, every 30 s: plans whose outcome never came get the result unknown, and the hour's window slides
+    # even when no plan result arrives.
+    services.expire_plans()
     services.refresh_success_rate()

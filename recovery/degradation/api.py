@@ -15,13 +15,15 @@ from rest_framework.views import APIView
 from core.access.permissions import IsOperator, ReadOrOperator
 from core.api.errors import InvalidInput
 from core.api.pagination import Pagination
-from core.api.schemas import answers
+from core.api.schemas import PAGE_PARAMETERS, answers
 from core.api.validation import parse
 from core.audit.services import Actor
+from core.slugs import SLUG
 from recovery.breakers import selectors as breaker_selectors
 from recovery.degradation import selectors
 from recovery.degradation import services as degradation_services
 from recovery.degradation.schemas import (
+    SCOPE,
     ClearIn,
     DegradationEventOut,
     DegradationEventPage,
@@ -110,8 +112,9 @@ class DegradationView(APIView):
         parameters=[
             OpenApiParameter(
                 "service",
-                str,
-                description="One service's level instead of the whole picture.",
+                {"type": "string", "pattern": SLUG, "maxLength": 100},
+                description="One service's level instead of the whole picture: the answer is then a "
+                "ServiceLevelOut, not an OverviewOut.",
                 examples=[OpenApiExample("A service", value="web-search")],
             )
         ],
@@ -134,7 +137,7 @@ class DegradationView(APIView):
         description="The forced level wins over the automatic one until `expires_at` (or `ttl_s` seconds from "
         "now), or until cleared; `normal` pins the scope at normal. Answers the scope's state.",
         request=ForceIn,
-        responses=answers({200: StateOut}, 400, 403, 404, 409),
+        responses=answers({200: StateOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample(
                 "Minimal for two hours",
@@ -173,7 +176,7 @@ class ClearView(APIView):
         operation_id="clear_degradation",
         summary="End an operator's level: the scope returns to its automatic level (operators; audited)",
         request=ClearIn,
-        responses=answers({200: StateOut}, 400, 403, 404, 409),
+        responses=answers({200: StateOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample(
                 "Clear the fleet",
@@ -237,10 +240,11 @@ class EventListView(APIView):
         parameters=[
             OpenApiParameter(
                 "scope",
-                str,
+                {"type": "string", "pattern": SCOPE, "maxLength": 100},
                 description="Only this scope: '*' for the fleet, or a service.",
                 examples=[OpenApiExample("The fleet", value="*")],
-            )
+            ),
+            *PAGE_PARAMETERS,
         ],
         responses=answers({200: DegradationEventPage}, 400, 404),
         examples=[

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 from core.api.schemas import Page
+from recovery.breakers.schemas import Expiry
 
 if TYPE_CHECKING:
     from recovery.degradation.models import DegradationEvent
@@ -19,6 +20,8 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_w
 LevelName = Literal["normal", "degraded", "minimal", "emergency"]
 SkipFrom = Literal["normal", "degraded", "minimal", "emergency", "never"]
 MAX_TTL_S = 30 * 86_400
+# What the API answers has exactly these fields (additionalProperties: false in the schema).
+OUT = ConfigDict(extra="forbid")
 
 
 # --- Input -------------------------------------------------------------------------------------------------
@@ -29,9 +32,15 @@ class ForceIn(BaseModel):
     scope: Scope = Field(description="'*' for the fleet, or a service's name.")
     level: LevelName = Field(description="normal pins the scope at normal whatever the rules say.")
     reason: Reason
-    expires_at: AwareDatetime | None = Field(default=None, description="When the forced level ends.")
+    expires_at: Expiry | None = Field(
+        default=None, description="When the forced level ends (with an offset)."
+    )
     ttl_s: float | None = Field(
-        default=None, gt=0, le=MAX_TTL_S, description="Or: how many seconds from now it ends."
+        default=None,
+        gt=0,
+        le=MAX_TTL_S,
+        allow_inf_nan=False,
+        description="Or: how many seconds from now it ends (at most 2,592,000: 30 days).",
     )
 
 
@@ -50,6 +59,7 @@ class DegradationEventQuery(BaseModel):
 
 
 class LevelOut(BaseModel):
+    model_config = OUT
     scope: str
     level: LevelName
     source: Literal["automatic", "operator"]
@@ -70,6 +80,7 @@ class LevelOut(BaseModel):
 
 
 class SkipOut(BaseModel):
+    model_config = OUT
     service: str
     criticality: str
     level: LevelName
@@ -103,6 +114,8 @@ class OverviewOut(LevelOut):
 class ServiceLevelOut(BaseModel):
     """One service's level in force: the worse of the fleet's and its own."""
 
+    model_config = OUT
+
     service: str
     criticality: str
     scope: str = Field(description="Whose level this is: '*' (the fleet's) or the service's own.")
@@ -132,10 +145,12 @@ class ServiceLevelOut(BaseModel):
 
 
 class DegradationOut(RootModel[OverviewOut | ServiceLevelOut]):
-    """GET /degradation: the whole picture, or with `?service=` one service's level."""
+    """GET /degradation: without `service`, the whole picture (OverviewOut: the fleet's level, the services with
+    a level of their own, what to skip); with `?service=<name>`, that one service's level (ServiceLevelOut)."""
 
 
 class AutomaticOut(BaseModel):
+    model_config = OUT
     level: LevelName
     reason: str
     pending_level: LevelName | None = Field(description="A lower level waiting out the recovery time.")
@@ -143,6 +158,7 @@ class AutomaticOut(BaseModel):
 
 
 class ForcedOut(BaseModel):
+    model_config = OUT
     level: LevelName
     reason: str
     until: datetime | None
@@ -184,6 +200,7 @@ class StateOut(LevelOut):
 
 
 class DegradationEventOut(BaseModel):
+    model_config = OUT
     id: int
     scope: str
     from_level: LevelName

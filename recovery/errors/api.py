@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.access import roles
 from core.access.permissions import AgentOrOperator, ReadOrOperator
+from core.api import idempotency
 from core.api.errors import InvalidInput
 from core.api.negotiation import JsonOnlyView
 from core.api.pagination import Pagination
@@ -21,6 +22,7 @@ from core.api.validation import parse
 from core.audit.services import Actor
 from core.infra.conf import rebound
 from recovery.errors import selectors, services, writes
+from recovery.errors.idempotency import idempotent
 from recovery.errors.schemas import (
     BatchOutDict,
     ClassifyOut,
@@ -45,6 +47,7 @@ _BATCH = TypeAdapter(ErrorBatchIn)
 _PATTERN_FILTER = TypeAdapter(PatternFilter)
 _RULE = TypeAdapter(RuleIn)
 _RULE_PATCH = TypeAdapter(RulePatchIn)
+_REASON = TypeAdapter(ReasonIn)
 
 RATE_LIMIT_EXAMPLE = {
     "service": "openai",
@@ -106,11 +109,24 @@ class ErrorsView(JsonOnlyView):
         summary="Report one error or a batch",
         description=(
             "Classifies each error, counts it into its pattern and records it. Send one error object, a "
-            'list of them, or `{"errors": [...], "successes": N}` to get a success rate in the summary. '
-            "All or nothing: if one item is invalid, nothing is recorded."
+            'list of them (1 to ERRORS_BATCH_MAX, 1000 unless configured), or `{"errors": [...], '
+            '"successes": N}` to get a success rate in the summary: one error answers `ErrorOut`, a list or '
+            "a batch answers `BatchOut`. All or nothing: if one item is invalid, nothing is recorded (400 "
+            "naming each field, as `[2].message`). Send an `Idempotency-Key` to make a retry safe: a repeat "
+            "is counted once and answered with the first answer. 201 means kept: the report is in the "
+            "database, or in the intake's buffer in a Redis that persists writes (docs/intake.md)."
         ),
+        parameters=[idempotency.PARAMETER, idempotency.replayed_header(201)],
         request=ErrorReportIn,
-        responses=answers({201: ErrorAnswer}, 400, 403, 413),
+        responses=answers(
+            {201: ErrorAnswer},
+            400,
+            403,
+            413,
+            idempotency.CONFLICT_IN_FLIGHT,
+            idempotency.REUSED_KEY,
+            (503, "The database is unreachable and the report cannot be buffered; nothing was recorded."),
+        ),
         examples=[
             OpenApiExample("One error", value=RATE_LIMIT_EXAMPLE, request_only=True),
             OpenApiExample(
@@ -140,6 +156,9 @@ class ErrorsView(JsonOnlyView):
         ],
     )
     def post(self, request: Request) -> Response:
+        return idempotent(request, "errors", lambda: self._record(request))
+
+    def _record(self, request: Request) -> Response:
         items, successes, is_batch = _parse_errors(request.data)
         recorded = services.record_errors([i.to_report() for i in items], agent=roles.agent_of(request.user))
         if not is_batch:
@@ -157,7 +176,7 @@ class ClassifyView(APIView):
         summary="Classify an error without recording it (dry run)",
         description="The same answer as reporting it, plus the rule that matched and why. Nothing is stored.",
         request=ErrorIn,
-        responses=answers({200: ClassifyOut}, 400),
+        responses=answers({200: ClassifyOut}, 400, 403),
         examples=[
             OpenApiExample(
                 "A timeout", value={"type": "httpx.ConnectTimeout", "message": "timed out"}, request_only=True
@@ -224,7 +243,12 @@ class PatternListView(APIView):
         operation_id="list_patterns",
         summary="Error patterns, newest first",
         parameters=query_parameters(PatternFilter, paged=True),
-        responses=answers({200: Page[PatternOut]}, 400, 404),
+        responses=answers(
+            {200: Page[PatternOut]},
+            400,
+            403,
+            (404, "A page past the last one."),
+        ),
         examples=[
             OpenApiExample(
                 "A page",
@@ -245,7 +269,7 @@ class PatternDetailView(APIView):
     @extend_schema(
         operation_id="get_pattern",
         summary="One error pattern",
-        responses=answers({200: PatternOut}, 404),
+        responses=answers({200: PatternOut}, 403, 404),
         examples=[PATTERN_EXAMPLE],
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -291,7 +315,7 @@ class RuleListView(APIView):
     @extend_schema(
         operation_id="list_rules",
         summary="Classification rules in priority order",
-        responses=answers({200: RuleList}),
+        responses=answers({200: RuleList}, 403),
         examples=[OpenApiExample("Rules", value=[RULE_OUT], response_only=True)],
     )
     def get(self, request: Request) -> Response:
@@ -301,7 +325,12 @@ class RuleListView(APIView):
         operation_id="create_rule",
         summary="Add a classification rule (operators; audited)",
         request=RuleIn,
-        responses=answers({201: RuleOut}, 400, 403),
+        responses=answers(
+            {201: RuleOut},
+            400,
+            403,
+            (409, "A rule with this name was created by another request meanwhile."),
+        ),
         examples=[OpenApiExample("A service-specific rule", value=RULE_EXAMPLE, request_only=True)],
     )
     def post(self, request: Request) -> Response:
@@ -316,7 +345,7 @@ class RuleDetailView(APIView):
 
     @extend_schema(
         operation_id="get_rule",
-        responses=answers({200: RuleOut}, 404),
+        responses=answers({200: RuleOut}, 403, 404),
         examples=[OpenApiExample("A rule", value=RULE_OUT, response_only=True)],
     )
     def get(self, request: Request, pk: int) -> Response:
@@ -326,7 +355,13 @@ class RuleDetailView(APIView):
         operation_id="update_rule",
         summary="Change a rule (operators; audited; in force everywhere within RULES_CACHE_SECONDS)",
         request=RulePatchIn,
-        responses=answers({200: RuleOut}, 400, 403, 404),
+        responses=answers(
+            {200: RuleOut},
+            400,
+            403,
+            404,
+            (409, "Another rule took this name meanwhile."),
+        ),
         examples=[
             OpenApiExample("Disable", value={"enabled": False, "reason": "too broad"}, request_only=True)
         ],
@@ -352,11 +387,18 @@ class RuleDetailView(APIView):
             )
         ],
         request=ReasonIn,
-        responses=answers({204: None}, 400, 403, 404, 409),
+        responses=answers(
+            {204: None},
+            400,
+            403,
+            404,
+            (409, "A built-in rule: disable it instead."),
+        ),
     )
     def delete(self, request: Request, pk: int) -> Response:
         rule = selectors.rule(pk)
         body = request.data if isinstance(request.data, dict) else {}
-        reason = body.get("reason") or request.query_params.get("reason")
-        services.delete_rule(rule=rule, actor=Actor.from_request(request), reason=str(reason or ""))
+        given = body.get("reason") or request.query_params.get("reason") or ""
+        reason = parse(_REASON, {"reason": given}).reason
+        services.delete_rule(rule=rule, actor=Actor.from_request(request), reason=reason)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,10 +6,15 @@ answer carries the classification, the fingerprint and the pattern's count as kn
 writes the stream to PostgreSQL in batches. Each event carries a unique intake key (stream entry id and
 position), so a batch redelivered after a worker died inserts and counts nothing twice.
 
-Durability is Redis's: with AOF (`appendonly yes`, as docker-compose runs it) at most about a second of
-accepted reports can be lost if Redis itself crashes. `INTAKE_MODE=sync` writes every report to PostgreSQL
-in the request instead, at about a third of the throughput. If Redis fails during a request, that request is
-written synchronously: an accepted report is never dropped.
+Durability is Redis's: the intake buffers only when Redis persists writes (AOF on), and otherwise writes in
+the request (recovery/errors/durability.py; INTAKE_REQUIRE_DURABLE_REDIS). With AOF `everysec` a killed Redis
+loses nothing and a crashed machine at most about a second (docs/intake.md). `INTAKE_MODE=sync` writes every
+report to PostgreSQL in the request, at about a third of the throughput. If Redis fails during a request, that
+request is written synchronously: an accepted report is never dropped.
+
+What was accepted is never dropped by the drain either: an entry leaves the stream once written, or, only when
+the database refuses it for its content, into the dead-letter stream (`manage.py intake_dead_letters` lists,
+shows, replays and purges it). A database that cannot be reached is waited for (drain()).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from collections import Counter
 from typing import Any
 
 import redis
-from django.db import DatabaseError, connection, transaction
+from django.conf import settings
+from django.db import DataError, IntegrityError, connection, transaction
+from django.db import Error as DatabaseFailure
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -32,6 +39,8 @@ from core.access.models import Agent
 from core.infra import queue, redisconn
 from core.infra.conf import rebound
 from recovery import metrics
+from recovery.errors import durability
+from recovery.errors import metrics as error_metrics
 from recovery.errors.models import ErrorEvent, ErrorPattern
 from recovery.errors.writes import EVENT_COLUMNS, EVENT_VALUE, PATTERN_COLUMNS, PATTERN_VALUE
 
@@ -42,21 +51,54 @@ PENDING = "rebound:intake:pending"  # fingerprint -> reports queued but not yet 
 BASE = "rebound:intake:base"  # fingerprint -> "pattern id:total" as of the last write
 DRAIN_FLAG = "rebound:intake:drain-scheduled"
 DRAIN_TASK = "recovery.tasks.drain_error_intake"  # recovery/errors/tasks.py; named so since before the rooms
-DEAD = (
-    "rebound:intake:dead"  # entries that cannot be written, kept for a human instead of blocking the stream
-)
+# Entries the database refused for their content, kept for a human (`manage.py intake_dead_letters`) instead
+# of blocking the stream; at most INTAKE_DEAD_LETTER_MAX of them.
+DEAD = "rebound:intake:dead"
+ORIGIN = b"k"  # a replayed entry's field: the id it had when it was first queued
 BATCH_ENTRIES = 200
 STALE_MS = 60_000
 
 
 def enabled() -> bool:
+    """Does this deployment use the buffer (INTAKE_MODE, or `auto` with Redis and PostgreSQL)? The drain drains
+    whenever it does; whether a request may answer from it is `buffering()`."""
     mode = rebound("INTAKE_MODE")
     if mode == "sync":
         return False
-    from django.conf import settings
-
     possible = bool(settings.REDIS_URL) and connection.vendor == "postgresql"
     return possible if mode == "auto" else True
+
+
+def buffering() -> bool:
+    """May this request answer from the buffer? Only where the buffer is used and Redis keeps what it is given
+    (recovery/errors/durability.py); otherwise the report is written in the request."""
+    return enabled() and durability.buffer_allowed()
+
+
+def check_at_startup() -> durability.Persistence | None:
+    """Ask Redis about its persistence once as a process starts, so that a buffer that is not durable is told in
+    the log before the first report (a gunicorn worker's post_worker_init). None where nothing is buffered."""
+    return durability.refresh() if enabled() else None
+
+
+def readiness() -> tuple[bool, dict[str, Any]]:
+    """For /readyz (core.infra.probes.register_readiness_check("intake", readiness)): which intake is in force
+    and why. Never not-ready on its own: without a durable Redis the intake writes in the request, which works
+    as long as the database does, and /readyz checks the database itself."""
+    if not enabled():
+        return True, {"intake": "sync", "why": "INTAKE_MODE, or no Redis and PostgreSQL"}
+    found = durability.refresh()
+    detail: dict[str, Any] = {"intake": "buffered" if buffering() else "sync", **found.as_detail()}
+    detail["require_durable_redis"] = bool(rebound("INTAKE_REQUIRE_DURABLE_REDIS"))
+    return True, detail
+
+
+def readiness_check() -> None:
+    """readiness() in the shape core.infra.probes.register_readiness_check takes (nothing when ready, raises when
+    not): asks Redis again, so that the log and the intake_redis_persists_writes gauge follow /readyz."""
+    ok, detail = readiness()
+    if not ok:
+        raise RuntimeError(f"intake not ready: {detail}")
 
 
 # --- the request side -------------------------------------------------------------------------------------
@@ -110,6 +152,21 @@ def _schedule_drain() -> None:
 
 # --- the writer side --------------------------------------------------------------------------------------
 
+# What the database refuses for an entry's own content (or an entry that is not what enqueue() writes): only
+# these set an entry aside. Anything else the database raises (OperationalError, InterfaceError: unreachable,
+# restarting, a connection closed; InternalError and ProgrammingError: read-only during a failover, a
+# migration half-applied) says nothing about the entry: the drain waits and tries the same entries again.
+CONTENT_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    IntegrityError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+)
+RETRY_FIRST_S = 0.1  # the first wait after the database failed a write; doubled each time, up to RETRY_MAX_S
+RETRY_MAX_S = 2.0
+
 
 def _consumer() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -124,79 +181,215 @@ def _ensure_group(client: redis.Redis) -> None:
 
 
 def drain(budget_s: float = 10.0) -> int:
-    """Write queued reports to PostgreSQL until the stream is empty or the budget is spent; events written."""
+    """Write queued reports to the database until the stream is empty or the budget is spent; events written.
+
+    An entry leaves the stream only once it is written (acknowledged in the same step) or once the database
+    refused it for its content (moved to the dead-letter stream). While the database cannot be reached, the
+    drain waits and tries the same entries again; when its budget runs out they stay pending in the consumer
+    group, and the next drain (this process's first, any other's after STALE_MS) takes them again.
+    """
     client = redisconn.client()
     _ensure_group(client)
     written = 0
     deadline = time.monotonic() + budget_s
-    while time.monotonic() < deadline:
-        # Entries a dead writer left unacknowledged come first, then new ones.
-        claimed: Any = client.xautoclaim(STREAM, GROUP, _consumer(), STALE_MS, "0-0", count=BATCH_ENTRIES)
-        entries = claimed[1]
-        if not entries:
-            reply: Any = client.xreadgroup(GROUP, _consumer(), {STREAM: ">"}, count=BATCH_ENTRIES)
-            entries = reply[0][1] if reply else []
-        if not entries:
-            return written
-        written += _write_or_isolate(client, entries)
+    wait = RETRY_FIRST_S
+    try:
+        while time.monotonic() < deadline:
+            entries = _next_batch(client)
+            if not entries:
+                break
+            try:
+                written += _write_or_isolate(client, entries)
+            except DatabaseFailure as error:  # not the entries' fault: CONTENT_ERRORS are handled inside
+                log.warning(
+                    "intake drain: the database failed a write (%s: %s); %d entries stay queued, trying "
+                    "again in %.1f s",
+                    type(error).__name__,
+                    str(error).strip()[:300],
+                    len(entries),
+                    wait,
+                )
+                _reconnect()
+                pause = min(wait, deadline - time.monotonic())
+                if pause <= 0:
+                    break
+                time.sleep(pause)
+                wait = min(wait * 2, RETRY_MAX_S)
+                continue
+            wait = RETRY_FIRST_S
+    finally:
+        observe_dead_letters(client)
     return written
 
 
+def _next_batch(client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """This consumer's own unacknowledged entries first (a write the database failed), then entries another
+    consumer left unacknowledged for STALE_MS (a writer that died), then new ones."""
+    consumer = _consumer()
+    own: Any = client.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=BATCH_ENTRIES)
+    kept = _present(client, own[0][1] if own else [])
+    if kept:
+        return kept
+    claimed: Any = client.xautoclaim(STREAM, GROUP, consumer, STALE_MS, "0-0", count=BATCH_ENTRIES)
+    kept = _present(client, claimed[1])
+    if kept:
+        return kept
+    reply: Any = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=BATCH_ENTRIES)
+    return reply[0][1] if reply else []
+
+
+def _present(client: redis.Redis, entries: list[Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries that still exist. One deleted while pending (by hand) has nothing to write, and is
+    acknowledged so that it does not come back forever."""
+    gone = [entry_id for entry_id, fields in entries if not fields]
+    if gone:
+        client.xack(STREAM, GROUP, *gone)
+    return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+
+def _reconnect() -> None:
+    """Drop the database connection a failed write may have left broken; the next query opens a new one."""
+    if not connection.in_atomic_block:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
 def _write_or_isolate(client: redis.Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
-    """Write a batch; if it fails, write its entries one by one and set aside the ones that cannot be written,
-    so that one bad entry never blocks every report behind it."""
+    """Write a batch; if the database refuses it for its content, write its halves, down to the one entry that
+    cannot be written, which is set aside so that it never blocks every report behind it."""
     try:
         return write_entries(client, entries)
-    except (DatabaseError, ValueError, KeyError) as error:
+    except CONTENT_ERRORS as error:
         if len(entries) == 1:
-            _set_aside(client, entries[0], error)
-            return 0
-    return sum(_write_or_isolate(client, [entry]) for entry in entries)
+            return _retry_or_set_aside(client, entries[0], error)
+    half = len(entries) // 2
+    return _write_or_isolate(client, entries[:half]) + _write_or_isolate(client, entries[half:])
+
+
+def _retry_or_set_aside(
+    client: redis.Redis, entry: tuple[bytes, dict[bytes, bytes]], error: Exception
+) -> int:
+    # An integrity error can be a race rather than the entry's content (its agent deleted while the batch
+    # was written): one more try, alone, before the entry is set aside.
+    if isinstance(error, IntegrityError):
+        try:
+            return write_entries(client, [entry])
+        except CONTENT_ERRORS as again:
+            error = again
+    _set_aside(client, entry, error)
+    return 0
 
 
 def _set_aside(client: redis.Redis, entry: tuple[bytes, dict[bytes, bytes]], error: Exception) -> None:
+    """Move an entry the database refused to the dead-letter stream, capped at INTAKE_DEAD_LETTER_MAX (the
+    oldest go first). Its reports stay counted as pending in the answers' totals until it is replayed (and
+    written) or purged (`manage.py intake_dead_letters`)."""
     entry_id, fields = entry
-    log.error("intake entry %s cannot be written, moved to %s: %s", entry_id.decode(), DEAD, error)
-    metrics.intake_dead_letters_total.inc()
+    log.error(
+        "intake entry %s refused by the database for its content, moved to %s: %s: %s",
+        entry_id.decode(),
+        DEAD,
+        type(error).__name__,
+        str(error).strip()[:500],
+    )
+    dead: dict[Any, Any] = {
+        b"v": fields.get(b"v", b""),
+        b"k": fields.get(ORIGIN) or entry_id,
+        b"entry": entry_id,
+        b"error": f"{type(error).__name__}: {str(error).strip()}"[:1000].encode(),
+        b"at": timezone.now().isoformat().encode(),
+    }
     pipe = client.pipeline(transaction=True)
-    dead: dict[Any, Any] = {**fields, b"error": str(error)[:500].encode(), b"entry": entry_id}
-    pipe.xadd(DEAD, dead)
+    # Exact trimming: dead letters are rare, so the cost of MAXLEN = over ~ does not matter, and the cap is
+    # then what the setting says.
+    pipe.xadd(DEAD, dead, maxlen=int(rebound("INTAKE_DEAD_LETTER_MAX")), approximate=False)
     pipe.xack(STREAM, GROUP, entry_id)
     pipe.xdel(STREAM, entry_id)
     pipe.execute()
+    metrics.intake_dead_letters_total.inc()
+
+
+def observe_dead_letters(client: redis.Redis) -> int | None:
+    """Set the intake_dead_letter_entries gauge to the dead-letter stream's length now (None: Redis did not
+    answer)."""
+    try:
+        reply: Any = client.xlen(DEAD)
+    except redis.RedisError:
+        return None
+    length = int(reply)
+    error_metrics.intake_dead_letter_entries.set(length)
+    return length
+
+
+# Acknowledge written entries and move their counts from pending to base, atomically. An entry's counts leave
+# PENDING only if this XACK is the one that acknowledged it: a batch written twice (a writer thought dead that
+# was only slow) moves its counts once.
+# KEYS: stream, pending, base. ARGV: group, number of base values, (fingerprint, "id:total") pairs, then for each
+# entry: its id, its number of fingerprints, and (fingerprint, count) pairs.
+ACKNOWLEDGE = """
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local acknowledged = 0
+while i <= #ARGV do
+  local first = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+  local n = tonumber(ARGV[i + 1])
+  i = i + 2
+  for _ = 1, n do
+    if first == 1 then
+      if redis.call('HINCRBY', KEYS[2], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+        redis.call('HDEL', KEYS[2], ARGV[i])
+      end
+    end
+    i = i + 2
+  end
+  acknowledged = acknowledged + first
+end
+return acknowledged
+"""
 
 
 def write_entries(client: redis.Redis, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> int:
     """Write stream entries idempotently, then acknowledge them and move their counts from pending to base."""
     patterns: dict[str, list[Any]] = {}
-    queued: Counter[str] = Counter()
+    counts: list[tuple[bytes, Counter[str]]] = []
     events: list[dict[str, Any]] = []
     for entry_id, fields in entries:
         payload = json.loads(fields[b"v"])
+        # A replayed dead letter keeps the id it first had: its events keep their intake keys.
+        origin = (fields.get(ORIGIN) or entry_id).decode()
+        queued: Counter[str] = Counter()
         for row in payload["patterns"]:
             fingerprint = row[0]
-            queued[fingerprint] += row[11]
+            queued[fingerprint] += int(row[11])
             if fingerprint in patterns:
                 patterns[fingerprint][10] = row[10]  # the latest sighting wins
             else:
-                patterns[fingerprint] = row
+                patterns[fingerprint] = list(row)
+        counts.append((entry_id, queued))
         for position, (fingerprint, event) in enumerate(payload["events"]):
-            events.append(
-                {**event, "fingerprint": fingerprint, "intake_key": f"{entry_id.decode()}:{position}"}
-            )
+            events.append({**event, "fingerprint": fingerprint, "intake_key": f"{origin}:{position}"})
     with transaction.atomic():
         inserted = _write(list(patterns.values()), events)
         totals = _totals(list(patterns))
-    pipe = client.pipeline(transaction=True)
-    ids = [entry_id for entry_id, _ in entries]
-    pipe.xack(STREAM, GROUP, *ids)
-    pipe.xdel(STREAM, *ids)
-    for fingerprint, n in queued.items():
-        pipe.hincrby(PENDING, fingerprint, -n)
-        pattern_id, total = totals[fingerprint]
-        pipe.hset(BASE, fingerprint, f"{pattern_id}:{total}")
-    pipe.execute()
+    _acknowledge(client, counts, totals)
     return inserted
+
+
+def _acknowledge(
+    client: redis.Redis, counts: list[tuple[bytes, Counter[str]]], totals: dict[str, tuple[int, int]]
+) -> None:
+    args: list[Any] = [GROUP, len(totals)]
+    for fingerprint, (pattern_id, total) in totals.items():
+        args += [fingerprint, f"{pattern_id}:{total}"]
+    for entry_id, queued in counts:
+        args += [entry_id, len(queued)]
+        for fingerprint, n in queued.items():
+            args += [fingerprint, n]
+    client.eval(ACKNOWLEDGE, 3, STREAM, PENDING, BASE, *args)
 
 
 _WRITE = """

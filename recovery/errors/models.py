@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import re
-
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from core.access.models import Agent
+from recovery.errors.classification import PRIORITY_MAX, PRIORITY_MIN, PatternError, compile_message_regex
 from recovery.errors.taxonomy import ErrorClass, ErrorKind, Severity
 
 
 def validate_regex(value: str) -> None:
+    """A rule's message pattern must compile with RE2, the linear-time engine classification runs it on
+    (the model's validator: the API's and the admin's refusal, naming `message_regex`)."""
     try:
-        re.compile(value)
-    except re.error as error:
-        raise ValidationError(f"not a valid regular expression: {error}") from error
+        compile_message_regex(value)
+    except PatternError as error:
+        raise ValidationError(str(error)) from error
 
 
 class ClassificationRule(models.Model):
@@ -25,7 +27,11 @@ class ClassificationRule(models.Model):
     name = models.CharField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     enabled = models.BooleanField(default=True)
-    priority = models.IntegerField(default=500, help_text="Lower numbers are tried first.")
+    priority = models.IntegerField(
+        default=500,
+        validators=[MinValueValidator(PRIORITY_MIN), MaxValueValidator(PRIORITY_MAX)],
+        help_text="Lower numbers are tried first (-1,000,000 to 1,000,000).",
+    )
     builtin = models.BooleanField(default=False, editable=False)
 
     type_names = models.JSONField(
@@ -69,6 +75,8 @@ class ClassificationRule(models.Model):
             )
         if not isinstance(self.type_names, list) or not all(isinstance(t, str) for t in self.type_names):
             raise ValidationError({"type_names": "must be a list of strings"})
+        if self.status_min is not None and self.status_max is not None and self.status_min > self.status_max:
+            raise ValidationError({"status_max": "must be at least status_min"})
 
 
 # What an operator may set on a rule (the API, the admin and the audit trail's before and after).
@@ -149,3 +157,19 @@ class ErrorEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service} {self.error_class} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class IdempotencyRecord(models.Model):
+    """An `Idempotency-Key` seen on a POST, where Redis is not configured (the embedded mode; with Redis the keys
+    live there): the request that holds it, then the answer it gave (core/api/idempotency.py)."""
+
+    key = models.CharField(max_length=200, unique=True, help_text="operation:caller:SHA-256 of the key")
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the request the key stands for")
+    token = models.CharField(max_length=32, help_text="the request that holds the key now")
+    state = models.CharField(max_length=10)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    body = models.JSONField(null=True, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key[:40]} ({self.state})"

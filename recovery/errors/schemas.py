@@ -6,10 +6,11 @@ drf-spectacular documents these models directly.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,9 +21,62 @@ from pydantic import (
 )
 
 from core.api.schemas import Moment
+from core.infra.conf import rebound
 from core.slugs import Slug
-from recovery.errors.classification import ErrorReport, parse_retry_after, retry_after_from_headers
+from recovery.errors import storable
+from recovery.errors.classification import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    ErrorReport,
+    parse_retry_after,
+    retry_after_from_headers,
+)
 from recovery.errors.taxonomy import ErrorClass, ErrorKind, Severity
+
+
+def _storable_text(value: str) -> str:
+    why = storable.text_problem(value)
+    if why is not None:
+        raise ValueError(why)
+    return value
+
+
+def _storable_context(value: dict[str, Any]) -> dict[str, Any]:
+    why = storable.context_problem(value) if value else None
+    if why is not None:
+        raise ValueError(why)
+    return value
+
+
+def _convertible_moment(value: datetime) -> datetime:
+    # A moment the database can be asked about: in UTC it must still be a date Python (and so the query) holds.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: between 0001-01-01 and 9999-12-31 in UTC") from None
+    return value
+
+
+# Text that PostgreSQL (and the buffered intake's drain) can keep: no NUL, no lone surrogate
+# (recovery/errors/storable.py). Every string the error API stores is one of these.
+StoredText = AfterValidator(_storable_text)
+
+
+Name = Annotated[str, StringConstraints(max_length=200), StoredText]  # an operation, a type name, a search
+Message = Annotated[str, StringConstraints(max_length=10_000), StoredText]
+
+
+Context = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable_context),
+    Field(
+        description=(
+            "Anything that helps a human later, kept with the event as JSON: strings without NUL or lone "
+            f"surrogates, finite numbers, integers from {storable.INT_MIN} to {storable.INT_MAX}, at most "
+            f"{storable.CONTEXT_MAX_DEPTH} levels deep."
+        )
+    ),
+]
 
 
 class ErrorIn(BaseModel):
@@ -41,20 +95,34 @@ class ErrorIn(BaseModel):
                     "headers": {"Retry-After": "20"},
                     "context": {"task": "summarise-inbox"},
                 }
-            ]
+            ],
+            # What _something_to_classify holds, in the schema: at least one of them, and not empty.
+            "anyOf": [
+                {"required": ["type"], "properties": {"type": {"minLength": 1}}},
+                {"required": ["status_code"], "properties": {"status_code": {"type": "integer"}}},
+                {"required": ["message"], "properties": {"message": {"minLength": 1}}},
+            ],
         },
     )
 
     service: Slug | None = Field(default=None, description="The service called: a lower-case slug.")
-    operation: Annotated[str, StringConstraints(max_length=200)] = ""
-    type: Annotated[str, StringConstraints(max_length=200)] = Field(
-        default="", description="The exception type name, e.g. `httpx.ConnectTimeout`."
+    operation: Name = ""
+    type: Name = Field(default="", description="The exception type name, e.g. `httpx.ConnectTimeout`.")
+    message: Message = ""
+    status_code: int | None = Field(default=None, ge=100, le=599, description="The HTTP status, 100 to 599.")
+    retry_after: float | str | None = Field(
+        default=None,
+        description=(
+            "Seconds (a finite number; a negative one is read as 0), or an HTTP date. A wait longer than "
+            "MAX_RETRY_AFTER_S (a day unless configured) is cut to it: `retry_after_s` in the answer says "
+            "what is kept. Without it, a `Retry-After` in `headers` is read the same way."
+        ),
     )
-    message: Annotated[str, StringConstraints(max_length=10_000)] = ""
-    status_code: int | None = Field(default=None, ge=100, le=599)
-    retry_after: float | str | None = Field(default=None, description="Seconds, or an HTTP date.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Response headers of the failed call.")
-    context: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Response headers of the failed call (only `Retry-After` is read; none is stored).",
+    )
+    context: Context = Field(default_factory=dict)
 
     @field_validator("retry_after")
     @classmethod
@@ -71,6 +139,9 @@ class ErrorIn(BaseModel):
         # Once validated, retry_after is seconds (a float) or None (_retry_after parses an HTTP date).
         given = self.retry_after
         retry_after = given if isinstance(given, float) else retry_after_from_headers(self.headers)
+        if retry_after is not None:
+            # No wait longer than the configured maximum is stored or handed to an agent (issue 11, item 1).
+            retry_after = min(retry_after, float(rebound("MAX_RETRY_AFTER_S")))
         return ErrorReport(
             service=self.service or "",
             operation=self.operation,
@@ -79,6 +150,7 @@ class ErrorIn(BaseModel):
             status_code=self.status_code,
             retry_after_s=retry_after,
             context=self.context,
+            checked=True,
         )
 
 
@@ -86,9 +158,11 @@ class ErrorBatchIn(BaseModel):
     """A batch with the number of operations that succeeded, for a success rate in the summary."""
 
     model_config = ConfigDict(extra="forbid")
-    errors: list[ErrorIn]
-    successes: int = Field(default=0, ge=0)
-    operation: Annotated[str, StringConstraints(max_length=200)] = ""
+    errors: list[ErrorIn] = Field(description="1 to ERRORS_BATCH_MAX (1000 unless configured) errors.")
+    successes: int = Field(
+        default=0, ge=0, le=1_000_000_000, description="Operations that succeeded: 0 to 1,000,000,000."
+    )
+    operation: Name = ""
 
 
 class ErrorReportIn(RootModel[ErrorIn | list[ErrorIn] | ErrorBatchIn]):
@@ -206,8 +280,11 @@ class PatternFilter(BaseModel):
     error_class: ErrorClass | None = None
     severity: Severity | None = None
     service: Slug | None = None
-    since: Moment | None = Field(default=None, description="Only patterns seen since then (ISO 8601).")
-    search: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    since: Annotated[Moment, AfterValidator(_convertible_moment)] | None = Field(
+        default=None,
+        description="Only patterns seen since then (ISO 8601, between 0001-01-01 and 9999-12-31 in UTC).",
+    )
+    search: Name | None = Field(
         default=None, description="In the message template or the type name (case-insensitive)."
     )
 
@@ -236,17 +313,40 @@ class PatternOut(BaseModel):
 
 # --- classification rules --------------------------------------------------------------------------------
 
-RuleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+RuleName = Annotated[str, StringConstraints(min_length=1, max_length=100), StoredText]
+Description = Message
 TypeNames = Annotated[
-    list[Annotated[str, StringConstraints(max_length=200)]],
-    Field(max_length=100, description='Exception type names, e.g. ["TimeoutError", "ConnectTimeout"].'),
+    list[Name],
+    Field(
+        max_length=100,
+        description='Up to 100 exception type names, e.g. ["TimeoutError", "ConnectTimeout"].',
+    ),
 ]
-StatusBound = Annotated[int, Field(ge=0, le=32767)]
-MessageRegex = Annotated[str, StringConstraints(max_length=500)]
-ServiceName = Annotated[str, StringConstraints(max_length=100)]
+StatusBound = Annotated[int, Field(ge=0, le=32767, description="An HTTP status bound, 0 to 32767.")]
+Priority = Annotated[
+    int,
+    Field(
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description="Lower numbers are tried first: -1,000,000 to 1,000,000 (built-in rules use 100 to 999).",
+    ),
+]
+MessageRegex = Annotated[
+    str,
+    StringConstraints(max_length=500),
+    StoredText,
+    Field(
+        description=(
+            "Searched case-insensitively, with RE2 (linear time): no backreferences or lookarounds "
+            "(a pattern RE2 cannot take is refused with 400)."
+        )
+    ),
+]
+ServiceName = Annotated[str, StringConstraints(max_length=100), StoredText]
 Reason = Annotated[
     str,
     StringConstraints(max_length=2000),
+    StoredText,
     Field(description="Why: operator actions require a reason, kept in the audit trail."),
 ]
 
@@ -287,13 +387,13 @@ class RuleIn(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     name: RuleName
-    description: str = ""
+    description: Description = ""
     enabled: bool = True
-    priority: int = Field(default=500, description="Lower numbers are tried first.")
+    priority: Priority = 500
     type_names: TypeNames = Field(default_factory=list)
     status_min: StatusBound | None = None
     status_max: StatusBound | None = None
-    message_regex: MessageRegex = Field(default="", description="Searched case-insensitively.")
+    message_regex: MessageRegex = ""
     service: ServiceName = ""
     error_class: ErrorClass
     severity: Severity
@@ -310,9 +410,9 @@ class RulePatchIn(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     name: RuleName | None = None
-    description: str | None = None
+    description: Description | None = None
     enabled: bool | None = None
-    priority: int | None = None
+    priority: Priority | None = None
     type_names: TypeNames | None = None
     status_min: StatusBound | None = None
     status_max: StatusBound | None = None

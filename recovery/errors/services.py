@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from core.access.models import Agent
@@ -18,9 +22,9 @@ from core.audit import services as audit
 from core.audit.services import Actor
 from core.infra import request_ids
 from recovery import metrics
-from recovery.errors import intake, rules_cache
+from recovery.errors import intake, rules_cache, storable
 from recovery.errors.classification import ErrorReport, classify, fingerprint, message_template
-from recovery.errors.models import RULE_FIELDS, ClassificationRule, ErrorEvent
+from recovery.errors.models import RULE_FIELDS, ClassificationRule, ErrorEvent, IdempotencyRecord
 from recovery.errors.schemas import BatchSummaryDict
 from recovery.errors.taxonomy import Severity
 from recovery.errors.writes import (
@@ -41,10 +45,19 @@ def create_rule(*, data: dict[str, Any], actor: Actor, reason: str) -> Classific
     reason = audit.require_reason(reason)
     rule = ClassificationRule(**{k: v for k, v in data.items() if k in RULE_FIELDS})
     audit.full_clean(rule)
-    with transaction.atomic():
+    with _name_taken_is_a_conflict(rule.name), transaction.atomic():
         rule.save()
         audit.record(actor, "rule.create", rule, reason=reason, after=audit.snapshot(rule, RULE_FIELDS))
     return rule
+
+
+@contextmanager
+def _name_taken_is_a_conflict(name: str) -> Iterator[None]:
+    # full_clean() checked the name is free; another request may have taken it since (unique in the database).
+    try:
+        yield
+    except IntegrityError as error:
+        raise Conflict(f"A rule named {name!r} was created meanwhile.", field="name") from error
 
 
 def update_rule(
@@ -56,7 +69,7 @@ def update_rule(
         if key in RULE_FIELDS:
             setattr(rule, key, value)
     audit.full_clean(rule)
-    with transaction.atomic():
+    with _name_taken_is_a_conflict(rule.name), transaction.atomic():
         rule.save()
         audit.record(
             actor, "rule.update", rule, reason=reason, before=before, after=audit.snapshot(rule, RULE_FIELDS)
@@ -87,14 +100,43 @@ def classify_report(report: ErrorReport) -> Classified:
     return Classified(report, verdict, template, fingerprint(report, verdict.error_class, template))
 
 
+def storable_report(report: ErrorReport) -> ErrorReport:
+    """The report as the database can keep it. The API's reports were refused before this if they held what it
+    cannot (recovery/errors/schemas.py); reports built inside Rebound from what a remote answered are cleaned
+    instead, since they are no client's input to refuse and must not fail the write (or the drain) later."""
+    if report.checked:
+        return report
+    problem = (
+        len(report.service) > 100
+        or len(report.operation) > 200
+        or len(report.type_name) > 200
+        or storable.text_problem(report.message)
+        or storable.text_problem(report.type_name)
+        or storable.text_problem(report.operation)
+        or storable.text_problem(report.service)
+        or (storable.context_problem(report.context) if report.context else None)
+    )
+    if problem is None:
+        return report
+    return dataclasses.replace(
+        report,
+        service=storable.clean_text(report.service)[:100],
+        operation=storable.clean_text(report.operation)[:200],
+        type_name=storable.clean_text(report.type_name)[:200],
+        message=storable.clean_text(report.message),
+        context=storable.clean_context(report.context),
+        checked=True,
+    )
+
+
 def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Recorded]:
     """Classify, count into patterns and store every error, all or nothing."""
-    classified = [classify_report(r) for r in reports]
+    classified = [classify_report(storable_report(r)) for r in reports]
     now = timezone.now()
     request_id = request_ids.get_request_id() or ""
     patterns: dict[str, tuple[int | None, int]]
     events = [_event_fields(c, agent, now, request_id) for c in classified]
-    buffered = _buffer(classified, events, now) if intake.enabled() else None
+    buffered = _buffer(classified, events, now) if intake.buffering() else None
     if buffered is not None:
         patterns = buffered
     else:
@@ -148,11 +190,18 @@ def summarize(recorded: list[Recorded], successes: int) -> BatchSummaryDict:
 def prune_error_events(*, older_than_days: int, batch_size: int = 5000) -> int:
     """Delete error events past retention in bounded batches, so no single statement holds locks long."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
+    return _delete_in_batches(ErrorEvent.objects.filter(occurred_at__lt=cutoff), batch_size)
+
+
+def prune_idempotency_records(*, batch_size: int = 5000) -> int:
+    """Delete expired Idempotency-Key records (the database store's; Redis expires its own) in bounded batches."""
+    return _delete_in_batches(IdempotencyRecord.objects.filter(expires_at__lt=timezone.now()), batch_size)
+
+
+def _delete_in_batches(rows: QuerySet[Any], batch_size: int) -> int:
     deleted = 0
     while True:
-        ids = list(
-            ErrorEvent.objects.filter(occurred_at__lt=cutoff).values_list("pk", flat=True)[:batch_size]
-        )
+        ids = list(rows.values_list("pk", flat=True)[:batch_size])
         if not ids:
             return deleted
-        deleted += ErrorEvent.objects.filter(pk__in=ids).delete()[0]
+        deleted += rows.model._default_manager.filter(pk__in=ids).delete()[0]

@@ -16,6 +16,8 @@ from recovery.errors import intake, services
     soft_time_limit=540,
 )
 def prune_error_events() -> int:
+    # Expired Idempotency-Key records (embedded mode) go with the same hourly sweep.
+    services.prune_idempotency_records()
     return services.prune_error_events(older_than_days=int(rebound("ERROR_EVENT_RETENTION_DAYS")))
 
 

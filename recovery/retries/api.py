@@ -145,6 +145,27 @@ FAILED_EXAMPLE = {
         "next_delay_s": None,
     },
 }
+# The answers with a job's whole history (GET /retries/{id}, cancel, rerun): every one has attempt_history.
+FAILED_WITH_ATTEMPTS = {
+    **FAILED_EXAMPLE,
+    "attempt_history": [
+        {
+            **ATTEMPT_EXAMPLES[0],
+            "status_code": 400,
+            "error_class": "validation",
+            "kind": "invalid_input",
+            "severity": "low",
+            "message": "HTTP 400 Bad Request: amount must be positive",
+        }
+    ],
+}
+PENDING_WITH_ATTEMPTS = {
+    **JOB_EXAMPLE,
+    "state": "pending",
+    "attempts": 0,
+    "finished_at": None,
+    "attempt_history": [],
+}
 
 
 def _scope(request: Request) -> selectors.Agent | None:
@@ -211,7 +232,7 @@ class RetryListView(APIView):
         "another body is a 409. Every attempt asks the service's breaker first and counts into it after. "
         "Secret headers are stored to be sent and never shown.",
         request=RetryJobIn,
-        responses=answers({201: RetryJobOut, 200: RetryJobOut}, 400, 403, 404, 409),
+        responses=answers({201: RetryJobOut, 200: RetryJobOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample("An HTTP request", value=HTTP_EXAMPLE_IN, request_only=True),
             OpenApiExample("A registered task", value=TASK_EXAMPLE_IN, request_only=True),
@@ -245,7 +266,7 @@ class RetryDetailView(APIView):
         responses=answers({200: RetryJobDetailOut}, 404),
         examples=[
             OpenApiExample("Succeeded on the second attempt", value=JOB_WITH_ATTEMPTS, response_only=True),
-            OpenApiExample("Waiting for a human", value=FAILED_EXAMPLE, response_only=True),
+            OpenApiExample("Waiting for a human", value=FAILED_WITH_ATTEMPTS, response_only=True),
         ],
     )
     def get(self, request: Request, job_id: str) -> Response:
@@ -267,10 +288,14 @@ class RetryCancelView(APIView):
         description="A call already under way finishes and its attempt is recorded, but no attempt follows. "
         "A job in another state is a 409.",
         request=ReasonIn,
-        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409),
+        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             REASON_EXAMPLE,
-            OpenApiExample("The job after", value={**JOB_EXAMPLE, "state": "cancelled"}, response_only=True),
+            OpenApiExample(
+                "The job after",
+                value={**PENDING_WITH_ATTEMPTS, "state": "cancelled", "finished_at": "2026-11-22T09:00:05Z"},
+                response_only=True,
+            ),
         ],
     )
     def post(self, request: Request, job_id: str) -> Response:
@@ -288,12 +313,12 @@ class RetryRerunView(APIView):
         description="The job returns to pending with a new fence and a fresh run of its policy's attempts; "
         "earlier attempts stay and numbering continues. A job in another state is a 409.",
         request=ReasonIn,
-        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409),
+        responses=answers({200: RetryJobDetailOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             REASON_EXAMPLE,
             OpenApiExample(
                 "The job after",
-                value={**FAILED_EXAMPLE, "state": "pending", "needs_human": False, "finished_at": None},
+                value={**FAILED_WITH_ATTEMPTS, "state": "pending", "needs_human": False, "finished_at": None},
                 response_only=True,
             ),
         ],

@@ -37,7 +37,7 @@ from recovery.breakers import registry as breaker_registry
 from recovery.breakers import services as breaker_services
 from recovery.calls import outbound, task_registry
 from recovery.calls import services as call_services
-from recovery.calls.services import CallOutcome
+from recovery.calls.services import IDEMPOTENCY_KWARG, CallOutcome, accepts_idempotency_key
 from recovery.decisions import budget, policies
 from recovery.decisions.models import RetryPolicy
 from recovery.errors.classification import ErrorReport
@@ -49,9 +49,12 @@ from recovery.retries.models import RetryAttempt, RetryJob
 log = logging.getLogger(__name__)
 
 State = RetryJob.State
-# The attempt task's hard time limit; a job still running this long after its claim lost its worker.
-RUN_TIME_LIMIT_S = 300
+# The attempt task's hard time limit: below RETRY_ATTEMPT_LEASE_SECONDS (300 s by default), so that an attempt
+# still running after its lease has lost its worker rather than being slow (docs/retries.md, "The sweep").
+RUN_TIME_LIMIT_S = 280
 RUN_SOFT_TIME_LIMIT_S = 240
+# The error a lost attempt is recorded with: its worker died mid-call (a kill, an out-of-memory, a restart).
+WORKER_LOST = "celery.exceptions.WorkerLostError"
 MESSAGE_CHARS = 10_000
 # Where a rerun keeps the attempts of earlier runs, so that a new run gets the policy's attempts afresh.
 ATTEMPTS_BEFORE = "attempts_before"
@@ -128,7 +131,9 @@ def _spec(new: NewJob) -> _Spec:
         if new.task is None:
             raise InvalidInput("a task job needs the task to run", field="task")
         name, args, kwargs = new.task.get("name", ""), new.task.get("args", []), new.task.get("kwargs", {})
-        task_registry.validate_task(name, args, kwargs, "task")
+        # Checked as it will be called: with the job's idempotency key when the task takes one.
+        keyed = isinstance(kwargs, dict) and IDEMPOTENCY_KWARG not in kwargs and accepts_idempotency_key(name)
+        task_registry.validate_task(name, args, kwargs, "task", added=(IDEMPOTENCY_KWARG,) if keyed else ())
         return _Spec({}, name, list(args), dict(kwargs))
     raise InvalidInput("must be http or task", field="kind")
 
@@ -229,7 +234,8 @@ def call(job: RetryJob) -> CallOutcome:
     """Make the job's call once: the HTTP request, or the registered task in this worker."""
     if job.kind == RetryJob.Kind.HTTP:
         return call_services.call_http(job.request, job.idempotency_key)
-    return call_services.call_task(job.task_name, job.task_args, job.task_kwargs)
+    kwargs = call_services.keyed_kwargs(job.task_name, job.task_kwargs, job.idempotency_key)
+    return call_services.call_task(job.task_name, job.task_args, kwargs)
 
 
 @dataclass(frozen=True)
@@ -466,7 +472,9 @@ def requeue_overdue(now: datetime | None = None, limit: int = 500) -> int:
             ).update(fence=fence, updated_at=now):
                 _enqueue_on_commit(job.pk, job.attempts + 1, fence)
                 touched += 1
-    lost_before = now - timedelta(seconds=RUN_TIME_LIMIT_S + float(rebound("RETRY_REQUEUE_AFTER_SECONDS")))
+    # The claim set updated_at, and nothing touches a running job until its attempt ends: a job still running
+    # a lease after its claim lost its worker mid-call (the lease is longer than the task's hard time limit).
+    lost_before = now - timedelta(seconds=float(rebound("RETRY_ATTEMPT_LEASE_SECONDS")))
     for job in RetryJob.objects.select_related("service").filter(
         state=State.RUNNING, updated_at__lt=lost_before
     )[:limit]:
@@ -474,43 +482,68 @@ def requeue_overdue(now: datetime | None = None, limit: int = 500) -> int:
     return touched
 
 
+def after_loss(job: RetryJob, now: datetime) -> AttemptVerdict:
+    """What follows an attempt lost with its worker. Whether the call reached its target is unknown, so it is
+    sent again (at once: the lease has waited long enough, and with the same idempotency key) only when doing
+    so is safe (`why_resend_is_safe`) and the policy still allows an attempt; otherwise a human decides."""
+    lost = "the attempt's worker was lost: whether the call happened is unknown"
+    safe = call_services.why_resend_is_safe(
+        kind=job.kind, request=job.request, task_name=job.task_name, task_kwargs=job.task_kwargs
+    )
+    if not safe:
+        return AttemptVerdict(State.FAILED, None, f"{lost}, and sending it again might do it twice")
+    policy = policies.from_snapshot(job.policy_snapshot)
+    in_run = job.attempts - int(job.policy_snapshot.get(ATTEMPTS_BEFORE, 0))
+    left = policies.attempts_left(policy, in_run)
+    if left <= 0:
+        return AttemptVerdict(
+            State.FAILED, None, f"{lost}; no attempts left: {in_run} of {policy.max_attempts} used"
+        )
+    if job.deadline_at is not None and now > job.deadline_at:
+        return AttemptVerdict(State.FAILED, None, f"{lost}; the job's deadline has passed")
+    return AttemptVerdict(
+        State.PENDING, 0.0, f"{lost}; sent again with the same idempotency key ({safe}), {left} attempts left"
+    )
+
+
 def settle_lost_attempt(job: RetryJob, now: datetime) -> int:
-    """An attempt whose worker vanished mid-call: nobody knows whether the call happened, so the job fails
-    and waits for a human (who can rerun it) rather than risk running a non-idempotent call twice."""
+    """An attempt whose worker vanished mid-call: its row is closed as a failure (WorkerLostError), and the
+    job either goes on with the next attempt under a new fence (after_loss) or fails and waits for a human
+    (who can rerun it). Compare-and-set on the running job, so two sweeps settle it once."""
+    number = job.attempts
     report = ErrorReport(
         service=job.service.name,
         operation=job.operation,
-        type_name="celery.exceptions.WorkerLostError",
-        message=f"the worker running attempt {job.attempts} was lost before it reported an outcome",
+        type_name=WORKER_LOST,
+        message=f"the worker running attempt {number} was lost before it reported an outcome",
     )
     classified = classify_report(report)
-    decision = AttemptVerdict(
-        State.FAILED, None, "the attempt's worker was lost: whether the call happened is unknown"
-    )
+    decision = after_loss(job, now)
+    fields: dict[str, Any] = {"updated_at": now, "last_error": _error_json(classified, number, decision)}
+    if decision.state == State.PENDING:
+        fields.update(state=State.PENDING, fence=_fence(), next_attempt_at=now)
+    else:
+        fields.update(state=State.FAILED, needs_human=True, fence="", finished_at=now)
     with transaction.atomic():
         moved = RetryJob.objects.filter(
-            pk=job.pk, state=State.RUNNING, attempts=job.attempts, updated_at=job.updated_at
-        ).update(
-            state=State.FAILED,
-            needs_human=True,
-            fence="",
+            pk=job.pk, state=State.RUNNING, attempts=number, updated_at=job.updated_at
+        ).update(**fields)
+        if not moved:
+            return 0
+        # History is data: the lost attempt stays a row, closed as what it was.
+        RetryAttempt.objects.filter(job=job, number=number, outcome=RetryAttempt.Outcome.RUNNING).update(
+            outcome=RetryAttempt.Outcome.FAILURE,
+            error_class=classified.verdict.error_class,
+            kind=classified.verdict.kind,
+            severity=classified.verdict.severity,
+            error_type=report.type_name,
+            message=report.message,
             finished_at=now,
-            updated_at=now,
-            last_error=_error_json(classified, job.attempts, decision),
         )
-        if moved:
-            RetryAttempt.objects.filter(
-                job=job, number=job.attempts, outcome=RetryAttempt.Outcome.RUNNING
-            ).update(
-                outcome=RetryAttempt.Outcome.FAILURE,
-                error_class=classified.verdict.error_class,
-                kind=classified.verdict.kind,
-                severity=classified.verdict.severity,
-                error_type=report.type_name,
-                message=report.message,
-                finished_at=now,
-            )
-    return int(moved)
+        if decision.state == State.PENDING:
+            _enqueue_on_commit(job.pk, number + 1, fields["fence"])
+    log.warning("retry job %s: attempt %d lost with its worker: %s", job.pk, number, decision.why)
+    return 1
 
 
 # --- operators -------------------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ class TransactionListView(APIView):
         description="Past its deadline, an open transaction is rolled back automatically (reason "
         "`deadline passed`). `task_id` links the agent's own task (404 if unknown).",
         request=TransactionIn,
-        responses=answers({201: TransactionOut}, 400, 403, 404),
+        responses=answers({201: TransactionOut}, 400, 403, 404, 413, 415),
         examples=[
             OpenApiExample(
                 "Open",
@@ -254,7 +254,7 @@ class StepsView(APIView):
         "field). The same `idempotency_key` with the same step answers the stored step (200); with a "
         "different step, 409.",
         request=StepIn,
-        responses=answers({201: StepOut, 200: StepOut}, 400, 403, 404, 409),
+        responses=answers({201: StepOut, 200: StepOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample(
                 "An HTTP compensation",
@@ -327,7 +327,7 @@ class CommitView(APIView):
         summary="Commit: the steps stand, nothing will be compensated",
         description="Only an open transaction (409 otherwise); committing a committed one again answers it.",
         request=None,
-        responses=answers({200: TransactionOut}, 403, 404, 409),
+        responses=answers({200: TransactionOut}, 403, 404, 409, 413),
         examples=[
             OpenApiExample(
                 "Committed",
@@ -358,7 +358,7 @@ class RollbackView(APIView):
         "committed transaction. Each compensation is retried by its policy and sent with its idempotency key; "
         "follow it with `GET /transactions/{id}`.",
         request=RollbackIn,
-        responses=answers({202: TransactionOut, 200: TransactionOut}, 400, 403, 404, 409),
+        responses=answers({202: TransactionOut, 200: TransactionOut}, 400, 403, 404, 409, 413, 415),
         examples=[
             OpenApiExample("Why", value={"reason": "payment refused"}, request_only=True),
             OpenApiExample(

@@ -28,6 +28,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 TransactionStatus = Literal["open", "committed", "rolling_back", "rolled_back", "rollback_failed"]
 TRANSACTION_STATUSES: tuple[str, ...] = get_args(TransactionStatus)
 StepStatus = Literal["done", "compensating", "compensated", "compensation_failed"]
+# The most SAGA_MAX_DEADLINE_SECONDS may be configured to (config/env.py): the schema's bound; the setting in
+# force is checked by the service (400 naming the field).
+MAX_DEADLINE_S = 365 * 86_400
 
 
 # --- Input ---------------------------------------------------------------------------------------------------
@@ -43,7 +46,11 @@ class TransactionIn(BaseModel):
         default=None, description="The agent's own task id (see /tasks); 404 if unknown."
     )
     deadline_s: float | None = Field(
-        default=None, gt=0, description="Seconds from now; past it an open transaction is rolled back."
+        default=None,
+        gt=0,
+        le=MAX_DEADLINE_S,
+        description="Seconds from now; past it an open transaction is rolled back. At most "
+        "SAGA_MAX_DEADLINE_SECONDS (7 days unless configured; never more than 365 days).",
     )
     deadline_at: AwareDatetime | None = Field(default=None, description="Or the deadline as a date and time.")
 

@@ -141,11 +141,13 @@ def validate_compensation(body: dict[str, Any], prefix: str = "compensation") ->
         if not isinstance(task, dict):
             raise InvalidInput("must be an object with a name", field=f"{prefix}.task")
         name, args, kwargs = task.get("name", ""), task.get("args", []), task.get("kwargs", {})
-        task_registry.validate_task(name, args, kwargs, f"{prefix}.task")
-        if IDEMPOTENCY_KWARG in kwargs:
+        if isinstance(kwargs, dict) and IDEMPOTENCY_KWARG in kwargs:
             raise InvalidInput(
                 f"{IDEMPOTENCY_KWARG} is passed by Rebound (the step's key)", field=f"{prefix}.task.kwargs"
             )
+        # Checked as it will be called at rollback: with the step's key when the task takes one.
+        added = (IDEMPOTENCY_KWARG,) if accepts_idempotency_key(name) else ()
+        task_registry.validate_task(name, args, kwargs, f"{prefix}.task", added=added)
         return Compensation(Kind.TASK, {"name": name, "args": list(args), "kwargs": dict(kwargs)})
     if kind == Kind.NONE:
         return Compensation(Kind.NONE, {})

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from pydantic import ValidationError
 
 from config.env import Env
+from tests.support.processes import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -133,6 +135,62 @@ def test_it_restarts_long_running_services_unless_stopped() -> None:
     services = _services()
     for name in ("postgres", "redis", *LONG_RUNNING):
         assert services[name]["restart"] == "unless-stopped", name
+
+
+def _redis_options() -> dict[str, str]:
+    command = _services()["redis"]["command"]
+    assert command[0] == "redis-server"
+    flags = command[1:]
+    assert len(flags) % 2 == 0 and all(flag.startswith("--") for flag in flags[::2]), command
+    return dict(zip(flags[::2], flags[1::2], strict=True))
+
+
+def test_it_runs_redis_with_append_only_persistence_synced_every_second() -> None:
+    # The buffered intake answers 201 once a report is in Redis: "accepted" must mean kept (issue 11, item 25).
+    options = _redis_options()
+    assert options["--appendonly"] == "yes"
+    assert options["--appendfsync"] == "everysec"
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert "redis-data:/data" in _services()["redis"]["volumes"]
+
+
+@pytest.mark.slow
+def test_it_keeps_every_acknowledged_write_of_the_compose_redis_through_a_kill(tmp_path: Path) -> None:
+    """redis-server with the compose file's own options, killed with SIGKILL under writes and started again."""
+    port = free_port()
+    args = [
+        shutil.which("redis-server") or "redis-server",
+        *(item for pair in _redis_options().items() for item in pair),
+        "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--logfile", str(tmp_path / "log"),
+    ]  # fmt: skip
+
+    def serve() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: _pings(port), timeout=15), (tmp_path / "log").read_text()
+        return server
+
+    server = serve()
+    acknowledged = 0
+    try:
+        with redis.Redis(port=port) as client:
+            for _ in range(5000):
+                acknowledged = int(client.incr("accepted"))
+        server.kill()
+        server.wait(timeout=10)
+        server = serve()
+        with redis.Redis(port=port) as client:
+            assert int(client.get("accepted") or 0) == acknowledged == 5000
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
+def _pings(port: int) -> bool:
+    try:
+        with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def test_it_has_healthchecks_on_the_servers_and_web() -> None:

@@ -73,7 +73,9 @@ def test_it_gives_the_servers_answers_for_the_same_sequence(settings: dict[str, 
         # Both windows fitted to now (the server also counts them after each step; the SDK need not).
         counts = sdk.window_counts(st_local, cfg_local, now)
         assert counts == breaker_logic.window_counts(st_server, cfg_server, now), (step, settings)
-        assert st_local == st_server, (step, settings)
+        # The server's state also keeps the operator's override and its history's bookkeeping (generation,
+        # transitions waiting for their rows): the breaker itself is what must be the same.
+        assert st_local == {key: st_server[key] for key in st_local}, (step, settings)
 
 
 def test_settings_are_read_from_the_breaker_view_with_defaults_for_the_missing() -> None:

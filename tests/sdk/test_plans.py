@@ -164,6 +164,30 @@ def test_non_critical_work_is_skipped_with_a_partial_result(server: SdkServer, c
     assert partial.plan.fallback is not None and partial.plan.fallback.kind == "skip"
 
 
+def test_a_tripped_breaker_with_no_fallback_is_waited_for_with_a_plan_that_says_so(client: Client) -> None:
+    service("sdk-plan-tripped", consecutive_failures=2, wait_duration_s=60)
+    for _ in range(2):
+        with pytest.raises(httpx.HTTPStatusError), client.guard("sdk-plan-tripped", operation="fetch"):
+            raise http_error(503)
+    eventually(lambda: client.state("sdk-plan-tripped") == "open", "the client saw the trip")
+    never = Flaky()
+
+    with pytest.raises(RetriesExhaustedError) as exhausted:
+        client.call("sdk-plan-tripped", never, operation="fetch", max_attempts=2)
+
+    assert never.calls == 0  # refused locally, twice
+    plan = exhausted.value.plan
+    assert plan is not None and (plan.action, plan.error_class) == ("wait", "circuit_open")
+    assert plan.reason.startswith("circuit open for sdk-plan-tripped, retry after")
+    # As long as this process knows the breaker to stay open (at least the default wait, 30 s, from the trip).
+    assert plan.retry_after_s is not None and 20 < plan.retry_after_s <= 60
+    assert plan.retry_at is not None
+    # One wait, until the breaker lets a trial call through; not the planner's verdict on an unknown error.
+    [waited] = client.recorded_delays
+    assert 20 < waited <= 60
+    assert plan.raw["planner_plan_id"] in {str(p.pk) for p in _plans("sdk-plan-tripped")}
+
+
 @pytest.mark.parametrize(
     ("status", "raised", "action", "error_class"),
     [

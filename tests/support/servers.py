@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,9 +94,12 @@ class OwnPostgres:
     OS user (the folder is handed to it), and its commands run through `runuser`.
     """
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.data = folder / "pgdata"
+    def __init__(self, folder: Path | None = None) -> None:
+        # A folder of its own under /tmp, whatever the test passes: pytest resets its own base folder to 0700
+        # when another session starts, and the postgres user would lose its way to the cluster.
+        del folder
+        self.folder = Path(tempfile.mkdtemp(prefix="rebound-pg-"))
+        self.data = self.folder / "pgdata"
         self.port = free_port()
         self._as_root = os.geteuid() == 0
 
@@ -112,13 +116,8 @@ class OwnPostgres:
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
 
     def init(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
         if self._as_root:
             shutil.chown(self.folder, "postgres", "postgres")
-            for parent in [self.folder, *self.folder.parents]:
-                if parent == Path("/"):
-                    break
-                os.chmod(parent, os.stat(parent).st_mode | 0o011)  # let postgres traverse to its folder
         self._run([_pg_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
@@ -132,6 +131,10 @@ class OwnPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop"])
+
+    def remove(self) -> None:
+        """Delete the cluster's folder (stop it first)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def restart(self, down_seconds: float = 0.0) -> None:
         self.stop()

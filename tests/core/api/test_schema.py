@@ -64,7 +64,7 @@ def test_it_serves_the_browsable_docs_without_a_cdn() -> None:
 
 def test_health_endpoints_answer() -> None:
     assert APIClient().get("/healthz").json() == {"status": "ok"}
-    assert APIClient().get("/readyz").json() == {"status": "ok"}
+    assert APIClient().get("/readyz").json()["status"] == "ok"
 
 
 def _resolve(node: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:

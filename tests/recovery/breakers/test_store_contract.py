@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ import redis
 from django.conf import settings
 
 from recovery.breakers import logic as breaker_logic
-from recovery.breakers.models import Service
+from recovery.breakers.models import BreakerTransition, Service
 from recovery.breakers.store import BreakerStore, DatabaseStore, RedisStore
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +89,7 @@ def test_it_trips_once_on_the_failure_rate(store: BreakerStore, svc: Service) ->
     assert results[3].transitions == [
         ("closed", "open", "failure rate 50% over the last 4 calls (threshold 50%)")
     ]
-    assert results[3].snapshot == (4, 2)
+    assert (results[3].facts[0].calls, results[3].facts[0].failures) == (4, 2)
     assert results[4].transitions == []
     denied = store.permit(svc, CFG, "p")
     assert (denied.allowed, denied.state, denied.retry_after_ms, denied.reason) == (
@@ -232,3 +233,102 @@ def test_reset_forgets_everything(store: BreakerStore, svc: Service) -> None:
     feed(store, svc, FAIL, FAIL, FAIL, FAIL)
     store.reset(svc)
     assert store.permit(svc, CFG, "p").state == "closed"
+
+
+# --- the window a transition saw (issue 11, item 14) -------------------------------------------------------
+
+
+def test_a_trip_on_consecutive_failures_keeps_the_count_it_tripped_on(
+    store: BreakerStore, svc: Service
+) -> None:
+    cfg = breaker_logic.Config(**{**CFG.__dict__, "consecutive": 3, "minimum_calls": 100})
+    result = feed(store, svc, FAIL, FAIL, FAIL, cfg=cfg)[2]
+    assert result.transitions == [("closed", "open", "3 consecutive failures (threshold 3)")]
+    assert (result.facts[0].calls, result.facts[0].failures, result.facts[0].consecutive) == (3, 3, 3)
+    assert result.consecutive == 0  # the window itself starts afresh
+
+
+# --- caps, overrides, history (issue 11, items 1, 6, 22, 26) -------------------------------------------------
+
+
+def test_it_never_opens_beyond_the_cap(store: BreakerStore, svc: Service, clock: Clock) -> None:
+    capped = breaker_logic.Outcome(True, retry_after_ms=CFG.cap_ms, asked_s=1e12)
+    result = feed(store, svc, capped)[0]
+    assert result.transitions == [
+        ("closed", "open", "rate limited: Retry-After 1e+12 s, capped at 86400 s (MAX_RETRY_AFTER_S)")
+    ]
+    assert result.facts[0].open_until == clock.now + 86_400_000
+    assert store.permit(svc, CFG, "p").retry_after_ms == 86_400_000
+
+
+def test_an_override_in_the_store_decides_the_next_permit(store: BreakerStore, svc: Service) -> None:
+    store.permit(svc, CFG, "warm")
+    store.set_override(svc, CFG, "forced_open", 0, "incident")
+    denied = store.permit(svc, CFG, "p")
+    assert (denied.allowed, denied.state, denied.override, denied.reason) == (
+        False,
+        "forced_open",
+        "forced_open",
+        "forced_open by an operator: incident",
+    )
+    results = feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    assert [r.transitions for r in results] == [[]] * 4  # frozen: recorded, never a transition
+    store.set_override(svc, CFG, "auto", 0, "")
+    assert store.permit(svc, CFG, "p").allowed is True
+
+
+def test_an_expired_override_in_the_store_no_longer_applies(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    store.set_override(svc, CFG, "forced_open", clock.now + 1000, "incident")
+    assert store.permit(svc, CFG, "p").allowed is False
+    clock.now += 1000
+    assert (store.permit(svc, CFG, "p").allowed, store.peek(svc, CFG).override) == (True, "")
+
+
+def test_transitions_stay_pending_until_acknowledged(store: BreakerStore, svc: Service) -> None:
+    result = feed(store, svc, OK, FAIL, FAIL, FAIL)[3]
+    assert result.pending == 1
+    [entry] = store.pending(svc)
+    assert (entry["seq"], entry["from"], entry["to"], entry["calls"]) == (
+        result.facts[0].seq,
+        "closed",
+        "open",
+        4,
+    )
+    store.acknowledge(svc, {result.facts[0].seq})
+    assert store.pending(svc) == []
+    assert store.peek(svc, CFG).pending == 0
+
+
+def test_it_rebuilds_a_lost_state_from_the_last_transition(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    opened = datetime.fromtimestamp(clock.now / 1000, tz=UTC)
+    until = datetime.fromtimestamp((clock.now + 5000) / 1000, tz=UTC)
+    BreakerTransition.objects.create(
+        service=svc,
+        from_state="closed",
+        to_state="open",
+        reason="x",
+        window={"open_until": until.isoformat(), "wait_ms": 1000, "seq": "old.1"},
+        created_at=opened,
+    )
+    store.reset(svc)
+    denied = store.permit(svc, CFG, "p")
+    assert (denied.allowed, denied.state, denied.retry_after_ms) == (False, "open", 5000)
+    assert denied.transitions == []  # nothing changed: what everyone was told still holds
+    clock.now += 5000
+    assert store.permit(svc, CFG, "p").transitions[0][:2] == ("open", "half_open")
+    assert store.permit(svc, CFG, "q").facts == []
+
+
+def test_a_rebuilt_state_starts_a_new_generation(store: BreakerStore, svc: Service) -> None:
+    first = feed(store, svc, FAIL, FAIL, FAIL, FAIL)[3].facts[0].seq
+    store.reset(svc)
+    BreakerTransition.objects.create(
+        service=svc, from_state="open", to_state="closed", reason="x", window={}, created_at=datetime.now(UTC)
+    )
+    second = feed(store, svc, FAIL, FAIL, FAIL, FAIL)[3].facts[0].seq
+    assert first.split(".")[0] != second.split(".")[0]
+    assert (first.split(".")[1], second.split(".")[1]) == ("1", "1")

@@ -143,6 +143,29 @@ def test_it_refuses_a_writer_whose_expected_seq_is_not_the_latest(agent_client: 
     assert Checkpoint.objects.count() == 2
 
 
+def test_it_creates_nothing_when_a_first_checkpoint_is_refused_for_its_expected_seq(
+    agent_client: APIClient,
+) -> None:
+    # docs/checkpoints.md's own example: a first save that expects seq 6.
+    response = save(agent_client, task_id="inbox-42", expected_seq=6)
+
+    assert response.status_code == 409, response.json()
+    assert response.json()["code"] == "seq_conflict"
+    assert response.json()["errors"][0]["field"] == "expected_seq"
+    assert "expected_seq is 6" in response.json()["detail"]
+    assert not Task.objects.filter(task_id="inbox-42").exists()
+    assert Checkpoint.objects.count() == 0
+
+
+def test_it_saves_a_first_checkpoint_that_expects_seq_0(agent_client: APIClient) -> None:
+    response = save(agent_client, task_id="inbox-42", expected_seq=0)
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["seq"] == 1
+    task = Task.objects.get(task_id="inbox-42")
+    assert task.last_seq == 1
+
+
 def test_it_hashes_the_canonical_json_whatever_the_key_order(agent_client: APIClient) -> None:
     first = save(agent_client, state={"a": 1, "b": {"y": 2, "x": 1}}).json()
     second = save(agent_client, state={"b": {"x": 1, "y": 2}, "a": 1}).json()
@@ -205,6 +228,10 @@ def test_it_refuses_a_body_that_is_not_sent_as_json(agent_client: APIClient) -> 
         ({"progress": 10}, "state"),
         ({"state": {}, "progress": 101}, "progress"),
         ({"state": {}, "expected_seq": -1}, "expected_seq"),
+        ({"state": {}, "expected_seq": 2**31}, "expected_seq"),  # past what a seq can be
+        ({"state": {}, "step": "sum\x00marise"}, "step"),  # PostgreSQL text cannot hold a NUL
+        ({"state": {}, "completed_steps": ["fetch\x00"]}, "completed_steps[0]"),
+        ({"state": {}, "metadata": {"model\x00": "gpt"}}, "metadata"),
         ({"state": {}, "completed_steps": "fetch"}, "completed_steps"),
         ({"state": {}, "unknown": 1}, "unknown"),
         ({"state": {}, "metadata": {"blob": "x" * 20_000}}, "metadata"),
@@ -216,6 +243,16 @@ def test_it_names_the_bad_field(agent_client: APIClient, body: dict[str, Any], f
     assert response.status_code == 400
     assert [e["field"] for e in response.json()["errors"]] == [field]
     assert not Checkpoint.objects.exists()
+
+
+def test_it_refuses_a_lone_surrogate_in_the_metadata(agent_client: APIClient) -> None:
+    body = b'{"state": {}, "metadata": {"model": ["\\ud800"]}}'  # JSON syntax, but no text UTF-8 can hold
+
+    response = agent_client.post("/api/v1/tasks/job-1/checkpoints", body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert [e["field"] for e in response.json()["errors"]] == ["metadata"]
+    assert not Task.objects.exists()
 
 
 def test_it_refuses_a_bad_task_id(agent_client: APIClient) -> None:
@@ -388,6 +425,28 @@ def test_another_agents_task_is_a_404(agent_client: APIClient, method: str, path
     assert "other-agent" not in response.content.decode()
     assert Task.objects.get(task_id="secret-job").status == "running"
     assert not Task.objects.filter(task_id="stolen").exists()
+
+
+def test_an_agent_listing_another_agents_tasks_gets_a_404(agent_client: APIClient) -> None:
+    other_agents_task()
+    save(agent_client, task_id="mine-1")
+
+    response = agent_client.get("/api/v1/tasks?agent=other-agent")
+
+    assert response.status_code == 404, response.json()
+    assert response.json()["errors"][0]["field"] == "agent"
+    assert "secret-job" not in response.content.decode()
+
+
+def test_an_agent_naming_itself_in_the_list_gets_its_own_tasks(agent_client: APIClient) -> None:
+    other_agents_task()
+    save(agent_client, task_id="mine-1")
+    name = agent_client.agent.name  # type: ignore[attr-defined]
+
+    response = agent_client.get(f"/api/v1/tasks?agent={name}")
+
+    assert response.status_code == 200, response.json()
+    assert [t["task_id"] for t in response.json()["results"]] == ["mine-1"]
 
 
 def test_an_unknown_task_is_a_404(agent_client: APIClient) -> None:

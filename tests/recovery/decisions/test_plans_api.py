@@ -3,15 +3,16 @@ against PostgreSQL and Redis (the breakers and the retry budget live there)."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
 from django.conf import settings
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from recovery.breakers.models import Service
@@ -183,6 +184,35 @@ def test_it_waits_for_retry_after(agent_client: Any) -> None:
 def test_it_grows_the_delay_with_the_attempt(agent_client: Any) -> None:
     answers = [ask(agent_client, attempt=n)["delay_s"] for n in (1, 2, 3)]
     assert answers == [1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize("attempt", [2000, 10_000])
+def test_it_plans_for_a_very_late_attempt_without_overflowing_the_delay(
+    agent_client: Any, attempt: int
+) -> None:
+    answer = ask(agent_client, attempt=attempt)
+
+    assert answer["action"] in ("degrade", "escalate")  # the policy's attempts are long spent
+    plan = RecoveryPlan.objects.get()
+    assert plan.attempt == attempt
+    policy = RetryPolicy.objects.get(name=plan.inputs["policy"]["name"])
+    assert plan.inputs["policy"]["delay_s"] == policy.max_delay_s  # the cap of 2 ** (attempt - 1)
+
+
+def test_it_caps_a_policy_delay_at_the_longest_wait(agent_client: Any) -> None:
+    svc = Service.objects.create(name="svc")
+    RetryPolicy.objects.create(
+        name="patient",
+        service=svc,
+        strategy="exponential",
+        max_attempts=10_000,
+        base_delay_s=1,
+        max_delay_s=1e9,
+    )
+    with override_settings(REBOUND=rebound_settings(MAX_RETRY_AFTER_S=600)):
+        answer = ask(agent_client, attempt=5000)
+
+    assert (answer["action"], answer["delay_s"]) == ("retry", 600.0)
 
 
 def test_it_falls_back_to_another_service_while_the_breaker_is_open(
@@ -396,11 +426,103 @@ def test_it_computes_the_success_rate_per_action(agent_client: Any) -> None:
     ]
     rates = decision_services.refresh_success_rate()
     assert rates["retry"] == pytest.approx(2 / 3)
-    assert rates["abort"] is None
+    assert rates["abort"] == 1.0  # no abort plan: nothing failed (docs/recovery.md)
     assert metric("recovery_success_rate", action="retry") == pytest.approx(2 / 3)
-    assert math.isnan(REGISTRY.get_sample_value("recovery_success_rate", {"action": "abort"}))  # type: ignore[arg-type]
+    assert metric("recovery_plan_results", action="retry", result="failed") == 1.0
+    assert metric("recovery_plan_results", action="abort", result="failed") == 0.0
     decision_tasks.refresh_recovery_success_rate()  # the beat task: the same figure
     assert metric("recovery_success_rate", action="retry") == pytest.approx(2 / 3)
+
+
+def _plan_with_static_fallback(agent_client: Any) -> dict[str, Any]:
+    svc = Service.objects.create(name="svc")
+    FallbackOption.objects.create(service=svc, position=1, kind="static", static_value={"answer": "later"})
+    return ask(agent_client, attempt=4)  # type: ignore[no-any-return]
+
+
+def test_it_resolves_a_static_fallback_plan_as_it_answers_it(agent_client: Any) -> None:
+    answer = _plan_with_static_fallback(agent_client)
+
+    assert (answer["action"], answer["fallback"]["kind"]) == ("fallback", "static")
+    plan = RecoveryPlan.objects.get()
+    assert (plan.result, plan.result_at) == ("succeeded", plan.created_at)
+    decision_services.refresh_success_rate()
+    assert metric("recovery_plan_results", action="fallback", result="succeeded") == 1.0
+
+
+def test_it_keeps_the_answered_result_when_an_outcome_names_the_plan_later(agent_client: Any) -> None:
+    plan_id = _plan_with_static_fallback(agent_client)["plan_id"]
+    failure = {"service": "svc", "success": False, "plan_id": plan_id, "error": TIMEOUT}
+
+    assert agent_client.post("/api/v1/outcomes", failure, format="json").status_code == 200
+
+    assert RecoveryPlan.objects.get().result == "succeeded"
+
+
+def test_it_resolves_a_degrade_plan_as_it_answers_it(agent_client: Any) -> None:
+    answer = ask(agent_client, attempt=4)  # svc is non-critical and has no fallback: skip it
+
+    assert answer["action"] == "degrade"
+    plan = RecoveryPlan.objects.get()
+    assert (plan.result, plan.result_at) == ("succeeded", plan.created_at)
+
+
+@pytest.mark.parametrize(
+    ("error", "action"),
+    [({"status_code": 401}, "escalate"), ({"status_code": 400, "message": "bad"}, "abort")],
+)
+def test_it_resolves_a_plan_that_gives_up_as_failed_when_it_answers_it(
+    agent_client: Any, error: dict[str, Any], action: str
+) -> None:
+    assert ask(agent_client, error=error)["action"] == action
+
+    plan = RecoveryPlan.objects.get()
+    assert (plan.result, plan.result_at) == ("failed", plan.created_at)
+    assert decision_services.refresh_success_rate()[action] == 0.0
+    assert metric("recovery_success_rate", action=action) == 0.0
+
+
+def test_it_resolves_a_plan_without_an_outcome_as_unknown_once_it_expires(agent_client: Any) -> None:
+    ask(agent_client)  # a retry: its outcome should follow
+    plan = RecoveryPlan.objects.get()
+    assert plan.result == "pending"
+    later = (
+        plan.created_at + decision_services.PLAN_OUTCOME_GRACE + timedelta(seconds=(plan.delay_s or 0) + 1)
+    )
+
+    expired = decision_services.expire_plans(now=later)
+
+    plan.refresh_from_db()
+    assert expired == 1
+    assert (plan.result, plan.result_at) == ("unknown", later)
+
+
+def test_it_leaves_a_plan_pending_until_its_delay_and_the_grace_have_passed(agent_client: Any) -> None:
+    ask(agent_client, error={"status_code": 429, "headers": {"Retry-After": "3600"}})  # wait an hour
+    plan = RecoveryPlan.objects.get()
+    assert (plan.action, plan.delay_s) == ("wait", 3600.0)
+
+    assert decision_services.expire_plans(now=plan.created_at + decision_services.PLAN_OUTCOME_GRACE * 2) == 0
+    assert RecoveryPlan.objects.get().result == "pending"
+
+
+def test_the_beat_task_expires_plans_and_refreshes_the_gauge(agent_client: Any) -> None:
+    ask(agent_client)
+    RecoveryPlan.objects.update(created_at=timezone.now() - decision_services.PLAN_OUTCOME_GRACE * 2)
+
+    decision_tasks.refresh_recovery_success_rate()
+
+    assert RecoveryPlan.objects.get().result == "unknown"
+    assert metric("recovery_plan_results", action="retry", result="unknown") == 1.0
+
+
+def test_the_success_rate_is_a_number_without_any_plan(db: Any) -> None:
+    rates = decision_services.refresh_success_rate()
+
+    assert set(rates.values()) == {1.0}
+    for action in ("retry", "fallback", "wait", "degrade", "escalate", "abort"):
+        assert metric("recovery_success_rate", action=action) == 1.0
+        assert metric("recovery_plan_results", action=action, result="succeeded") == 0.0
 
 
 def test_it_ignores_another_agents_plan_and_unknown_plans(agent_client: Any) -> None:

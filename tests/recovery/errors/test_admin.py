@@ -365,6 +365,28 @@ def test_it_shows_model_validation_as_form_errors(operator: Client) -> None:
     assert audit_events("rule.update") == []
 
 
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [
+        ({"message_regex": r"(over)\1loaded"}, "RE2 cannot take this pattern"),
+        ({"priority": 2**40}, "less than or equal to 1000000"),
+    ],
+)
+def test_it_shows_what_classification_cannot_take_on_its_field(
+    operator: Client, changes: dict[str, Any], shown: str
+) -> None:
+    rule = make_rule(message_regex="overloaded")
+    data = rule_data(rule, audit_reason="try", **changes)
+
+    response = operator.post(url("recovery_classificationrule_change", rule.pk), data)
+
+    assert response.status_code == 200
+    assert shown in response.content.decode()
+    rule.refresh_from_db()
+    assert rule.message_regex == "overloaded"
+    assert audit_events("rule.update") == []
+
+
 def test_it_shows_a_service_refusal_as_a_form_error(operator: Client, monkeypatch: Any) -> None:
     rule = make_rule(priority=50)
 

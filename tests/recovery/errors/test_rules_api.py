@@ -95,7 +95,7 @@ def test_it_requires_a_reason_for_every_change(operator_client: Any, method: str
         ({"severity": "meh"}, "severity"),
         ({"message_regex": "(unclosed"}, "message_regex"),
         ({"type_names": "TimeoutError"}, "type_names"),
-        ({"status_min": 500, "status_max": 400, "message_regex": ""}, "body"),
+        ({"status_min": 500, "status_max": 400, "message_regex": ""}, "status_max"),
         ({"message_regex": "", "type_names": []}, "body"),
     ],
 )

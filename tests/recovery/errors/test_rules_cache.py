@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -35,3 +36,47 @@ def test_it_sees_its_own_edit_at_once() -> None:
     rule.error_class = "resource"
     rule.save()
     assert classify_report(report).verdict.error_class == "resource"
+
+
+def test_it_classifies_with_the_rules_read_before_while_the_database_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 11, item 23: the buffered intake rides out a database restart; the rules' cache expiring during it
+    # must not turn every report into a 503.
+    from django.db import OperationalError
+
+    from recovery.errors import rules_cache
+
+    report = ErrorReport(status_code=503)
+    assert classify_report(report).verdict.error_class == "external_service"
+    rules_cache.invalidate()
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(ClassificationRule.objects, "filter", down)
+    with caplog.at_level(logging.WARNING, logger="recovery.errors.rules_cache"):
+        for _ in range(3):
+            assert classify_report(report).verdict.error_class == "external_service"
+            rules_cache.invalidate()
+    assert len([r for r in caplog.records if "cannot be read" in r.getMessage()]) == 1
+    monkeypatch.undo()
+    ClassificationRule.objects.filter(name="service unavailable (5xx)").update(error_class="resource")
+    assert classify_report(report).verdict.error_class == "resource"
+
+
+def test_a_process_that_never_read_the_rules_cannot_classify_without_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db import OperationalError
+
+    from recovery.errors import rules_cache
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise OperationalError("could not connect")
+
+    fresh = {"expires": 0.0, "rules": (), "loaded": False, "unreadable": False}
+    monkeypatch.setattr(rules_cache, "_state", fresh)  # a process that has just started
+    monkeypatch.setattr(ClassificationRule.objects, "filter", down)
+    with pytest.raises(OperationalError):
+        classify_report(ErrorReport(status_code=503))

@@ -489,6 +489,21 @@ def test_it_refuses_tasks_that_are_not_registered(agent_client: Any, committed: 
     assert not RetryJob.objects.exists()
 
 
+def test_it_refuses_a_task_job_missing_a_required_argument(agent_client: Any, committed: Any) -> None:
+    body = {
+        "service": "ops",
+        "kind": "task",
+        "task": {"name": "recovery.demo_tasks.flaky", "kwargs": {"failures": 1}},
+        "idempotency_key": "k",
+    }
+    response = submit(agent_client, body, committed)
+    assert response.status_code == 400, response.json()
+    error = response.json()["errors"][0]
+    assert error["field"] == "task.kwargs"
+    assert "'key'" in error["message"]
+    assert not RetryJob.objects.exists()
+
+
 def test_it_answers_the_same_job_for_the_same_idempotency_key(
     agent_client: Any, target: Target, fast: RetryPolicy, queued: Queued, committed: Any
 ) -> None:
@@ -616,29 +631,109 @@ def test_it_enqueues_overdue_attempts_again_with_a_new_fence(
     assert RetryJob.objects.get(pk=fresh).state == "pending"  # not overdue: untouched
 
 
-def test_it_settles_an_attempt_whose_worker_was_lost(
+def _lose_the_first_attempt(job: RetryJob, minutes_ago: float = 60) -> None:
+    """The state a worker killed mid-call leaves: the job claimed (running), attempt 1's row running."""
+    long_ago = timezone.now() - timedelta(minutes=minutes_ago)
+    RetryJob.objects.filter(pk=job.pk).update(state="running", attempts=1, updated_at=long_ago)
+    RetryAttempt.objects.create(job=job, number=1, task_id=job.fence, started_at=long_ago)
+
+
+def test_it_sends_an_attempt_lost_with_its_worker_again_with_the_same_key(
+    agent_client: Any, target: Target, fast: RetryPolicy, queued: Queued, committed: Any
+) -> None:
+    submit(agent_client, http_body(target), committed)  # a POST: safe again only through its Idempotency-Key
+    job = RetryJob.objects.get()
+    _lose_the_first_attempt(job)
+
+    assert committed(retry_services.requeue_overdue) == 1
+
+    job.refresh_from_db()
+    assert (job.state, job.needs_human, job.attempts) == ("pending", False, 1)
+    assert queued[-1] == (str(job.pk), 2, job.fence, 0.0)
+    assert error_of(job)["type"] == "celery.exceptions.WorkerLostError"
+    assert "sent again with the same idempotency key" in error_of(job)["decision"]
+    lost = RetryAttempt.objects.get(job=job, number=1)
+    assert (lost.outcome, lost.error_type) == ("failure", "celery.exceptions.WorkerLostError")
+    assert lost.finished_at is not None
+    assert attempt(job, committed) == "succeeded"
+    assert [s.headers["Idempotency-Key"] for s in target.seen] == ["invoice-42"]
+    assert list(RetryAttempt.objects.filter(job=job).values_list("number", "outcome")) == [
+        (1, "failure"),
+        (2, "success"),
+    ]
+
+
+def test_it_waits_out_the_lease_before_taking_an_attempt_for_lost(
     agent_client: Any, target: Target, fast: RetryPolicy, queued: Queued, committed: Any
 ) -> None:
     submit(agent_client, http_body(target), committed)
     job = RetryJob.objects.get()
-    long_ago = timezone.now() - timedelta(hours=1)
-    RetryJob.objects.filter(pk=job.pk).update(state="running", attempts=1, updated_at=long_ago)
-    RetryAttempt.objects.create(job=job, number=1, task_id=job.fence, started_at=long_ago)
+    _lose_the_first_attempt(job, minutes_ago=4)  # the default lease is 300 s
+
+    assert committed(retry_services.requeue_overdue) == 0
+    with override_settings(REBOUND=rebound_settings(RETRY_ATTEMPT_LEASE_SECONDS=60)):
+        assert committed(retry_services.requeue_overdue) == 1
+
+    job.refresh_from_db()
+    assert job.state == "pending"
+
+
+def test_it_asks_a_human_for_a_lost_attempt_of_a_task_that_is_not_safe_to_run_twice(
+    agent_client: Any, queued: Queued, committed: Any
+) -> None:
+    body = {
+        "service": "reports",
+        "kind": "task",
+        "task": {"name": "recovery.demo_tasks.flaky", "kwargs": {"key": "lost-1", "failures": 0}},
+        "idempotency_key": "lost-1",
+    }
+    assert submit(agent_client, body, committed).status_code == 201
+    job = RetryJob.objects.get()
+    _lose_the_first_attempt(job)
 
     assert committed(retry_services.requeue_overdue) == 1
 
     job.refresh_from_db()
     assert (job.state, job.needs_human, job.fence) == ("failed", True, "")
-    assert error_of(job)["type"] == "celery.exceptions.WorkerLostError"
-    assert "whether the call happened is unknown" in error_of(job)["decision"]
-    row = RetryAttempt.objects.get(job=job)
-    assert (row.outcome, row.error_type, row.error_class) == (
-        "failure",
-        "celery.exceptions.WorkerLostError",
-        "internal",
-    )
-    assert row.finished_at is not None
-    assert target.seen == []
+    assert "might do it twice" in error_of(job)["decision"]
+    assert RetryAttempt.objects.get(job=job).outcome == "failure"
+    assert [q[1] for q in queued] == [1]  # only the first attempt was ever enqueued
+
+
+def test_it_sends_a_lost_attempt_of_a_task_declared_idempotent_again(
+    agent_client: Any, queued: Queued, committed: Any
+) -> None:
+    body = {
+        "service": "reports",
+        "kind": "task",
+        "task": {"name": "recovery.demo_tasks.echo", "args": [1]},
+        "idempotency_key": "lost-2",
+    }
+    assert submit(agent_client, body, committed).status_code == 201
+    job = RetryJob.objects.get()
+    _lose_the_first_attempt(job)
+
+    assert committed(retry_services.requeue_overdue) == 1
+
+    job.refresh_from_db()
+    assert job.state == "pending"
+    assert "recovery.demo_tasks.echo is declared idempotent" in error_of(job)["decision"]
+
+
+def test_it_asks_a_human_for_a_lost_attempt_when_the_policy_has_none_left(
+    agent_client: Any, target: Target, fast: RetryPolicy, queued: Queued, committed: Any
+) -> None:
+    submit(agent_client, http_body(target), committed)
+    job = RetryJob.objects.get()
+    _lose_the_first_attempt(job)
+    RetryJob.objects.filter(pk=job.pk).update(attempts=3)
+    RetryAttempt.objects.filter(job=job).update(number=3)
+
+    assert committed(retry_services.requeue_overdue) == 1
+
+    job.refresh_from_db()
+    assert (job.state, job.needs_human) == ("failed", True)
+    assert "no attempts left: 3 of 3 used" in error_of(job)["decision"]
 
 
 # --- the breaker and the budget --------------------------------------------------------------------------

@@ -103,6 +103,9 @@ def test_it_answers_404_for_a_task_the_agent_does_not_have(agent_client: APIClie
         ({"name": "x", "deadline_at": "2001-01-01T00:00:00Z"}, "deadline_at"),
         ({"name": "x", "deadline_at": "2030-01-01T00:00:00"}, "deadline_at"),
         ({"name": "x", "deadline_s": 10**9}, "deadline_s"),
+        ({"name": "x", "deadline_s": 1e12}, "deadline_s"),  # past the last date a datetime holds
+        ({"name": "x", "deadline_s": 1e308}, "deadline_s"),
+        ({"name": "x", "deadline_at": "9999-12-31T23:59:59Z"}, "deadline_at"),
         ({"name": "", "deadline_s": 60}, "name"),
         ({"name": "x", "deadline_s": 60, "colour": "red"}, "colour"),
     ],
@@ -324,6 +327,57 @@ def test_it_refuses_a_compensation_it_could_not_run_naming_the_field(
     assert response.status_code == 400, response.json()
     assert field in errors_of(response)
     assert not TransactionStep.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("task", "field", "words"),
+    [
+        (
+            {"name": "recovery.demo_tasks.flaky", "kwargs": {"failures": 1}},
+            "compensation.task.kwargs",
+            "'key'",
+        ),
+        (
+            {"name": "recovery.demo_tasks.flaky", "kwargs": {"key": "k", "colour": 1}},
+            "compensation.task.kwargs",
+            "colour",
+        ),
+        (
+            {"name": "recovery.demo_tasks.flaky", "args": ["k", 1, "ValueError", 2, 3]},
+            "compensation.task.args",
+            "positional",
+        ),
+    ],
+)
+def test_it_refuses_a_task_compensation_whose_arguments_do_not_fit_its_signature(
+    agent_client: APIClient, task: dict[str, Any], field: str, words: str
+) -> None:
+    txn_id = open_one(agent_client)["id"]
+
+    response = post_step(
+        agent_client,
+        txn_id,
+        {"name": "s", "idempotency_key": "k", "compensation": {"kind": "task", "task": task}},
+    )
+
+    assert response.status_code == 400, response.json()
+    error = next(e for e in response.json()["errors"] if e["field"] == field)
+    assert words in error["message"]
+    assert not TransactionStep.objects.exists()
+
+
+def test_it_records_a_task_compensation_whose_arguments_fit_its_signature(agent_client: APIClient) -> None:
+    txn_id = open_one(agent_client)["id"]
+    task = {"name": "recovery.demo_tasks.flaky", "args": ["k"], "kwargs": {"failures": 0}}
+
+    response = post_step(
+        agent_client,
+        txn_id,
+        {"name": "s", "idempotency_key": "k", "compensation": {"kind": "task", "task": task}},
+    )
+
+    assert response.status_code == 201, response.json()
+    assert TransactionStep.objects.get().compensation == {**task, "name": "recovery.demo_tasks.flaky"}
 
 
 def test_it_refuses_an_unknown_policy_and_a_step_without_a_key(agent_client: APIClient) -> None:
