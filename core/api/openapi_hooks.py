@@ -124,9 +124,9 @@ def _document(operation: dict[str, Any], errors: dict[int, str]) -> None:
         )
     # A 503, and the 409 of a request whose Idempotency-Key is still in use, say when to try again.
     retried = ["503", *(["409"] if _takes_idempotency_key(operation.get("parameters", [])) else [])]
-    for code in retried:
-        if code in responses:
-            responses[code].setdefault("headers", {}).setdefault("Retry-After", dict(RETRY_AFTER_HEADER))
+    for status in retried:
+        if status in responses:
+            responses[status].setdefault("headers", {}).setdefault("Retry-After", dict(RETRY_AFTER_HEADER))
     # Successes first, then the errors, each in order: the order a reader looks for them in.
     operation["responses"] = dict(sorted(responses.items(), key=lambda item: (item[0] == "default", item[0])))
 

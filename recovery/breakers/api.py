@@ -27,6 +27,7 @@ from recovery.breakers import selectors, services, waits
 from recovery.breakers.schemas import (
     MAX_ID,
     MAX_WAIT_S,
+    SSE_TRANSITION_EVENT,
     BreakerEventsOut,
     BreakerList,
     BreakerOut,
@@ -552,15 +553,21 @@ class BreakerStreamView(APIView):
     @extend_schema(
         operation_id="breaker_stream",
         summary="Breaker transitions as Server-Sent Events (reconnect with Last-Event-ID)",
+        description="Each transition is one event, `id: 7`, `event: transition` and `data:` the transition as "
+        "JSON (`TransitionOut`), after a first `retry: 1000`; a `: keep-alive` comment while nothing happens. The "
+        "stream ends after `BREAKER_STREAM_MAX_SECONDS`: reconnect with `Last-Event-ID` (or `after`).",
         parameters=EVENT_PARAMETERS[:1],
-        responses={**answers({}, 400), (200, "text/event-stream"): str},
+        responses={**answers({}, 400), (200, "text/event-stream"): SSE_TRANSITION_EVENT},
         examples=[
             OpenApiExample(
                 "An event",
                 response_only=True,
                 media_type="text/event-stream",
-                value='id: 7\nevent: transition\ndata: {"id": 7, "service": "openai", '
-                '"from_state": "closed", "to_state": "open"}\n\n',
+                value={
+                    "id": "7",
+                    "event": "transition",
+                    "data": '{"id": 7, "service": "openai", "from_state": "closed", "to_state": "open"}',
+                },
             )
         ],
     )

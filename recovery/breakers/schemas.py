@@ -450,3 +450,28 @@ class OverrideIn(BaseModel):
     )
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
     expires_at: Expiry | None = Field(default=None, description="When the override ends (with an offset).")
+
+
+# One Server-Sent Event of GET /breakers/stream, as OpenAPI 3.1 readers (schemathesis; OpenAPI 3.2's itemSchema)
+# take a text/event-stream schema: the schema of each parsed event, not of the whole text.
+SSE_TRANSITION_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "The transition's id (Last-Event-ID).",
+        },
+        "event": {"type": "string", "enum": ["transition"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The transition as JSON (TransitionOut).",
+        },
+        "retry": {
+            "type": "integer",
+            "description": "Sent once first: reconnect after this many milliseconds.",
+        },
+    },
+}

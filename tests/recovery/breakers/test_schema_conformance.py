@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from jsonschema import Draft202012Validator
@@ -17,6 +18,7 @@ from referencing.jsonschema import DRAFT202012
 from rest_framework.test import APIClient
 
 from recovery.breakers.models import Service
+from tests.support.factories import rebound_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -271,3 +273,16 @@ def test_an_expiry_with_any_offset_is_kept_in_utc_or_refused(
         assert [e["field"] for e in response.json()["errors"]] == ["expires_at"]
     else:
         assert response.json()["override"]["until"] == "2998-12-31T00:01:00Z"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_documents_each_event_of_the_stream_as_it_is_sent(svc: Service, agent_client: APIClient) -> None:
+    tripped(agent_client)
+    with override_settings(REBOUND=rebound_settings(BREAKER_STREAM_MAX_SECONDS=0.5)):
+        response = agent_client.get("/api/v1/breakers/stream?after=0")
+        text = b"".join(response.streaming_content).decode()
+    schema = _document()["paths"]["/api/v1/breakers/stream"]["get"]["responses"]["200"]
+    validator = Draft202012Validator(schema["content"]["text/event-stream"]["schema"])
+    events = [dict(line.split(": ", 1) for line in block.splitlines()) for block in text.split("\n\n")]
+    events = [e for e in events if "data" in e]  # the retry line and keep-alives carry no data
+    assert events and all(not list(validator.iter_errors(e)) for e in events)
