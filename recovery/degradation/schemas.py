@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 SCOPE = r"^(\*|[a-z0-9][a-z0-9_.:-]{0,99})$"
 Scope = Annotated[str, StringConstraints(pattern=SCOPE)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+Reason = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True, pattern=r"\S")
+]
 LevelName = Literal["normal", "degraded", "minimal", "emergency"]
 SkipFrom = Literal["normal", "degraded", "minimal", "emergency", "never"]
 MAX_TTL_S = 30 * 86_400

@@ -158,14 +158,16 @@ class ErrorBatchIn(BaseModel):
     """A batch with the number of operations that succeeded, for a success rate in the summary."""
 
     model_config = ConfigDict(extra="forbid")
-    errors: list[ErrorIn] = Field(description="1 to ERRORS_BATCH_MAX (1000 unless configured) errors.")
+    errors: list[ErrorIn] = Field(
+        min_length=1, description="1 to ERRORS_BATCH_MAX (1000 unless configured) errors."
+    )
     successes: int = Field(
         default=0, ge=0, le=1_000_000_000, description="Operations that succeeded: 0 to 1,000,000,000."
     )
     operation: Name = ""
 
 
-class ErrorReportIn(RootModel[ErrorIn | list[ErrorIn] | ErrorBatchIn]):
+class ErrorReportIn(RootModel[ErrorIn | Annotated[list[ErrorIn], Field(min_length=1)] | ErrorBatchIn]):
     """One error, a list of them, or a batch with the number of operations that succeeded."""
 
 
@@ -345,7 +347,8 @@ MessageRegex = Annotated[
 ServiceName = Annotated[str, StringConstraints(max_length=100), StoredText]
 Reason = Annotated[
     str,
-    StringConstraints(max_length=2000),
+    # At least one character that is not white space: the schema says what the API refuses.
+    StringConstraints(min_length=1, max_length=2000, pattern=r"\S"),
     StoredText,
     Field(description="Why: operator actions require a reason, kept in the audit trail."),
 ]

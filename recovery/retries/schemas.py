@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from recovery.retries.models import RetryAttempt, RetryJob
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+Reason = Annotated[
+    str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True, pattern=r"\S")
+]
 JobKind = Literal["http", "task"]
 JobState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 JOB_STATES: tuple[str, ...] = get_args(JobState)

@@ -119,7 +119,7 @@ def test_it_accepts_a_bare_list(agent_client: Any) -> None:
         ({"message": "x", "context": [1]}, "context", "valid dictionary"),
         ({"message": "x", "headers": {"a": 1}}, "headers.a", "valid string"),
         ([], "body", "at least one error"),
-        ({"errors": [], "successes": 1}, "errors", "at least one error"),
+        ({"errors": [], "successes": 1}, "errors", "at least 1 item"),
         ({"errors": [{"message": "x"}], "successes": -1}, "successes", "greater than or equal to 0"),
         ("just a string", "body", "error object or a list"),
     ],
