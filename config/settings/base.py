@@ -46,7 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.infra.middleware.RequestIdMiddleware",
-    "core.infra.middleware.BodySizeLimitMiddleware",
+    "core.infra.middleware.ApiEdgeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -111,7 +111,7 @@ STATIC_ROOT.mkdir(exist_ok=True)
 # that no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = ENV.embedded
 
-# Bodies over the limit get a 413 from BodySizeLimitMiddleware before anything is parsed.
+# Bodies over the limit get a 413 from ApiEdgeMiddleware before anything is parsed.
 API_MAX_BODY_BYTES = ENV.API_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_MEMORY_SIZE = ENV.API_MAX_BODY_BYTES
 # A checkpoint's body carries a state of up to CHECKPOINT_MAX_BYTES as canonical JSON; the same state as a

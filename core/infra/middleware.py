@@ -81,10 +81,6 @@ class ApiEdgeMiddleware:
         return None
 
 
-# The name settings.MIDDLEWARE knows it by (it began as the body-size limit).
-BodySizeLimitMiddleware = ApiEdgeMiddleware
-
-
 def _read_body_within_limit(request: HttpRequest) -> None:
     """Refuse a declared length over the limit; read a chunked body (within the limit) where it can be read."""
     limit = _body_limit(request)
