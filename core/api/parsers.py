@@ -204,14 +204,14 @@ def _problems(data: Any) -> Iterator[dict[str, str]]:
     while stack:
         value, path = stack.pop()
         if isinstance(value, str):
-            message = _text_problem(value, NUL_IN_TEXT, SURROGATE_IN_TEXT)
+            message = text_problem(value)
             if message:
                 yield {"field": path or "body", "message": message}
         elif isinstance(value, dict):
             children = []
             for key, item in value.items():
                 child = _key_path(path, key)
-                message = _text_problem(key, NUL_IN_KEY, SURROGATE_IN_KEY)
+                message = text_problem(key, NUL_IN_KEY, SURROGATE_IN_KEY)
                 if message:
                     yield {"field": child, "message": message}
                 children.append((item, child))
@@ -224,7 +224,8 @@ def _problems(data: Any) -> Iterator[dict[str, str]]:
             yield {"field": path or "body", "message": INT_RANGE}
 
 
-def _text_problem(text: str, nul: str, surrogate: str) -> str | None:
+def text_problem(text: str, nul: str = NUL_IN_TEXT, surrogate: str = SURROGATE_IN_TEXT) -> str | None:
+    """Why PostgreSQL cannot keep this text (a NUL; a lone surrogate, which is not UTF-8), or None."""
     if "\x00" in text:
         return nul
     if _SURROGATE.search(text):

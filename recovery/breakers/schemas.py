@@ -24,7 +24,7 @@ from pydantic import (
 from core.infra.conf import rebound
 from core.slugs import Slug
 from recovery.breakers.models import BreakerTransition, Service
-from recovery.errors.schemas import ErrorIn
+from recovery.errors.schemas import ErrorIn, with_error_defaults
 
 # The ranges of the numbers the breakers' endpoints take (each in the OpenAPI schema as minimum and maximum).
 MAX_DURATION_MS = 86_400_000  # a day
@@ -119,14 +119,7 @@ class OutcomeIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _error_defaults(cls, data: Any) -> Any:
-        # The error may leave out what the outcome already says.
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            error = dict(data["error"])
-            error.setdefault("service", data.get("service"))
-            if data.get("operation"):
-                error.setdefault("operation", data["operation"])
-            data = {**data, "error": error}
-        return data
+        return with_error_defaults(data)  # the error may leave out what the outcome already says
 
     @model_validator(mode="after")
     def _error_only_on_failure(self) -> OutcomeIn:

@@ -8,14 +8,13 @@ checkpoint hot path). A read's state is not in a model at all: its canonical JSO
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from core.api.parsers import NUL_IN_TEXT, SURROGATE_IN_TEXT
+from core.api.parsers import text_problem
 from core.api.schemas import Page
 
 if TYPE_CHECKING:
@@ -23,16 +22,13 @@ if TYPE_CHECKING:
 
 TASK_ID = r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$"
 TaskId = Annotated[str, StringConstraints(pattern=TASK_ID)]
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _storable(text: str) -> str:
     """Text PostgreSQL can keep. A checkpoint's body is read by the codec, not by the API's parser, which
     refuses these for every other body (core/api/parsers.py): the same refusal, here."""
-    if "\x00" in text:
-        raise ValueError(NUL_IN_TEXT)
-    if _SURROGATE.search(text):
-        raise ValueError(SURROGATE_IN_TEXT)
+    if (problem := text_problem(text)) is not None:
+        raise ValueError(problem)
     return text
 
 

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from core.slugs import SLUG, Slug
-from recovery.errors.schemas import ErrorIn
+from recovery.errors.schemas import ErrorIn, with_error_defaults
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
 
 if TYPE_CHECKING:
@@ -80,14 +80,7 @@ class PlanIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _error_defaults(cls, data: Any) -> Any:
-        # The error may leave out what the request already says.
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            error = dict(data["error"])
-            error.setdefault("service", data.get("service"))
-            if data.get("operation"):
-                error.setdefault("operation", data["operation"])
-            data = {**data, "error": error}
-        return data
+        return with_error_defaults(data)  # the error may leave out what the request already says
 
     @model_validator(mode="after")
     def _same_service(self) -> PlanIn:

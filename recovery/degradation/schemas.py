@@ -71,14 +71,7 @@ class LevelOut(BaseModel):
 
     @classmethod
     def of(cls, view: LevelView) -> LevelOut:
-        return cls.model_construct(
-            scope=view.scope,
-            level=view.level,
-            source=view.source,
-            reason=view.reason,
-            since=view.since,
-            until=view.until,
-        )
+        return cls.model_construct(**_level_fields(view))
 
 
 class SkipOut(BaseModel):
@@ -95,14 +88,8 @@ class OverviewOut(LevelOut):
 
     @classmethod
     def of_overview(cls, o: Overview) -> OverviewOut:
-        fleet = o.fleet
         return cls.model_construct(
-            scope=fleet.scope,
-            level=fleet.level,
-            source=fleet.source,
-            reason=fleet.reason,
-            since=fleet.since,
-            until=fleet.until,
+            **_level_fields(o.fleet),
             services=[LevelOut.of(view) for view in o.services],
             skip=[
                 SkipOut.model_construct(
@@ -131,19 +118,25 @@ class ServiceLevelOut(BaseModel):
 
     @classmethod
     def of(cls, s: ServiceLevel) -> ServiceLevelOut:
-        view = s.level
         return cls.model_construct(
             service=s.service,
             criticality=s.criticality,
-            scope=view.scope,
-            level=view.level,
-            source=view.source,
-            reason=view.reason,
-            since=view.since,
-            until=view.until,
+            **_level_fields(s.level),
             skip=s.skip,
             skip_from=s.skip_from,
         )
+
+
+def _level_fields(view: LevelView) -> dict[str, Any]:
+    """A level in force as the fields LevelOut, OverviewOut and ServiceLevelOut share."""
+    return {
+        "scope": view.scope,
+        "level": view.level,
+        "source": view.source,
+        "reason": view.reason,
+        "since": view.since,
+        "until": view.until,
+    }
 
 
 class DegradationOut(RootModel[OverviewOut | ServiceLevelOut]):

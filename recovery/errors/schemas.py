@@ -154,6 +154,18 @@ class ErrorIn(BaseModel):
         )
 
 
+def with_error_defaults(data: Any) -> Any:
+    """An embedded `error` (of an outcome, of a plan request) may leave out the service and operation that the
+    enclosing request already names: copy them in, for a model_validator(mode="before")."""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        error = dict(data["error"])
+        error.setdefault("service", data.get("service"))
+        if data.get("operation"):
+            error.setdefault("operation", data["operation"])
+        data = {**data, "error": error}
+    return data
+
+
 class ErrorBatchIn(BaseModel):
     """A batch with the number of operations that succeeded, for a success rate in the summary."""
 

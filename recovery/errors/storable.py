@@ -21,13 +21,14 @@ import math
 import re
 from typing import Any
 
-INT_MIN, INT_MAX = -(2**63), 2**63 - 1  # a PostgreSQL bigint
+from core.api import parsers
+from core.api.validation import INT_MAX, INT_MIN, INT_RANGE
+
 CONTEXT_MAX_DEPTH = 32  # the context object itself is level 1
 
 NUL = "a NUL character (\\u0000) is not allowed"
 SURROGATE = "a lone surrogate (\\ud800 to \\udfff) is not text UTF-8 can hold"
 NOT_FINITE = "a number must be finite (no NaN or infinity)"
-INT_RANGE = f"an integer must be between {INT_MIN} and {INT_MAX} (send larger numbers as strings)"
 TOO_DEEP = f"nested more than {CONTEXT_MAX_DEPTH} levels deep"
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -35,11 +36,8 @@ REPLACEMENT = "\ufffd"
 
 
 def text_problem(text: str) -> str | None:
-    """Why PostgreSQL cannot keep this text, or None."""
-    found = _UNSTORABLE.search(text)
-    if found is None:
-        return None
-    return NUL if found.group() == "\x00" else SURROGATE
+    """Why PostgreSQL cannot keep this text, or None (the parser's check, with this room's words)."""
+    return parsers.text_problem(text, NUL, SURROGATE)
 
 
 def context_problem(value: Any) -> str | None:
