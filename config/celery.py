@@ -56,6 +56,9 @@ app.autodiscover_tasks(
         "recovery.degradation",
         "recovery.checkpoints",
         "recovery.sagas",
+        "healing.checks",
+        "healing.actions",
+        "healing.remediation",
     ]
 )
 

@@ -118,6 +118,17 @@ class Env(BaseSettings):
     SAGA_ATTEMPT_LEASE_SECONDS: float = Field(default=330.0, ge=1, le=86_400)
     SAGA_STALE_SECONDS: float = Field(default=120.0, ge=1, le=86_400)
 
+    # Health checks (docs/health-checks.md): how long their results are kept, and how many due checks one pass
+    # of the dispatcher claims (it runs every second; the rest wait for the next pass).
+    HEALTH_RESULT_RETENTION_DAYS: float = Field(default=7.0, gt=0, le=3650)
+    HEALTH_DISPATCH_BATCH: int = Field(default=1000, ge=1, le=100_000)
+    # Healing runs (docs/healing.md): how long a run waits for its approvals before it expires; how long past its
+    # action's timeout a running run may go before the reaper takes its worker for dead and marks it failed;
+    # how many failed verifications of one action and target within an hour stop it being automatic.
+    HEALING_APPROVAL_TIMEOUT_SECONDS: float = Field(default=3600.0, ge=10, le=7 * 86_400)
+    HEALING_REAPER_GRACE_SECONDS: float = Field(default=60.0, ge=1, le=86_400)
+    HEALING_HOLD_AFTER_FAILED_VERIFICATIONS: int = Field(default=3, ge=1, le=100)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
     PROMETHEUS_MULTIPROC_DIR: str = ""

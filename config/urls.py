@@ -6,10 +6,11 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import urls as core_urls
+from healing import urls as healing_urls
 from recovery import urls as recovery_urls
 
 # One namespace for the whole API (`v1:<name>`), whichever app a route lives in.
-api_v1 = [*recovery_urls.urlpatterns, *core_urls.api_patterns]
+api_v1 = [*recovery_urls.urlpatterns, *healing_urls.urlpatterns, *core_urls.api_patterns]
 
 urlpatterns = [
     # The API first: agents' calls are most of the traffic, and the resolver tries patterns in order.

@@ -193,6 +193,8 @@ CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The healing action restart_worker_pool broadcasts pool_restart, which workers refuse unless this is on.
+CELERY_WORKER_POOL_RESTARTS = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
@@ -240,6 +242,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recovery.checkpoint_tasks.mark_stale_tasks",
         "schedule": timedelta(seconds=60),
     },
+    # Health checks: claim the due ones every second (each due run exactly once), and purge old results.
+    "dispatch-health-checks": {
+        "task": "healing.checks.tasks.dispatch_due_checks",
+        "schedule": timedelta(seconds=1),
+    },
+    "purge-health-check-results": {
+        "task": "healing.checks.tasks.purge_check_results",
+        "schedule": timedelta(hours=1),
+    },
+    # Healing runs: expire unanswered approvals, settle verifications, reap runs whose worker died.
+    "maintain-healing-runs": {
+        "task": "healing.actions.tasks.maintain_runs",
+        "schedule": timedelta(seconds=5),
+    },
+    # Remediation rules over the events they have not seen yet (also enqueued when an event happens).
+    "evaluate-remediation-rules": {
+        "task": "healing.remediation.tasks.evaluate_rules",
+        "schedule": timedelta(seconds=15),
+    },
 }
 
 # --- Caches and Redis ---------------------------------------------------------------------------------
@@ -251,6 +272,11 @@ else:
 
 # --- Rebound ------------------------------------------------------------------------------------------
 REBOUND: dict[str, Any] = {
+    "HEALTH_RESULT_RETENTION_DAYS": ENV.HEALTH_RESULT_RETENTION_DAYS,
+    "HEALTH_DISPATCH_BATCH": ENV.HEALTH_DISPATCH_BATCH,
+    "HEALING_APPROVAL_TIMEOUT_SECONDS": ENV.HEALING_APPROVAL_TIMEOUT_SECONDS,
+    "HEALING_REAPER_GRACE_SECONDS": ENV.HEALING_REAPER_GRACE_SECONDS,
+    "HEALING_HOLD_AFTER_FAILED_VERIFICATIONS": ENV.HEALING_HOLD_AFTER_FAILED_VERIFICATIONS,
     "API_KEY_CACHE_SECONDS": ENV.API_KEY_CACHE_SECONDS,
     "RULES_CACHE_SECONDS": ENV.RULES_CACHE_SECONDS,
     "ERRORS_BATCH_MAX": ENV.ERRORS_BATCH_MAX,

@@ -100,11 +100,7 @@ def _when(value: datetime | None) -> str:
 
 
 def transition_actor(transition: BreakerTransition) -> str:
-    if transition.actor == BreakerTransition.Actor.USER:
-        return f"user {transition.actor_user or '(deleted)'}"
-    if transition.actor == BreakerTransition.Actor.AGENT:
-        return f"agent {transition.actor_agent or '(deleted)'}"
-    return "automatic"
+    return transition.actor_label
 
 
 def breaker_of(service: Service) -> dict[str, Any]:

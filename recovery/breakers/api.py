@@ -290,6 +290,9 @@ BREAKER_EXAMPLE: dict[str, Any] = {
                 }
             ],
         },
+        "actor": "automatic",
+        "actor_name": "",
+        "actor_label": "automatic",
     },
     "settings": {
         "failure_rate_threshold": 50.0,
@@ -477,6 +480,8 @@ TRANSITION_EXAMPLE = {
     "to_state": "open",
     "reason": "failure rate 60% over the last 20 calls (threshold 50%)",
     "actor": "automatic",
+    "actor_name": "",
+    "actor_label": "automatic",
     "window": BREAKER_EXAMPLE["why"]["window"],
     "at": "2026-11-22T09:00:00+00:00",
 }

@@ -68,6 +68,7 @@ class Facts:
     consecutive: int
     open_until: int = 0  # to open: when trial calls may start
     wait_ms: int = 0  # to open: the wait it started
+    check: str = ""  # the health check whose verdict made it ("": not a health check's)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Result:
     facts: list[Facts] = field(default_factory=list)
     override: str = ""  # the operator's override in force ("" when the breaker is automatic)
     pending: int = 0  # transitions of this breaker waiting for their rows, these included
+    before: str = ""  # a verdict or a reset: the automatic state it found
 
     @property
     def rate(self) -> float:
@@ -257,10 +259,17 @@ def _open(st: State, cfg: Config, now: int, wait_ms: int, until: int = 0) -> Non
 
 
 def _note(
-    st: State, cfg: Config, now: int, result: Result, move: tuple[str, str, str], seen: tuple[int, int, int]
+    st: State,
+    cfg: Config,
+    now: int,
+    result: Result,
+    move: tuple[str, str, str],
+    seen: tuple[int, int, int],
+    check: str = "",
 ) -> None:
     """Record a transition: in the result, and in the state's pending list until its row is written. `seen`
-    is the window (calls, failures, consecutive) as it was before the transition emptied it."""
+    is the window (calls, failures, consecutive) as it was before the transition emptied it; `check`, the
+    health check whose verdict made it (kept in the pending entry, so that a later flush names it too)."""
     st["tseq"] += 1
     opened = move[1] == OPEN
     facts = Facts(
@@ -271,6 +280,7 @@ def _note(
         consecutive=seen[2],
         open_until=st["open_until"] if opened else 0,
         wait_ms=st["wait_ms"] if opened else 0,
+        check=check,
     )
     result.transitions.append(move)
     result.facts.append(facts)
@@ -291,6 +301,7 @@ def pending_entry(move: tuple[str, str, str], facts: Facts) -> dict[str, Any]:
         "consecutive": facts.consecutive,
         "open_until": facts.open_until,
         "wait_ms": facts.wait_ms,
+        "check": facts.check,
     }
 
 
@@ -424,6 +435,67 @@ def trip_reason(cfg: Config, calls: int, failures: int, consecutive: int) -> str
         span = f"the last {calls} calls" if cfg.window_type == "count" else f"the last {cfg.window_size} s"
         return f"failure rate {100.0 * failures / calls:.0f}% over {span} (threshold {cfg.threshold:g}%)"
     return ""
+
+
+# --- health checks and resets (healing) --------------------------------------------------------------------
+
+
+def health_verdict(st: State, cfg: Config, now: int, *, healthy: bool, check: str, why: str) -> Result:
+    """A health check's verdict on the service, for the whole fleet (lua.VERDICT does the same steps).
+
+    Unhealthy: a closed or half-open breaker opens, held open for the cap (MAX_RETRY_AFTER_S) since the check,
+    not a wait, says when it is over; an open one is held so again, without a transition (a check that keeps
+    failing re-asserts it). Healthy: an open breaker half-opens, so that real trial calls confirm recovery;
+    closed and half-open stay as they are. An operator's override in force wins: nothing changes.
+    `result.reason` is the effect, as the caller records it."""
+    result = Result(state=st["state"], before=st["state"])
+    result.override = override_in_force(st, now)
+    if result.override:
+        result.reason = f"override {result.override} in force: verdict not applied"
+    else:
+        advance(st, cfg, now, result)
+        state = st["state"]
+        if not healthy and state == OPEN:
+            st["open_until"] = now + cfg.cap_ms
+            result.reason = "already open"
+        elif not healthy:
+            seen = _seen(st, cfg, now)
+            _open(st, cfg, now, cfg.wait_ms, now + cfg.cap_ms)
+            _note(st, cfg, now, result, (state, OPEN, why), seen, check)
+            result.reason = "opened"
+        elif state == OPEN:
+            seen = _seen(st, cfg, now)
+            st["state"], st["ho_ok"], st["trials"] = HALF_OPEN, 0, {}
+            _note(st, cfg, now, result, (OPEN, HALF_OPEN, why), seen, check)
+            result.reason = "moved to half_open"
+        else:
+            result.reason = f"unchanged: {state}"
+    _finish(st, cfg, now, result)
+    return result
+
+
+def close(st: State, cfg: Config, now: int, why: str) -> Result:
+    """Close the automatic state and empty its window (reset_breaker, a healing action; lua.CLOSE does the same
+    steps). An operator's override in force stays in force: it is the operator's to lift."""
+    result = Result(state=st["state"], before=st["state"])
+    result.override = override_in_force(st, now)
+    before = st["state"]
+    seen = _seen(st, cfg, now)
+    st["state"], st["wait_ms"], st["trials"], st["ho_ok"] = CLOSED, 0, {}, 0
+    _reset_window(st)
+    if before != CLOSED:
+        _note(st, cfg, now, result, (before, CLOSED, why), seen)
+    result.reason = f"closed (was {before})" if before != CLOSED else "already closed: window emptied"
+    if result.override:
+        result.reason += f"; override {result.override} still in force"
+    _finish(st, cfg, now, result)
+    return result
+
+
+def _finish(st: State, cfg: Config, now: int, result: Result) -> None:
+    result.state, result.consecutive = st["state"], st["consecutive"]
+    result.calls, result.failures = window_counts(st, cfg, now)
+    result.pending = len(st["pending"])
 
 
 def acknowledge(st: State, seqs: set[str]) -> None:

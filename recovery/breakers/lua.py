@@ -11,8 +11,8 @@ A missing or unreadable state hash is never taken for a closed breaker: the scri
 change nothing, and the store rebuilds the state from the breaker's last transition in the database (RESTORE)
 before it asks again. A Redis restart without persistence, an eviction or a stray DEL all look like that.
 
-Each transition in a reply is nine values: from, to, why, seq, then the window before it (calls, failures,
-consecutive) and, for an opening, open-until and the wait.
+Each transition in a reply is ten values: from, to, why, seq, then the window before it (calls, failures,
+consecutive), for an opening open-until and the wait, and the health check whose verdict made it ('' if none).
 """
 
 PENDING_MAX = 1000  # as logic.PENDING_MAX
@@ -36,6 +36,7 @@ local state, opened_at, open_until, wait_ms, consecutive, ho_ok, wf, wtype = 'cl
 local gen, tseq, ovr, ovr_until, ovr_reason = '', 0, 'auto', 0, ''
 local wlen = -1  -- the count window's length, read once and then kept here (not an LLEN per step)
 local trans = {}
+local by_check = ''  -- the health check whose verdict makes the next transition (VERDICT sets it)
 local STATES = {closed = true, open = true, half_open = true}
 local OVERRIDES = {auto = true, forced_open = true, forced_closed = true, disabled = true}
 
@@ -130,9 +131,9 @@ local function note(from, to, why, c, f, k)
   local seq = gen .. '.' .. tseq
   local ou, w = 0, 0
   if to == 'open' then ou = open_until; w = wait_ms end
-  for _, v in ipairs({from, to, why, seq, c, f, k, ou, w}) do trans[#trans + 1] = v end
+  for _, v in ipairs({from, to, why, seq, c, f, k, ou, w, by_check}) do trans[#trans + 1] = v end
   redis.call('RPUSH', P, cjson.encode({seq = seq, from = from, to = to, why = why, at = now, calls = c,
-    failures = f, consecutive = k, open_until = ou, wait_ms = w}))
+    failures = f, consecutive = k, open_until = ou, wait_ms = w, check = by_check}))
   redis.call('LTRIM', P, -PENDING_MAX, -1)
 end
 local function advance()
@@ -276,7 +277,7 @@ return {shown, 1, 0, '', '', c, f, consecutive, forced, redis.call('LLEN', P), n
 )
 
 # Returns now and the number of pending transitions, then per outcome: state, calls, failures, consecutive, the
-# override in force, the number of transitions, then nine values for each.
+# override in force, the number of transitions, then ten values for each.
 RECORD_MANY = (
     PRELUDE
     + RECORD_STEP
@@ -290,7 +291,7 @@ for i = 0, n - 1 do
   local c, f = record_one(ARGV[b], ARGV[b + 1] == '1', ARGV[b + 2] == '1', tonumber(ARGV[b + 3]),
     ARGV[b + 4] == '1', tonumber(ARGV[b + 5]) or 0, cap)
   out[#out + 1] = state; out[#out + 1] = c; out[#out + 1] = f; out[#out + 1] = consecutive
-  out[#out + 1] = override_now(); out[#out + 1] = #trans / 9
+  out[#out + 1] = override_now(); out[#out + 1] = #trans / 10
   for _, v in ipairs(trans) do out[#out + 1] = v end
 end
 save()
@@ -351,6 +352,69 @@ local cap = tonumber(ARGV[13]) or 86400000
 if not load(cap) then return {'rebuild'} end
 redis.call('HSET', S, 'ovr', ARGV[14], 'ovr_until', ARGV[15], 'ovr_reason', ARGV[16])
 return {'ok'}
+"""
+)
+
+# A health check's verdict (logic.health_verdict does the same steps). ARGV[13]: the cap, then healthy ('1' or
+# '0'), the check's name and the transition's reason. Replies state, the state found, the effect, calls,
+# failures, consecutive, the override in force, the number of pending transitions, now, then the transitions.
+VERDICT = (
+    PRELUDE
+    + r"""
+local cap = tonumber(ARGV[13]) or 86400000
+if not load(cap) then return {'rebuild'} end
+local healthy, check, why = ARGV[14] == '1', ARGV[15], ARGV[16]
+local before, forced, effect = state, override_now(), ''
+if forced ~= '' then
+  effect = 'override ' .. forced .. ' in force: verdict not applied'
+else
+  advance()
+  if not healthy and state == 'open' then
+    open_until = now + cap
+    effect = 'already open'
+  elseif not healthy then
+    local prev, c, f = state, counts()
+    local k = consecutive
+    open(cfg.wait, now + cap, cap)
+    by_check = check
+    note(prev, 'open', why, c, f, k)
+    effect = 'opened'
+  elseif state == 'open' then
+    local c, f = counts()
+    state = 'half_open'; ho_ok = 0; redis.call('DEL', TR)
+    by_check = check
+    note('open', 'half_open', why, c, f, consecutive)
+    effect = 'moved to half_open'
+  else
+    effect = 'unchanged: ' .. state
+  end
+end
+local c, f = counts()
+save()
+return {state, before, effect, c, f, consecutive, forced, redis.call('LLEN', P), now, unpack(trans)}
+"""
+)
+
+# Close the automatic state and empty its window (logic.close does the same steps); an override in force stays.
+# ARGV[13]: the cap, ARGV[14]: the transition's reason. Replies as VERDICT does.
+CLOSE = (
+    PRELUDE
+    + r"""
+local cap = tonumber(ARGV[13]) or 86400000
+if not load(cap) then return {'rebuild'} end
+local before, forced = state, override_now()
+local c, f = counts()
+local k = consecutive
+state = 'closed'; wait_ms = 0; ho_ok = 0; redis.call('DEL', TR); reset_window()
+local effect = 'already closed: window emptied'
+if before ~= 'closed' then
+  note(before, 'closed', ARGV[14], c, f, k)
+  effect = 'closed (was ' .. before .. ')'
+end
+if forced ~= '' then effect = effect .. '; override ' .. forced .. ' still in force' end
+c, f = counts()
+save()
+return {state, before, effect, c, f, consecutive, forced, redis.call('LLEN', P), now, unpack(trans)}
 """
 )
 

@@ -128,12 +128,15 @@ class BreakerTransition(models.Model):
         AUTOMATIC = "automatic"
         AGENT = "agent"
         USER = "user"
+        HEALTH_CHECK = "health_check"  # a health check's verdict (healing): its name is in actor_name
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="transitions")
     from_state = models.CharField(max_length=20)
     to_state = models.CharField(max_length=20)
     reason = models.TextField()
-    actor = models.CharField(max_length=10, choices=Actor.choices, default=Actor.AUTOMATIC)
+    actor = models.CharField(max_length=20, choices=Actor.choices, default=Actor.AUTOMATIC)
+    # Who acted when no user or agent row says it: the health check's name (a slug, as HealthCheck.name).
+    actor_name = models.CharField(max_length=100, blank=True, default="")
     actor_agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -147,6 +150,17 @@ class BreakerTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service}: {self.from_state} → {self.to_state}"
+
+    @property
+    def actor_label(self) -> str:
+        """Who made it, as text: automatic, user <name>, agent <name> or health check <name>."""
+        if self.actor == self.Actor.HEALTH_CHECK:
+            return f"health check {self.actor_name}"
+        if self.actor == self.Actor.USER:
+            return f"user {self.actor_user or '(deleted)'}"
+        if self.actor == self.Actor.AGENT:
+            return f"agent {self.actor_agent or '(deleted)'}"
+        return "automatic"
 
 
 SETTINGS_FIELDS = [

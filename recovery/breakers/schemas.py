@@ -151,7 +151,14 @@ class TransitionOut(BaseModel):
     from_state: str
     to_state: str
     reason: str
-    actor: str = Field(description="automatic, agent or user")
+    actor: str = Field(description="automatic, agent, user or health_check")
+    actor_name: str = Field(
+        default="", description="The health check's name when `actor` is health_check; empty otherwise."
+    )
+    actor_label: str = Field(
+        default="",
+        description="Who made it, as text: automatic, user <name>, agent <name> or health check <name>.",
+    )
     window: dict[str, Any] = Field(description="The window the breaker saw: calls, failures, rate, patterns.")
     at: str = Field(description="When, in ISO 8601.")
 
@@ -164,6 +171,8 @@ class TransitionOut(BaseModel):
             to_state=row.to_state,
             reason=row.reason,
             actor=row.actor,
+            actor_name=row.actor_name,
+            actor_label=row.actor_label,
             window=row.window,
             at=row.created_at.isoformat(),
         )
@@ -284,6 +293,14 @@ class BreakerWhyOut(BaseModel):
     to_state: str
     at: datetime
     window: dict[str, Any] = Field(description="The window the breaker saw: calls, failures, rate, patterns.")
+    actor: str = Field(default="automatic", description="automatic, agent, user or health_check")
+    actor_name: str = Field(
+        default="", description="The health check's name when `actor` is health_check; empty otherwise."
+    )
+    actor_label: str = Field(
+        default="automatic",
+        description="Who made it, as text: automatic, user <name>, agent <name> or health check <name>.",
+    )
 
 
 class BreakerSettingsOut(BaseModel):

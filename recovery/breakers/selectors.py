@@ -44,7 +44,9 @@ def breaker_view(service: Service) -> dict[str, Any]:
 
     live = live_breaker(service)
     override = registry.override_in_force(service)
-    last = service.transitions.order_by("-created_at", "-id").first()
+    last = (
+        service.transitions.select_related("actor_user", "actor_agent").order_by("-created_at", "-id").first()
+    )
     return {
         "service": service.name,
         "criticality": service.criticality,
@@ -60,6 +62,9 @@ def breaker_view(service: Service) -> dict[str, Any]:
             "to_state": last.to_state,
             "at": last.created_at,
             "window": last.window,
+            "actor": last.actor,
+            "actor_name": last.actor_name,
+            "actor_label": last.actor_label,
         }
         if last
         else None,
@@ -91,7 +96,9 @@ def services() -> QuerySet[Service]:
 
 def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition]:
     return list(
-        BreakerTransition.objects.select_related("service").filter(pk__gt=after_id).order_by("id")[:limit]
+        BreakerTransition.objects.select_related("service", "actor_user", "actor_agent")
+        .filter(pk__gt=after_id)
+        .order_by("id")[:limit]
     )
 
 

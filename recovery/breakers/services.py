@@ -18,11 +18,12 @@ from django.db import DatabaseError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from core.api.errors import InvalidInput, NotFound
+from core.api.errors import InvalidInput, NotFound, ServiceUnavailable
 from core.audit import services as audit
 from core.audit.services import Actor
 from core.infra import redisconn
 from core.infra.conf import rebound
+from core.slugs import service_slug
 from recovery import metrics
 from recovery.breakers import logic, registry, signals
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
@@ -307,7 +308,9 @@ def _window(facts: logic.Facts, patterns: list[dict[str, Any]]) -> dict[str, Any
     return _clean(window)
 
 
-def _actor_fields(actor: Actor) -> dict[str, Any]:
+def _actor_fields(actor: Actor, check: str = "") -> dict[str, Any]:
+    if check:  # a health check's verdict made it, whoever passed it on
+        return {"actor": BreakerTransition.Actor.HEALTH_CHECK, "actor_name": _clean(check)[:100]}
     if actor.user is not None:
         return {"actor": BreakerTransition.Actor.USER, "actor_user": actor.user}
     if actor.agent is not None:
@@ -384,7 +387,7 @@ def _record(
             reason=_clean(move.reason),
             window=_window(move.facts, patterns[move.service.name]),
             created_at=datetime.fromtimestamp(move.facts.at / 1000, tz=UTC) if move.facts.at else now,
-            **_actor_fields(actor),
+            **_actor_fields(actor, move.facts.check),
         )
         for move in moves
     ]
@@ -464,6 +467,7 @@ def _facts(entry: dict[str, Any]) -> logic.Facts:
         consecutive=_int(entry.get("consecutive")),
         open_until=_int(entry.get("open_until")),
         wait_ms=_int(entry.get("wait_ms")),
+        check=entry["check"] if isinstance(entry.get("check"), str) else "",
     )
 
 
@@ -487,6 +491,82 @@ def announce(rows: list[BreakerTransition]) -> None:
         pipe.execute()
     except redis.RedisError as error:
         log.warning("could not publish %d breaker transitions: %s", len(rows), error)
+
+
+# --- health checks and healing actions (healing/ calls these) ----------------------------------------------
+
+
+def health_verdict(name: str, *, healthy: bool, check: str, reason: str) -> str:
+    """A health check's verdict on a service, applied to its breaker for the whole fleet; returns the effect.
+
+    Unhealthy: a closed or half-open breaker opens ("opened"), held open for MAX_RETRY_AFTER_S since the check,
+    not a wait, says when it is over; an open one is held so again ("already open", no new transition), so a
+    check may re-assert its verdict at every failing run. Healthy: an open breaker half-opens ("moved to
+    half_open") so that real trial calls confirm recovery; otherwise "unchanged: closed" or "unchanged:
+    half_open". The transition's actor is the health check and its reason `reason` (the failing result), so the
+    breaker's `why` shows it. An operator's override in force wins: nothing changes, and the answer says so
+    ("override forced_closed in force: verdict not applied") for the caller to record beside its verdict.
+    Without the breaker store: "breaker store unreachable: verdict not applied". Registers an unknown service
+    (as an agent's first call does); a name that is no slug is a 400 (InvalidInput, field "service"). Call it
+    outside transaction.atomic(): it talks to the breaker store (Redis), and writes its rows in their own."""
+    service = registry.get(service_slug(name))
+    cfg = registry.config_of(service)
+    check = check.strip()
+    why = reason.strip() or (
+        f"health check {check} passed: trial calls allowed" if healthy else f"health check {check} failed"
+    )
+    try:
+        result = current_store().health_verdict(service, cfg, healthy=healthy, check=check, why=why)
+    except redis.RedisError as error:
+        metrics.breaker_store_errors_total.labels(
+            criticality=service.criticality, decision="verdict_not_applied"
+        ).inc()
+        log.warning(
+            "breaker store unreachable: verdict of health check %s on %s not applied: %s", check, name, error
+        )
+        return "breaker store unreachable: verdict not applied"
+    if result.transitions or result.pending:
+        # Outside any transaction (the store's call is network I/O); the rows are written in their own.
+        _write_transitions(service, [result], Actor(source="system"))
+    _set_state_gauge(service.name, result.override or result.state)
+    return result.reason
+
+
+def reset_breaker(name: str, *, reason: str, actor: Actor) -> str:
+    """Close a breaker's automatic state and empty its window (the built-in healing action `reset_breaker`):
+    a transition to closed with the actor, and the audit event `breaker.reset`. An operator's override in force
+    stays in force (the operator lifts it); the answer says so. Returns the effect: "closed (was open)",
+    "closed (was half_open)" or "already closed: window emptied", with "; override forced_open still in force"
+    when one is. 404 for an unknown service; 503 when the breaker store cannot be reached (nothing changed).
+    Call it outside transaction.atomic(), as health_verdict."""
+    reason = audit.require_reason(reason)
+    service = Service.objects.filter(name=service_slug(name)).first()
+    if service is None:
+        raise NotFound(f"Unknown service {name!r}.", field="service")
+    cfg = registry.config_of(service)
+    try:
+        result = current_store().close(service, cfg, f"reset: {reason}")
+    except redis.RedisError as error:
+        log.warning("breaker store unreachable: %s not reset: %s", name, error)
+        raise ServiceUnavailable(
+            "The breaker store cannot be reached: the breaker was not reset.", field="service"
+        ) from error
+    if result.transitions or result.pending:
+        _write_transitions(service, [result], actor)
+    audit.record(
+        actor,
+        "breaker.reset",
+        service,
+        reason=reason,
+        before={"state": result.before},
+        after={"state": result.state, "override": result.override or Service.Override.AUTO},
+    )
+    _set_state_gauge(service.name, result.override or result.state)
+    return result.reason
+
+
+def _set_state_gauge(name: str, state: str) -> None:
+    metrics.circuit_breaker_state.labels(service=name).set(metrics.BREAKER_STATE_VALUES.get(state, 0))
 
 
 def set_override(*, name: str, mode: str, reason: str, expires_at: datetime | None, actor: Actor) -> Service:

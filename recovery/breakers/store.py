@@ -24,7 +24,7 @@ from django.db import transaction
 from core.infra import redisconn
 from core.infra.redisconn import Scripts
 from recovery.breakers import history, logic
-from recovery.breakers.lua import ACK, PEEK, PERMIT, RECORD_MANY, RESTORE, SET_OVERRIDE
+from recovery.breakers.lua import ACK, CLOSE, PEEK, PERMIT, RECORD_MANY, RESTORE, SET_OVERRIDE, VERDICT
 from recovery.breakers.models import BreakerState, Service
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,12 @@ class BreakerStore(Protocol):
     def pending(self, service: Service) -> list[dict[str, Any]]: ...
 
     def acknowledge(self, service: Service, seqs: set[str]) -> None: ...
+
+    def health_verdict(
+        self, service: Service, cfg: logic.Config, *, healthy: bool, check: str, why: str
+    ) -> logic.Result: ...
+
+    def close(self, service: Service, cfg: logic.Config, why: str) -> logic.Result: ...
 
 
 def wall_ms() -> int:
@@ -194,6 +200,29 @@ class DatabaseStore:
             kept = [p for p in read_pending(row.data["pending"]) if p["seq"] not in seqs]
             BreakerState.objects.filter(pk=row.pk).update(data={**row.data, "pending": kept})
 
+    def _change(
+        self, service: Service, cfg: logic.Config, step: Callable[[logic.State, int], logic.Result]
+    ) -> logic.Result:
+        with transaction.atomic():
+            row = self._locked(service)
+            now = self.clock()
+            state = self._state(service, cfg, row.data, now)
+            result = step(state, now)
+            BreakerState.objects.filter(pk=row.pk).update(data=state)
+        return result
+
+    def health_verdict(
+        self, service: Service, cfg: logic.Config, *, healthy: bool, check: str, why: str
+    ) -> logic.Result:
+        return self._change(
+            service,
+            cfg,
+            lambda state, now: logic.health_verdict(state, cfg, now, healthy=healthy, check=check, why=why),
+        )
+
+    def close(self, service: Service, cfg: logic.Config, why: str) -> logic.Result:
+        return self._change(service, cfg, lambda state, now: logic.close(state, cfg, now, why))
+
 
 # What each key of a breaker must be; a key of another type (written by hand, or by a bug) is deleted.
 KEY_TYPES = ("hash", "list", "hash", "zset", "list")
@@ -214,6 +243,8 @@ class RedisStore:
         self._restore = client.register_script(RESTORE)
         self._set_override = client.register_script(SET_OVERRIDE)
         self._ack = client.register_script(ACK)
+        self._verdict = client.register_script(VERDICT)
+        self._close = client.register_script(CLOSE)
 
     def keys(self, service: Service) -> list[str]:
         tag = f"{self.prefix}:{{{service.name}}}"
@@ -359,6 +390,16 @@ class RedisStore:
     def acknowledge(self, service: Service, seqs: set[str]) -> None:
         self._ack(keys=[self.keys(service)[4]], args=sorted(seqs))
 
+    def health_verdict(
+        self, service: Service, cfg: logic.Config, *, healthy: bool, check: str, why: str
+    ) -> logic.Result:
+        keys, args = self.keys(service), [*self._args(cfg), cfg.cap_ms, int(healthy), check, why]
+        return _changed(self._run(service, cfg, lambda: self._verdict(keys=keys, args=args)))
+
+    def close(self, service: Service, cfg: logic.Config, why: str) -> logic.Result:
+        keys, args = self.keys(service), [*self._args(cfg), cfg.cap_ms, why]
+        return _changed(self._run(service, cfg, lambda: self._close(keys=keys, args=args)))
+
 
 @lru_cache(maxsize=1024)
 def _config_args(cfg: logic.Config) -> tuple[ScriptArg, ...]:
@@ -406,14 +447,23 @@ def _text(value: object) -> str:
 
 
 def _moves(flat: list[Any], at: int) -> tuple[list[tuple[str, str, str]], list[logic.Facts]]:
-    """Transitions as the scripts reply them: nine values each (see lua.py)."""
+    """Transitions as the scripts reply them: ten values each (see lua.py)."""
     moves, facts = [], []
-    for j in range(0, len(flat), 9):
-        from_state, to_state, why, seq, calls, failures, consecutive, open_until, wait_ms = flat[j : j + 9]
+    for j in range(0, len(flat), 10):
+        from_state, to_state, why, seq, calls, failures, consecutive, open_until, wait_ms, check = flat[
+            j : j + 10
+        ]
         moves.append((_text(from_state), _text(to_state), _text(why)))
         facts.append(
             logic.Facts(
-                _text(seq), at, int(calls), int(failures), int(consecutive), int(open_until), int(wait_ms)
+                _text(seq),
+                at,
+                int(calls),
+                int(failures),
+                int(consecutive),
+                int(open_until),
+                int(wait_ms),
+                _text(check),
             )
         )
     return moves, facts
@@ -421,14 +471,14 @@ def _moves(flat: list[Any], at: int) -> tuple[list[tuple[str, str, str]], list[l
 
 def _many_results(reply: list[Any]) -> list[logic.Result]:
     """RECORD_MANY's flat reply: now, pending, then per outcome state, calls, failures, consecutive, override,
-    the number of transitions, then nine values per transition."""
+    the number of transitions, then ten values per transition."""
     now, pending = int(reply[0]), int(reply[1])
     results, i = [], 2
     while i < len(reply):
         state, calls, failures, consecutive, override, count = reply[i : i + 6]
         i += 6
-        moves, facts = _moves(reply[i : i + 9 * int(count)], now)
-        i += 9 * int(count)
+        moves, facts = _moves(reply[i : i + 10 * int(count)], now)
+        i += 10 * int(count)
         results.append(
             logic.Result(
                 state=_text(state),
@@ -460,4 +510,23 @@ def _result(reply: list[Any]) -> logic.Result:
         facts=facts,
         override=_text(override),
         pending=int(pending),
+    )
+
+
+def _changed(reply: list[Any]) -> logic.Result:
+    """VERDICT's and CLOSE's reply: state, the state found, the effect, calls, failures, consecutive, the
+    override in force, pending, now, then the transitions."""
+    state, before, effect, calls, failures, consecutive, override, pending, now, *trans = reply
+    moves, facts = _moves(trans, int(now))
+    return logic.Result(
+        state=_text(state),
+        reason=_text(effect),
+        transitions=moves,
+        calls=int(calls),
+        failures=int(failures),
+        consecutive=int(consecutive),
+        facts=facts,
+        override=_text(override),
+        pending=int(pending),
+        before=_text(before),
     )

@@ -106,6 +106,37 @@ class ResultCache:
         data = json.loads(raw)
         return CachedResult(data["v"], datetime.fromtimestamp(data["at"], tz=UTC))
 
+    def forget_service(self, service: str) -> int:
+        """Delete every cached result of the service (all operations and cache keys). Answers how many went.
+
+        Redis: SCAN for the service's keys (they share the `rebound:result:{service}:` prefix) and UNLINK them
+        a page at a time, never KEYS. The embedded mode's per-process cache: the entries with that prefix."""
+        prefix = f"rebound:result:{{{service}}}:"
+        client = self._redis()
+        if client is not None:
+            forgotten = 0
+            page: list[Any] = []
+            for key in client.scan_iter(match=f"{prefix}*", count=500):
+                page.append(key)
+                if len(page) >= 500:
+                    reply: Any = client.unlink(*page)
+                    forgotten += int(reply)
+                    page = []
+            if page:
+                last: Any = client.unlink(*page)
+                forgotten += int(last)
+            return forgotten
+        backend = self.backend or cache
+        # Django's caches cannot list their keys; the local-memory cache (the embedded mode) keeps them in a dict.
+        stored = getattr(backend, "_cache", None)
+        if not isinstance(stored, dict):
+            log.warning("the result cache %s cannot list its keys: nothing forgotten", type(backend).__name__)
+            return 0
+        head = backend.make_key("")  # what the cache puts before each key (its prefix and version)
+        ours = [key[len(head) :] for key in list(stored) if str(key).startswith(head + prefix)]
+        backend.delete_many(ours)
+        return len(ours)
+
 
 _results = ResultCache()
 
@@ -130,6 +161,12 @@ def store_results(items: list[tuple[str, str, str, Any]]) -> int:
     except redis.RedisError as error:
         log.warning("result cache unreachable, %d results not cached: %s", len(items), error)
         return 0
+
+
+def flush_results(service: str) -> int:
+    """Forget every cached last good result of the service (the healing action flush_fallback_cache): its
+    cache fallbacks are unavailable until agents report new results. Answers how many were forgotten."""
+    return results().forget_service(service)
 
 
 # --- Breakers and criticality, as the planner sees them ----------------------------------------------------

@@ -68,3 +68,13 @@ def errors_by_class(since: datetime) -> dict[str, int]:
 def top_patterns(limit: int = 5) -> QuerySet[ErrorPattern]:
     """The patterns seen most over the last hour, with their counts over the last 5 and 60 minutes."""
     return patterns(since=timezone.now() - timedelta(minutes=60), busiest_first=True)[:limit]
+
+
+def error_count(*, service: str, since: datetime, error_class: str = "", at_most: int | None = None) -> int:
+    """How many errors the service reported since then (of that class, or of any when blank): what a
+    remediation rule's pattern_count trigger compares with its threshold. With `at_most`, counting stops
+    there (a LIMIT under the COUNT): a threshold of 10 never counts a million rows of a busy day."""
+    qs = ErrorEvent.objects.filter(service=service, occurred_at__gte=since)
+    if error_class:
+        qs = qs.filter(error_class=error_class)
+    return qs[:at_most].count() if at_most is not None else qs.count()

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from core.api.errors import Conflict, InvalidInput
@@ -460,11 +461,25 @@ def requeue_overdue(now: datetime | None = None, limit: int = 500) -> int:
     died mid-call. Answers how many jobs it touched."""
     now = now or _now()
     cutoff = now - timedelta(seconds=float(rebound("RETRY_REQUEUE_AFTER_SECONDS")))
-    touched = 0
-    overdue = RetryJob.objects.filter(state=State.PENDING, next_attempt_at__lt=cutoff).order_by(
-        "next_attempt_at"
+    overdue = RetryJob.objects.filter(state=State.PENDING, next_attempt_at__lt=cutoff)
+    return _requeue(overdue, now, limit) + _settle_lost(RetryJob.objects.all(), now, limit)
+
+
+def requeue_stuck(service: str, now: datetime | None = None, limit: int = 500) -> int:
+    """The sweep for one service, at once (the healing action requeue_stuck_retries): enqueue again its pending
+    attempts that are due, without waiting RETRY_REQUEUE_AFTER_SECONDS (each with a new fence, so that a late
+    original exits), and settle its attempts lost with their worker. Answers how many jobs it touched."""
+    now = now or _now()
+    due = RetryJob.objects.filter(service__name=service, state=State.PENDING, next_attempt_at__lte=now)
+    return _requeue(due, now, limit) + _settle_lost(
+        RetryJob.objects.filter(service__name=service), now, limit
     )
-    for job in overdue.only("pk", "fence", "attempts")[:limit]:
+
+
+def _requeue(pending: QuerySet[RetryJob], now: datetime, limit: int) -> int:
+    """A new fence and a new message for each of these pending jobs (compare-and-set on the old fence)."""
+    touched = 0
+    for job in pending.order_by("next_attempt_at").only("pk", "fence", "attempts")[:limit]:
         fence = _fence()
         with transaction.atomic():
             if RetryJob.objects.filter(
@@ -472,12 +487,15 @@ def requeue_overdue(now: datetime | None = None, limit: int = 500) -> int:
             ).update(fence=fence, updated_at=now):
                 _enqueue_on_commit(job.pk, job.attempts + 1, fence)
                 touched += 1
+    return touched
+
+
+def _settle_lost(jobs: QuerySet[RetryJob], now: datetime, limit: int) -> int:
     # The claim set updated_at, and nothing touches a running job until its attempt ends: a job still running
     # a lease after its claim lost its worker mid-call (the lease is longer than the task's hard time limit).
     lost_before = now - timedelta(seconds=float(rebound("RETRY_ATTEMPT_LEASE_SECONDS")))
-    for job in RetryJob.objects.select_related("service").filter(
-        state=State.RUNNING, updated_at__lt=lost_before
-    )[:limit]:
+    touched = 0
+    for job in jobs.select_related("service").filter(state=State.RUNNING, updated_at__lt=lost_before)[:limit]:
         touched += settle_lost_attempt(job, now)
     return touched
 

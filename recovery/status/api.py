@@ -71,6 +71,18 @@ class StatusView(APIView):
                             "total_count": 93,
                         }
                     ],
+                    "health": {
+                        "openai": {
+                            "state": "unhealthy",
+                            "checks": [
+                                {
+                                    "name": "openai-api",
+                                    "state": "unhealthy",
+                                    "last_result_at": "2026-11-22T09:03:30Z",
+                                }
+                            ],
+                        }
+                    },
                 },
             )
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,8 +92,34 @@ class StatusPatternOut(BaseModel):
     total_count: int
 
 
+HealthState = Literal["unknown", "healthy", "unhealthy"]
+
+
+class StatusHealthCheckOut(BaseModel):
+    """One enabled health check of a service."""
+
+    model_config = FROM_EITHER
+
+    name: str
+    state: HealthState
+    last_result_at: datetime | None = Field(
+        description="When its newest result was recorded; null: none yet."
+    )
+
+
+class StatusServiceHealthOut(BaseModel):
+    """A service's health from its enabled health checks: the worst of their states (one unhealthy check makes
+    it unhealthy; one without a verdict yet, unknown)."""
+
+    model_config = FROM_EITHER
+
+    state: HealthState
+    checks: list[StatusHealthCheckOut]
+
+
 class FleetStatusOut(BaseModel):
-    """The fleet at a glance: breakers by state, what waits for a human, errors by class, the top patterns."""
+    """The fleet at a glance: breakers by state, what waits for a human, errors by class, the top patterns, and
+    each service's health from its health checks."""
 
     breakers: dict[str, int] = Field(description="How many breakers are in each state.")
     degradation: StatusLevelOut
@@ -102,3 +129,7 @@ class FleetStatusOut(BaseModel):
     errors_last_5m: dict[str, int] = Field(description="Errors by class over the last 5 minutes.")
     errors_last_60m: dict[str, int] = Field(description="Errors by class over the last 60 minutes.")
     top_patterns: list[StatusPatternOut] = Field(description="The patterns seen most over the last hour.")
+    health: dict[str, StatusServiceHealthOut] = Field(
+        description="Each service with enabled health checks, by name: its health and each check's state. "
+        "Services without checks are not listed."
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -19,9 +20,37 @@ from recovery.status.schemas import (
     StatusPatternOut,
     StatusRetriesOut,
     StatusRollbacksOut,
+    StatusServiceHealthOut,
     StatusStaleTaskOut,
     StatusStaleTasksOut,
 )
+
+# Each service's health comes from the floor above (healing's health checks), which registers a function here
+# when its app is ready: recovery never imports healing. A source answers {service: {"state": ..., "checks":
+# [{"name", "state", "last_result_at"}, ...]}}; with none registered, the status has no health to show.
+HealthSource = Callable[[], Mapping[str, Any]]
+_health_sources: list[HealthSource] = []
+
+
+def register_health_source(source: HealthSource) -> None:
+    """Add a source of services' health to GET /status (idempotent: registering twice counts once)."""
+    if source not in _health_sources:
+        _health_sources.append(source)
+
+
+def unregister_health_source(source: HealthSource) -> None:
+    if source in _health_sources:
+        _health_sources.remove(source)
+
+
+def services_health() -> dict[str, StatusServiceHealthOut]:
+    """Every registered source's services, by name (a later source's entry for a service replaces an earlier
+    one's: there is one source today)."""
+    health: dict[str, StatusServiceHealthOut] = {}
+    for source in _health_sources:
+        for service, entry in source().items():
+            health[service] = StatusServiceHealthOut.model_validate(entry)
+    return dict(sorted(health.items()))
 
 
 def stale_tasks(limit: int = 5) -> StatusStaleTasksOut:
@@ -46,7 +75,7 @@ def breakers_by_state() -> dict[str, int]:
 
 def fleet_status() -> dict[str, Any]:
     """The fleet at a glance, as FleetStatusOut shapes it: breakers by state, the degradation level, what
-    waits for a human, errors by class over 5 and 60 minutes, the top patterns."""
+    waits for a human, errors by class over 5 and 60 minutes, the top patterns, each service's health."""
     now = timezone.now()
     return FleetStatusOut(
         breakers=breakers_by_state(),
@@ -57,4 +86,5 @@ def fleet_status() -> dict[str, Any]:
         errors_last_5m=error_selectors.errors_by_class(now - timedelta(minutes=5)),
         errors_last_60m=error_selectors.errors_by_class(now - timedelta(minutes=60)),
         top_patterns=[StatusPatternOut.model_validate(p) for p in error_selectors.top_patterns()],
+        health=services_health(),
     ).model_dump()

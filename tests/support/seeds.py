@@ -30,6 +30,7 @@ from django.db import connections, models, transaction
 from django.db.models.signals import post_migrate
 from django.test import TransactionTestCase
 
+from healing.actions.models import HealingAction
 from recovery.decisions.models import RetryPolicy
 from recovery.degradation.models import DegradationRule
 from recovery.errors.models import ClassificationRule
@@ -41,6 +42,7 @@ SEEDED: list[type[models.Model]] = [
     ClassificationRule,
     RetryPolicy,
     DegradationRule,
+    HealingAction,
 ]
 
 _snapshot: dict[type[models.Model], list[dict[str, Any]]] = {}

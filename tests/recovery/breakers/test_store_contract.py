@@ -332,3 +332,162 @@ def test_a_rebuilt_state_starts_a_new_generation(store: BreakerStore, svc: Servi
     second = feed(store, svc, FAIL, FAIL, FAIL, FAIL)[3].facts[0].seq
     assert first.split(".")[0] != second.split(".")[0]
     assert (first.split(".")[1], second.split(".")[1]) == ("1", "1")
+
+
+# --- health checks drive breakers; reset_breaker (issue 12) ------------------------------------------------
+
+FAILED = "GET http://127.0.0.1:9/health answered 503 in 12 ms"
+PASSED = "GET http://127.0.0.1:9/health answered 200 in 3 ms"
+CAP = CFG.cap_ms
+
+
+def verdict(store: BreakerStore, svc: Service, healthy: bool, why: str = FAILED) -> breaker_logic.Result:
+    return store.health_verdict(svc, CFG, healthy=healthy, check="api-ping", why=why)
+
+
+def test_it_opens_on_an_unhealthy_verdict_and_holds_open_for_the_cap(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, OK, FAIL)
+    result = verdict(store, svc, False)
+    assert (result.reason, result.state, result.before) == ("opened", "open", "closed")
+    assert result.transitions == [("closed", "open", FAILED)]
+    facts = result.facts[0]
+    assert (facts.check, facts.calls, facts.failures, facts.open_until) == ("api-ping", 2, 1, clock.now + CAP)
+    [entry] = store.pending(svc)
+    assert (entry["check"], entry["why"], entry["to"]) == ("api-ping", FAILED, "open")
+    denied = store.permit(svc, CFG, "p")
+    assert (denied.allowed, denied.state, denied.retry_after_ms) == (False, "open", CAP)
+
+
+def test_it_re_extends_an_open_breaker_without_a_transition(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    verdict(store, svc, False)
+    clock.now += 60_000
+    again = verdict(store, svc, False)
+    assert (again.reason, again.state, again.transitions) == ("already open", "open", [])
+    assert store.permit(svc, CFG, "p").retry_after_ms == CAP  # held for the cap from now
+    assert len(store.pending(svc)) == 1  # still only the opening
+
+
+def test_an_unhealthy_verdict_holds_open_a_breaker_the_calls_opened(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    result = verdict(store, svc, False)
+    assert (result.reason, result.transitions) == ("already open", [])
+    assert store.permit(svc, CFG, "p").retry_after_ms == CAP
+
+
+def test_an_unhealthy_verdict_reopens_a_half_open_breaker(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    clock.now += 1000
+    store.permit(svc, CFG, "t1")
+    result = verdict(store, svc, False)
+    assert (result.reason, result.transitions) == ("opened", [("half_open", "open", FAILED)])
+    assert store.peek(svc, CFG).trials_in_use == 0
+
+
+def test_an_unhealthy_verdict_on_a_breaker_whose_wait_is_over_half_opens_it_first(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    clock.now += 1000
+    result = verdict(store, svc, False)
+    assert result.transitions == [
+        ("open", "half_open", "the wait is over: trial calls allowed"),
+        ("half_open", "open", FAILED),
+    ]
+    assert [f.check for f in result.facts] == ["", "api-ping"]  # the first is the breaker's own
+
+
+def test_a_healthy_verdict_half_opens_an_open_breaker(store: BreakerStore, svc: Service) -> None:
+    verdict(store, svc, False)
+    result = verdict(store, svc, True, PASSED)
+    assert (result.reason, result.state) == ("moved to half_open", "half_open")
+    assert result.transitions == [("open", "half_open", PASSED)]
+    assert result.facts[0].check == "api-ping"
+    first, second, third = (store.permit(svc, CFG, p) for p in ("t1", "t2", "t3"))
+    assert (first.allowed, first.permit_id, second.allowed, third.allowed) == (True, "t1", True, False)
+
+
+@pytest.mark.parametrize("healthy", [True, False], ids=["healthy", "unhealthy"])
+def test_a_verdict_leaves_what_it_does_not_concern_unchanged(
+    store: BreakerStore, svc: Service, clock: Clock, healthy: bool
+) -> None:
+    if healthy:
+        result = verdict(store, svc, True, PASSED)
+        assert (result.reason, result.state, result.transitions) == ("unchanged: closed", "closed", [])
+        feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+        clock.now += 1000
+        store.permit(svc, CFG, "t1")
+        result = verdict(store, svc, True, PASSED)
+        assert (result.reason, result.state, result.transitions) == ("unchanged: half_open", "half_open", [])
+    else:
+        verdict(store, svc, False)
+        assert verdict(store, svc, False).transitions == []
+    assert store.permit(svc, CFG, "p").allowed is healthy
+
+
+@pytest.mark.parametrize("mode", ["forced_open", "forced_closed", "disabled"])
+def test_an_override_in_force_wins_over_a_verdict(store: BreakerStore, svc: Service, mode: str) -> None:
+    store.set_override(svc, CFG, mode, 0, "incident")
+    result = verdict(store, svc, False)
+    assert (result.reason, result.override, result.transitions) == (
+        f"override {mode} in force: verdict not applied",
+        mode,
+        [],
+    )
+    assert store.peek(svc, CFG).state == "closed"  # the automatic state did not move
+    store.set_override(svc, CFG, "auto", 0, "")
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    store.set_override(svc, CFG, mode, 0, "incident")
+    assert verdict(store, svc, True, PASSED).transitions == []
+    assert store.peek(svc, CFG).state == "open"
+
+
+def test_a_verdict_on_a_lost_state_is_applied_to_the_rebuilt_one(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    result = verdict(store, svc, False)
+    until = datetime.fromtimestamp(result.facts[0].open_until / 1000, tz=UTC)
+    BreakerTransition.objects.create(
+        service=svc,
+        from_state="closed",
+        to_state="open",
+        reason=FAILED,
+        actor="health_check",
+        actor_name="api-ping",
+        window={"open_until": until.isoformat(), "wait_ms": 1000, "seq": result.facts[0].seq},
+        created_at=datetime.fromtimestamp(clock.now / 1000, tz=UTC),
+    )
+    store.acknowledge(svc, {result.facts[0].seq})
+    store.reset(svc)  # gone: a Redis restart without persistence, an eviction
+    healed = verdict(store, svc, True, PASSED)
+    assert (healed.reason, healed.transitions) == ("moved to half_open", [("open", "half_open", PASSED)])
+    assert healed.facts[0].seq.split(".")[0] != result.facts[0].seq.split(".")[0]  # a new generation
+
+
+def test_close_closes_and_empties_the_window(store: BreakerStore, svc: Service) -> None:
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL)
+    result = store.close(svc, CFG, "reset: run 7")
+    assert (result.reason, result.state, result.before) == ("closed (was open)", "closed", "open")
+    assert result.transitions == [("open", "closed", "reset: run 7")]
+    assert (result.facts[0].check, result.calls, result.failures, result.consecutive) == ("", 0, 0, 0)
+    assert store.permit(svc, CFG, "p").allowed is True
+    feed(store, svc, OK, FAIL, FAIL)
+    again = store.close(svc, CFG, "reset: run 8")
+    assert (again.reason, again.transitions, again.calls) == ("already closed: window emptied", [], 0)
+    assert store.peek(svc, CFG).calls == 0
+
+
+def test_close_leaves_an_override_in_force(store: BreakerStore, svc: Service) -> None:
+    verdict(store, svc, False)
+    store.set_override(svc, CFG, "forced_open", 0, "incident")
+    result = store.close(svc, CFG, "reset: run 7")
+    assert result.reason == "closed (was open); override forced_open still in force"
+    assert (result.override, store.peek(svc, CFG).state) == ("forced_open", "closed")
+    assert store.permit(svc, CFG, "p").allowed is False

@@ -1,0 +1,177 @@
+"""Reads of the healing catalog, its runs and holds: what the API, the admin and other rooms (remediation, the
+MCP tools) look at. Writes live in healing.actions.services."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from django.db.models import QuerySet
+
+from core.api.errors import InvalidInput, NotFound
+from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
+from healing.checks import selectors as check_selectors
+
+# An id in a URL: a whole number that fits a bigint (anything else is simply not found).
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def object_id(text: str | int, what: str) -> int:
+    if isinstance(text, int):
+        return text
+    if not _ID.fullmatch(text or ""):
+        raise NotFound(f"No {what} {text}.", field="id")
+    return int(text)
+
+
+# --- the catalog -------------------------------------------------------------------------------------------
+
+
+def actions(*, kind: str | None = None, enabled: bool | None = None) -> QuerySet[HealingAction]:
+    qs = HealingAction.objects.select_related("verify_check")
+    if kind:
+        qs = qs.filter(kind=kind)
+    if enabled is not None:
+        qs = qs.filter(enabled=enabled)
+    return qs.order_by("name")
+
+
+def action(name: str) -> HealingAction:
+    found = HealingAction.objects.select_related("verify_check").filter(name=name).first()
+    if found is None:
+        raise NotFound(f"No healing action {name!r}.", field="action")
+    return found
+
+
+def health_check_id(name: str, field: str = "verify_check") -> int:
+    """The id of the health check with this name (an action's verify_check is named, not numbered)."""
+    try:
+        return check_selectors.get_check(name).pk
+    except NotFound:
+        raise InvalidInput(f"No health check is named {name[:100]!r}.", field=field) from None
+
+
+# --- runs --------------------------------------------------------------------------------------------------
+
+
+def runs(
+    *, state: str | None = None, action: str | None = None, service: str | None = None
+) -> QuerySet[HealingRun]:
+    """Runs newest first, with the filters the API offers."""
+    qs = HealingRun.objects.select_related("action", "requested_by_user", "requested_by_agent")
+    if state:
+        qs = qs.filter(state=state)
+    if action:
+        qs = qs.filter(action__name=action)
+    if service:
+        qs = qs.filter(service=service)
+    return qs.order_by("-created_at", "-id")
+
+
+def run(run_id: int | str) -> HealingRun:
+    pk = object_id(run_id, "healing run")
+    found = runs().filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"No healing run {run_id}.", field="id")
+    return found
+
+
+def approvals(run: HealingRun) -> list[Approval]:
+    return list(run.approvals.select_related("user").order_by("created_at", "id"))
+
+
+def transitions(run: HealingRun) -> list[HealingRunTransition]:
+    return list(run.transitions.order_by("created_at", "id"))
+
+
+def open_run(action_id: int, service: str) -> HealingRun | None:
+    """The run of this action on this target that is not finished yet (at most one: a constraint says so)."""
+    return (
+        runs()
+        .filter(action_id=action_id, service=service, state__in=HealingRun.OPEN_STATES)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def approvers(run_id: int) -> set[int]:
+    """The distinct operators who approved the run."""
+    rows = Approval.objects.filter(run_id=run_id, decision=Approval.Decision.APPROVE)
+    return set(rows.values_list("user_id", flat=True))
+
+
+def has_approved(run_id: int, user_id: int) -> bool:
+    return Approval.objects.filter(
+        run_id=run_id, user_id=user_id, decision=Approval.Decision.APPROVE
+    ).exists()
+
+
+def started_since(action_id: int, service: str, since: datetime) -> list[datetime]:
+    """When the runs of this action on this target that started since `since` started, newest first."""
+    found = (
+        HealingRun.objects.filter(action_id=action_id, service=service, started_at__gte=since)
+        .order_by("-started_at")
+        .values_list("started_at", flat=True)
+    )
+    return [moment for moment in found if moment is not None]
+
+
+def last_finished(action_id: int, service: str) -> HealingRun | None:
+    """The latest run of this action on this target that acted and finished (its end starts the cooldown)."""
+    return (
+        HealingRun.objects.filter(
+            action_id=action_id, service=service, started_at__isnull=False, finished_at__isnull=False
+        )
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+# --- holds -------------------------------------------------------------------------------------------------
+
+
+def holds(*, open: bool | None = None, action: str | None = None) -> QuerySet[HealingHold]:
+    """Holds newest first; `open`: only those in force (True) or cleared (False)."""
+    qs = HealingHold.objects.select_related("action", "cleared_by")
+    if open is not None:
+        qs = qs.filter(cleared_at__isnull=open)
+    if action:
+        qs = qs.filter(action__name=action)
+    return qs.order_by("-created_at", "-id")
+
+
+def hold(hold_id: int | str) -> HealingHold:
+    pk = object_id(hold_id, "healing hold")
+    found = holds().filter(pk=pk).first()
+    if found is None:
+        raise NotFound(f"No healing hold {hold_id}.", field="id")
+    return found
+
+
+def open_hold(action_id: int, service: str) -> HealingHold | None:
+    return HealingHold.objects.filter(action_id=action_id, service=service, cleared_at__isnull=True).first()
+
+
+def last_cleared_at(action_id: int, service: str) -> datetime | None:
+    """When the last hold of this action and target was cleared: failures before it are forgiven."""
+    return (
+        HealingHold.objects.filter(action_id=action_id, service=service, cleared_at__isnull=False)
+        .order_by("-cleared_at")
+        .values_list("cleared_at", flat=True)
+        .first()
+    )
+
+
+def failed_verifications_since(action_id: int, service: str, since: datetime) -> int:
+    return HealingRun.objects.filter(
+        action_id=action_id,
+        service=service,
+        state=HealingRun.State.FAILED,
+        state_reason__startswith=VERIFICATION_FAILED,
+        finished_at__gte=since,
+    ).count()
+
+
+# The reasons a run failed that other code reads (the hold counts verification failures).
+VERIFICATION_FAILED = "verification_failed"
+WORKER_LOST = "worker_lost"
