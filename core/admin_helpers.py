@@ -53,8 +53,24 @@ def admin_actor(request: HttpRequest) -> Actor:
     return Actor(user=request.user, source=AuditEvent.Source.ADMIN)
 
 
+REASON_HELP = "Required. Recorded in the audit trail with your name."
+
+
 def reason_widget() -> forms.Textarea:
     return forms.Textarea(attrs={"rows": 3, "cols": 80})
+
+
+def audit_reason_field(subject: str) -> forms.CharField:
+    """The required `audit_reason` of a form whose save goes through an audited service (a ServiceLayerAdmin
+    with reason_field = "audit_reason"): "Why are you changing this <subject>?"."""
+    return forms.CharField(
+        label=f"Why are you changing this {subject}?", widget=reason_widget(), help_text=REASON_HELP
+    )
+
+
+def outbound_url_field(help_text: str) -> forms.URLField:
+    """An optional URL Rebound will call (through the outbound guard, which checks its host when saved)."""
+    return forms.URLField(required=False, max_length=2000, assume_scheme="https", help_text=help_text)
 
 
 def truncated(text: str, length: int = 80) -> str:
@@ -249,9 +265,7 @@ class ServiceLayerAdmin(RoleAdmin):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        widget=reason_widget(), help_text="Required. Recorded in the audit trail with your name."
-    )
+    reason = forms.CharField(widget=reason_widget(), help_text=REASON_HELP)
 
 
 def render_reason_page(

@@ -8,10 +8,12 @@ the API (`approve`, `reject`, `cancel`, `clear_hold`), so that the approval poli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -24,9 +26,10 @@ from core.admin_helpers import (
     ServiceLayerAdmin,
     admin_actor,
     adopt,
+    audit_reason_field,
+    outbound_url_field,
     pill,
     pretty_json,
-    reason_widget,
     reasoned_action,
     truncated,
 )
@@ -62,14 +65,8 @@ def risk_badge(risk: str) -> SafeString:
 
 
 class HealingActionForm(forms.ModelForm):
-    url = forms.URLField(
-        required=False, max_length=2000, assume_scheme="https", help_text="Webhooks: the URL to call."
-    )
-    audit_reason = forms.CharField(
-        label="Why are you changing this action?",
-        widget=reason_widget(),
-        help_text="Required. Recorded in the audit trail with your name.",
-    )
+    url = outbound_url_field("Webhooks: the URL to call.")
+    audit_reason = audit_reason_field("action")
 
     class Meta:
         model = HealingAction
@@ -196,28 +193,7 @@ class HealingRunAdmin(ReadOnlyAdmin):
         ("Outcome", {"fields": ["output_json"]}),
         ("Record", {"fields": ["task_id", "updated_at"], "classes": ["collapse"]}),
     ]
-    readonly_fields = [
-        "action",
-        "service",
-        "state_label",
-        "state_reason",
-        "risk_label",
-        "trigger",
-        "requested_by",
-        "reason",
-        "parameters_json",
-        "approvals_label",
-        "created_at",
-        "approval_deadline",
-        "not_before",
-        "started_at",
-        "acted_at",
-        "verify_deadline",
-        "finished_at",
-        "output_json",
-        "task_id",
-        "updated_at",
-    ]
+    readonly_fields = flatten_fieldsets(fieldsets)
     inlines = [ApprovalInline, TransitionInline]
     actions = ["approve_runs", "reject_runs", "cancel_runs"]
     object_actions = ["approve_runs", "reject_runs", "cancel_runs"]
@@ -263,36 +239,36 @@ class HealingRunAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Reject (asks for a reason)", permissions=["operate"])
     def reject_runs(self, request: HttpRequest, queryset: QuerySet[HealingRun]) -> TemplateResponse | None:
-        def apply(run: HealingRun, reason: str) -> bool:
-            services.reject(run_id=run.pk, actor=admin_actor(request), reason=reason)
-            return True
-
-        return reasoned_action(
-            self,
-            request,
-            queryset,
-            action="reject_runs",
-            title="Reject healing runs",
-            submit="Reject",
-            apply=apply,
-            done=lambda changed, total: f"Rejected {changed} of {total} selected runs.",
-        )
+        return self._decide(request, queryset, "reject_runs", "Reject", "Rejected", services.reject)
 
     @admin.action(description="Cancel (asks for a reason)", permissions=["operate"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[HealingRun]) -> TemplateResponse | None:
+        return self._decide(request, queryset, "cancel_runs", "Cancel", "Cancelled", services.cancel)
+
+    def _decide(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[HealingRun],
+        action: str,
+        verb: str,
+        done: str,
+        decide: Callable[..., HealingRun],
+    ) -> TemplateResponse | None:
+        """A decision that needs a reason (reject, cancel): asked for, then made through the API's service."""
+
         def apply(run: HealingRun, reason: str) -> bool:
-            services.cancel(run_id=run.pk, actor=admin_actor(request), reason=reason)
+            decide(run_id=run.pk, actor=admin_actor(request), reason=reason)
             return True
 
         return reasoned_action(
             self,
             request,
             queryset,
-            action="cancel_runs",
-            title="Cancel healing runs",
-            submit="Cancel",
+            action=action,
+            title=f"{verb} healing runs",
+            submit=verb,
             apply=apply,
-            done=lambda changed, total: f"Cancelled {changed} of {total} selected runs.",
+            done=lambda changed, total: f"{done} {changed} of {total} selected runs.",
         )
 
 

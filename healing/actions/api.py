@@ -4,10 +4,11 @@ selector, and shape the answer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -87,22 +88,11 @@ BUILTIN_EXAMPLE: dict[str, Any] = {
     "method": None,
     "body_template": None,
 }
+# What an operator sends: the input's fields (kind and enabled left to their defaults) and a reason.
 ACTION_IN_EXAMPLE = {
     key: ACTION_EXAMPLE[key]
-    for key in (
-        "name",
-        "description",
-        "risk",
-        "cooldown_s",
-        "max_runs_per_hour",
-        "timeout_s",
-        "parameters_schema",
-        "verify_check",
-        "verify_within_s",
-        "url",
-        "method",
-        "body_template",
-    )
+    for key in HealingActionIn.model_fields
+    if key not in ("kind", "enabled", "reason")
 } | {"reason": "INC-42: give the search team a one-click restart"}
 
 RUN_EXAMPLE: dict[str, Any] = {
@@ -225,9 +215,8 @@ HOLD_EXAMPLE = {
     "cleared_by": None,
     "cleared_reason": None,
 }
-REASON_EXAMPLE = OpenApiExample(
-    "Why", value={"reason": "the provider's status page says it is their outage"}, request_only=True
-)
+WHY = "the provider's status page says it is their outage"
+REASON_EXAMPLE = OpenApiExample("Why", value={"reason": WHY}, request_only=True)
 
 
 def _body(request: Request) -> Any:
@@ -242,6 +231,12 @@ def _detail(run: selectors.HealingRun) -> dict[str, Any]:
 
 def _query(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.dict().items() if v}
+
+
+def _page(view: APIView, request: Request, found: Any, shape: Callable[[Any], BaseModel]) -> Response:
+    paginator = Pagination()
+    page: list[Any] = paginator.paginate_queryset(found, request, view=view) or []
+    return paginator.get_paginated_response([shape(row).model_dump() for row in page])
 
 
 # --- actions -----------------------------------------------------------------------------------------------------
@@ -269,9 +264,7 @@ class ActionListView(APIView):
         ],
     )
     def get(self, request: Request) -> Response:
-        paginator = Pagination()
-        page = paginator.paginate_queryset(selectors.actions(), request, view=self) or []
-        return paginator.get_paginated_response([HealingActionOut.of(a).model_dump() for a in page])
+        return _page(self, request, selectors.actions(), HealingActionOut.of)
 
     @extend_schema(
         operation_id="create_healing_action",
@@ -390,9 +383,7 @@ class RunListView(APIView):
     def get(self, request: Request) -> Response:
         query = parse(_RUNS, _query(request))
         found = selectors.runs(state=query.state, action=query.action, service=query.service)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(found, request, view=self) or []
-        return paginator.get_paginated_response([HealingRunOut.of(r).model_dump() for r in page])
+        return _page(self, request, found, HealingRunOut.of)
 
     @extend_schema(
         operation_id="request_healing_run",
@@ -479,86 +470,82 @@ class RunDetailView(APIView):
 NOT_NOW = (409, "The run is not in a state that allows this (e.g. approving a running run).")
 
 
+def _decision(operation_id: str, summary: str, **schema: Any) -> Any:
+    """The schema of an operator's decision on a run: its id in the path, the run after it as the answer."""
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        parameters=[RUN_ID],
+        responses=answers({200: HealingRunDetailOut}, 400, 403, 404, NOT_NOW, 413, 415),
+        **schema,
+    )
+
+
+def _ended(state: str) -> OpenApiExample:
+    """The run after an operator rejected or cancelled it, with REASON_EXAMPLE's reason."""
+    return OpenApiExample(
+        "The run after",
+        value={
+            **RUN_DETAIL_EXAMPLE,
+            "state": state,
+            "state_reason": f"{state} by user:alice: {WHY}",
+            "finished_at": "2026-11-22T09:03:00Z",
+        },
+        response_only=True,
+    )
+
+
+def _decide(
+    request: Request, run_id: str, adapter: TypeAdapter[Any], decide: Callable[..., selectors.HealingRun]
+) -> Response:
+    body = parse(adapter, _body(request))
+    return Response(_detail(decide(run_id=run_id, actor=Actor.from_request(request), reason=body.reason)))
+
+
 class RunApproveView(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(
-        operation_id="approve_healing_run",
-        summary="Approve a run pending approval (operators; audited)",
+    @_decision(
+        "approve_healing_run",
+        "Approve a run pending approval (operators; audited)",
         description="Once enough distinct operators approved, the run starts (exactly once, however many "
         "approvals arrive at once). The same operator approving again changes nothing and answers the run. "
         "The requester of a high or critical run may not approve it (403).",
-        parameters=[RUN_ID],
         request=HealingApproveIn,
-        responses=answers({200: HealingRunDetailOut}, 400, 403, 404, NOT_NOW, 413, 415),
         examples=[
             OpenApiExample("Approve", value={"reason": "seen the 503s too"}, request_only=True),
             OpenApiExample("The run after", value=RUN_DETAIL_EXAMPLE, response_only=True),
         ],
     )
     def post(self, request: Request, run_id: str) -> Response:
-        body = parse(_APPROVE, _body(request))
-        run = services.approve(run_id=run_id, actor=Actor.from_request(request), reason=body.reason)
-        return Response(_detail(run))
+        return _decide(request, run_id, _APPROVE, services.approve)
 
 
 class RunRejectView(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(
-        operation_id="reject_healing_run",
-        summary="Reject a run pending approval (operators; a reason required; audited)",
-        parameters=[RUN_ID],
+    @_decision(
+        "reject_healing_run",
+        "Reject a run pending approval (operators; a reason required; audited)",
         request=HealingReasonIn,
-        responses=answers({200: HealingRunDetailOut}, 400, 403, 404, NOT_NOW, 413, 415),
-        examples=[
-            REASON_EXAMPLE,
-            OpenApiExample(
-                "The run after",
-                value={
-                    **RUN_DETAIL_EXAMPLE,
-                    "state": "rejected",
-                    "state_reason": "rejected by user:alice: the provider's status page says it is their outage",
-                    "finished_at": "2026-11-22T09:03:00Z",
-                },
-                response_only=True,
-            ),
-        ],
+        examples=[REASON_EXAMPLE, _ended("rejected")],
     )
     def post(self, request: Request, run_id: str) -> Response:
-        body = parse(_REASON, _body(request))
-        run = services.reject(run_id=run_id, actor=Actor.from_request(request), reason=body.reason)
-        return Response(_detail(run))
+        return _decide(request, run_id, _REASON, services.reject)
 
 
 class RunCancelView(APIView):
     permission_classes = [IsOperator]
 
-    @extend_schema(
-        operation_id="cancel_healing_run",
-        summary="Cancel a run pending approval or approved (operators; a reason required; audited)",
+    @_decision(
+        "cancel_healing_run",
+        "Cancel a run pending approval or approved (operators; a reason required; audited)",
         description="A run already running is not cancelled (409): its action may be acting.",
-        parameters=[RUN_ID],
         request=HealingReasonIn,
-        responses=answers({200: HealingRunDetailOut}, 400, 403, 404, NOT_NOW, 413, 415),
-        examples=[
-            REASON_EXAMPLE,
-            OpenApiExample(
-                "The run after",
-                value={
-                    **RUN_DETAIL_EXAMPLE,
-                    "state": "cancelled",
-                    "state_reason": "cancelled by user:alice: the provider's status page says it is their outage",
-                    "finished_at": "2026-11-22T09:03:00Z",
-                },
-                response_only=True,
-            ),
-        ],
+        examples=[REASON_EXAMPLE, _ended("cancelled")],
     )
     def post(self, request: Request, run_id: str) -> Response:
-        body = parse(_REASON, _body(request))
-        run = services.cancel(run_id=run_id, actor=Actor.from_request(request), reason=body.reason)
-        return Response(_detail(run))
+        return _decide(request, run_id, _REASON, services.cancel)
 
 
 # --- holds -------------------------------------------------------------------------------------------------------
@@ -598,10 +585,7 @@ class HoldListView(APIView):
     )
     def get(self, request: Request) -> Response:
         query = parse(_HOLDS, _query(request))
-        found = selectors.holds(open=query.open, action=query.action)
-        paginator = Pagination()
-        page = paginator.paginate_queryset(found, request, view=self) or []
-        return paginator.get_paginated_response([HealingHoldOut.of(h).model_dump() for h in page])
+        return _page(self, request, selectors.holds(open=query.open, action=query.action), HealingHoldOut.of)
 
 
 class HoldClearView(APIView):

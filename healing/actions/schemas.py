@@ -3,34 +3,45 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from django.db.models import Choices
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from core.api.schemas import Page
 from core.slugs import Slug
+from healing.actions.models import (
+    Approval,
+    HealingAction,
+    HealingHold,
+    HealingRun,
+    HealingRunTransition,
+    Risk,
+)
+from healing.checks.schemas import refuse_null
 from recovery.calls.outbound import METHODS, redact_url
 
-if TYPE_CHECKING:
-    from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
 
-RiskName = Literal["low", "medium", "high", "critical"]
-ActionKind = Literal["webhook", "builtin"]
-RunState = Literal[
-    "pending_approval",
-    "approved",
-    "running",
-    "verifying",
-    "succeeded",
-    "failed",
-    "rejected",
-    "expired",
-    "cancelled",
-    "skipped",
-]
-RUN_STATES: tuple[str, ...] = get_args(RunState)
-TriggerName = Literal["operator", "agent", "rule", "escalation"]
-Decision = Literal["approve", "reject", "cancel"]
+def _one_of(choices: type[Choices]) -> Any:
+    """The model's choices as a Literal: validated and documented as if written out here, from one list."""
+    return Literal[tuple(choices.values)]
+
+
+RUN_STATES: tuple[str, ...] = tuple(HealingRun.State.values)
+if TYPE_CHECKING:
+    # To the type checker a choice is text.
+    RiskName = str
+    ActionKind = str
+    RunState = str
+    TriggerName = str
+    Decision = str
+else:
+    RiskName = _one_of(Risk)
+    ActionKind = _one_of(HealingAction.Kind)
+    RunState = _one_of(HealingRun.State)
+    TriggerName = _one_of(HealingRun.Trigger)
+    Decision = _one_of(Approval.Decision)
+
 Reason = Annotated[
     str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True, pattern=r"\S")
 ]
@@ -112,24 +123,11 @@ class HealingActionPatchIn(BaseModel):
 
     _upper = field_validator("method", mode="before")(_method)
 
-    @field_validator(
-        "description",
-        "risk",
-        "enabled",
-        "cooldown_s",
-        "max_runs_per_hour",
-        "timeout_s",
-        "parameters_schema",
-        "verify_within_s",
-        "url",
-        "method",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("leave the field out to keep it; it cannot be null")
-        return value
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # null means none for these two; the reason's own type refuses it.
+        return value if info.field_name in ("verify_check", "body_template", "reason") else refuse_null(value)
 
 
 class HealingRunIn(BaseModel):

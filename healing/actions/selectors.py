@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 from core.api.errors import InvalidInput, NotFound
 from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
@@ -14,14 +15,17 @@ from healing.checks import selectors as check_selectors
 
 # An id in a URL: a whole number that fits a bigint (anything else is simply not found).
 _ID = re.compile(r"[0-9]{1,18}")
+M = TypeVar("M", bound=Model)
 
 
-def object_id(text: str | int, what: str) -> int:
-    if isinstance(text, int):
-        return text
-    if not _ID.fullmatch(text or ""):
+def _one(found: QuerySet[M], text: str | int, what: str) -> M:
+    """The row of `found` with the id a URL gives: a 404 naming `id` for no such row, or for text that is no id."""
+    row = None
+    if isinstance(text, int) or _ID.fullmatch(text or ""):
+        row = found.filter(pk=int(text)).first()
+    if row is None:
         raise NotFound(f"No {what} {text}.", field="id")
-    return int(text)
+    return row
 
 
 # --- the catalog -------------------------------------------------------------------------------------------
@@ -69,11 +73,7 @@ def runs(
 
 
 def run(run_id: int | str) -> HealingRun:
-    pk = object_id(run_id, "healing run")
-    found = runs().filter(pk=pk).first()
-    if found is None:
-        raise NotFound(f"No healing run {run_id}.", field="id")
-    return found
+    return _one(runs(), run_id, "healing run")
 
 
 def approvals(run: HealingRun) -> list[Approval]:
@@ -141,11 +141,7 @@ def holds(*, open: bool | None = None, action: str | None = None) -> QuerySet[He
 
 
 def hold(hold_id: int | str) -> HealingHold:
-    pk = object_id(hold_id, "healing hold")
-    found = holds().filter(pk=pk).first()
-    if found is None:
-        raise NotFound(f"No healing hold {hold_id}.", field="id")
-    return found
+    return _one(holds(), hold_id, "healing hold")
 
 
 def open_hold(action_id: int, service: str) -> HealingHold | None:

@@ -28,8 +28,9 @@ from core.admin_helpers import (
     ServiceLayerAdmin,
     admin_actor,
     adopt,
+    audit_reason_field,
+    outbound_url_field,
     pill,
-    reason_widget,
     truncated,
 )
 from core.api.errors import DomainError
@@ -38,6 +39,16 @@ from healing.checks.models import HealthCheck, HealthCheckResult, HealthCheckTra
 
 SHOWN_INLINE = 20
 RUN_AT_ONCE = 10  # "run now" runs the probes within the request: a few checks at a time
+# A check's state as Rebound keeps it: shown on its page, never edited there.
+STATE_FIELDS = (
+    "state_label",
+    "consecutive_passes",
+    "consecutive_failures",
+    "next_due_at",
+    "last_ping_at",
+    "state_changed_at",
+    "history",
+)
 
 STATE_COLORS = {"healthy": "#2e7d32", "unhealthy": "#c62828", "unknown": "#9e9e9e"}
 
@@ -99,14 +110,8 @@ class TransitionInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 class HealthCheckForm(forms.ModelForm):
-    url = forms.URLField(
-        required=False, max_length=2000, assume_scheme="https", help_text="http checks: the URL to call."
-    )
-    audit_reason = forms.CharField(
-        label="Why are you changing this check?",
-        widget=reason_widget(),
-        help_text="Required. Recorded in the audit trail with your name.",
-    )
+    url = outbound_url_field("http checks: the URL to call.")
+    audit_reason = audit_reason_field("check")
 
     class Meta:
         model = HealthCheck
@@ -130,17 +135,7 @@ class HealthCheckAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     ]
     list_filter = ["kind", "state", "enabled", "drives_breaker"]
     search_fields = ["name", "service", "description"]
-    readonly_fields = [
-        "state_label",
-        "consecutive_passes",
-        "consecutive_failures",
-        "next_due_at",
-        "last_ping_at",
-        "state_changed_at",
-        "history",
-        "created_at",
-        "updated_at",
-    ]
+    readonly_fields = [*STATE_FIELDS, "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "service", "kind", "description", "enabled", "drives_breaker"]}),
         ("Schedule and verdict", {"fields": ["interval_s", "timeout_s", "rise", "fall"]}),
@@ -158,20 +153,7 @@ class HealthCheckAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
             "heartbeat",
             {"fields": ["grace_s"], "description": "Pings: POST /api/v1/health-checks/<name>/ping."},
         ),
-        (
-            "State",
-            {
-                "fields": [
-                    "state_label",
-                    "consecutive_passes",
-                    "consecutive_failures",
-                    "next_due_at",
-                    "last_ping_at",
-                    "state_changed_at",
-                    "history",
-                ]
-            },
-        ),
+        ("State", {"fields": STATE_FIELDS}),
         ("Audit", {"fields": ["audit_reason"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints,
 
 from core.api.schemas import Page
 from core.slugs import Slug
+from recovery.breakers.schemas import sent_or_left_out
 from recovery.calls import outbound
 from recovery.errors.schemas import Reason
 
@@ -164,15 +165,11 @@ class KindIn(BaseModel):
     kind: KindName
 
 
-def _sent_or_left_out(schema: dict[str, Any]) -> None:
-    """A PATCH field is left out or sent with a value, never null: the schema says so (no `null` among its
-    types, no default), as the breakers' ServicePatchIn does."""
-    for prop in schema.get("properties", {}).values():
-        options = prop.get("anyOf")
-        if isinstance(options, list) and {"type": "null"} in options:
-            kept = [option for option in prop.pop("anyOf") if option != {"type": "null"}]
-            prop.update(kept[0] if len(kept) == 1 else {"anyOf": kept})
-            prop.pop("default", None)
+def refuse_null(value: Any) -> Any:
+    """A PATCH field is left out (kept) or sent with a value: null is refused, naming the field."""
+    if value is None:
+        raise ValueError("leave the field out to keep it; it cannot be null")
+    return value
 
 
 class HealthCheckPatchIn(BaseModel):
@@ -180,7 +177,8 @@ class HealthCheckPatchIn(BaseModel):
     `kind` needs the new kind's fields (the old kind's are cleared); a field of a kind other than the check's
     is refused (400 naming it)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_sent_or_left_out)
+    # The schema says a field is never null (no `null` among its types, no default), as the breakers' do.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=sent_or_left_out)
 
     name: Slug | None = None
     service: Slug | None = None
@@ -202,12 +200,7 @@ class HealthCheckPatchIn(BaseModel):
     grace_s: Grace | None = None
     reason: Reason
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("leave the field out to keep it; it cannot be null")
-        return value
+    _not_null = field_validator("*", mode="before")(refuse_null)
 
 
 class HealthPingIn(BaseModel):

@@ -12,7 +12,14 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from core.admin_helpers import ReadOnlyAdmin, ServiceLayerAdmin, admin_actor, adopt, reason_widget, truncated
+from core.admin_helpers import (
+    ReadOnlyAdmin,
+    ServiceLayerAdmin,
+    admin_actor,
+    adopt,
+    audit_reason_field,
+    truncated,
+)
 from healing.remediation import services
 from healing.remediation.models import RemediationRule, RuleFiring
 
@@ -20,11 +27,7 @@ from healing.remediation.models import RemediationRule, RuleFiring
 
 
 class RemediationRuleForm(forms.ModelForm):
-    audit_reason = forms.CharField(
-        label="Why are you changing this rule?",
-        widget=reason_widget(),
-        help_text="Required. Recorded in the audit trail with your name.",
-    )
+    audit_reason = audit_reason_field("rule")
 
     class Meta:
         model = RemediationRule

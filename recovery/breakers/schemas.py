@@ -402,7 +402,7 @@ Positive = Annotated[int, Field(ge=1, le=2_147_483_647)]
 WaitSeconds = Annotated[float, Field(ge=0.001, le=MAX_SETTING_WAIT_S, allow_inf_nan=False)]
 
 
-def _sent_or_left_out(schema: dict[str, Any]) -> None:
+def sent_or_left_out(schema: dict[str, Any]) -> None:
     """A PATCH field is left out or sent with a value, never null: the schema says so (no `null` among its
     types, no default)."""
     for prop in schema.get("properties", {}).values():
@@ -416,7 +416,7 @@ def _sent_or_left_out(schema: dict[str, Any]) -> None:
 class ServicePatchIn(BaseModel):
     """A change to a service's criticality and breaker settings (operators): only the fields sent change."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_sent_or_left_out)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=sent_or_left_out)
 
     kind: Kind | None = None
     criticality: Criticality | None = None

@@ -469,40 +469,13 @@ def _moves(flat: list[Any], at: int) -> tuple[list[tuple[str, str, str]], list[l
     return moves, facts
 
 
-def _many_results(reply: list[Any]) -> list[logic.Result]:
-    """RECORD_MANY's flat reply: now, pending, then per outcome state, calls, failures, consecutive, override,
-    the number of transitions, then ten values per transition."""
-    now, pending = int(reply[0]), int(reply[1])
-    results, i = [], 2
-    while i < len(reply):
-        state, calls, failures, consecutive, override, count = reply[i : i + 6]
-        i += 6
-        moves, facts = _moves(reply[i : i + 10 * int(count)], now)
-        i += 10 * int(count)
-        results.append(
-            logic.Result(
-                state=_text(state),
-                calls=int(calls),
-                failures=int(failures),
-                consecutive=int(consecutive),
-                transitions=moves,
-                facts=facts,
-                override=_text(override),
-                pending=pending,
-            )
-        )
-    return results
-
-
-def _result(reply: list[Any]) -> logic.Result:
-    state, allowed, retry, pid, reason, calls, failures, consecutive, override, pending, now, *trans = reply
-    moves, facts = _moves(trans, int(now))
+def _built(common: tuple[Any, ...], flat: list[Any], **extra: Any) -> logic.Result:
+    """A Result from what every script replies (bytes or numbers): `common` is the state, calls, failures,
+    consecutive failures, override, pending and now; `flat` the transitions; `extra` the script's own fields."""
+    state, calls, failures, consecutive, override, pending, now = common
+    moves, facts = _moves(flat, int(now))
     return logic.Result(
         state=_text(state),
-        allowed=bool(int(allowed)),
-        retry_after_ms=int(retry),
-        permit_id=_text(pid),
-        reason=_text(reason),
         transitions=moves,
         calls=int(calls),
         failures=int(failures),
@@ -510,6 +483,33 @@ def _result(reply: list[Any]) -> logic.Result:
         facts=facts,
         override=_text(override),
         pending=int(pending),
+        **extra,
+    )
+
+
+def _many_results(reply: list[Any]) -> list[logic.Result]:
+    """RECORD_MANY's flat reply: now, pending, then per outcome state, calls, failures, consecutive, override,
+    the number of transitions, then ten values per transition."""
+    now, pending = reply[0], reply[1]
+    results, i = [], 2
+    while i < len(reply):
+        state, calls, failures, consecutive, override, count = reply[i : i + 6]
+        i += 6
+        flat = reply[i : i + 10 * int(count)]
+        i += 10 * int(count)
+        results.append(_built((state, calls, failures, consecutive, override, pending, now), flat))
+    return results
+
+
+def _result(reply: list[Any]) -> logic.Result:
+    state, allowed, retry, pid, reason, calls, failures, consecutive, override, pending, now, *trans = reply
+    return _built(
+        (state, calls, failures, consecutive, override, pending, now),
+        trans,
+        allowed=bool(int(allowed)),
+        retry_after_ms=int(retry),
+        permit_id=_text(pid),
+        reason=_text(reason),
     )
 
 
@@ -517,16 +517,9 @@ def _changed(reply: list[Any]) -> logic.Result:
     """VERDICT's and CLOSE's reply: state, the state found, the effect, calls, failures, consecutive, the
     override in force, pending, now, then the transitions."""
     state, before, effect, calls, failures, consecutive, override, pending, now, *trans = reply
-    moves, facts = _moves(trans, int(now))
-    return logic.Result(
-        state=_text(state),
+    return _built(
+        (state, calls, failures, consecutive, override, pending, now),
+        trans,
         reason=_text(effect),
-        transitions=moves,
-        calls=int(calls),
-        failures=int(failures),
-        consecutive=int(consecutive),
-        facts=facts,
-        override=_text(override),
-        pending=int(pending),
         before=_text(before),
     )

@@ -28,7 +28,15 @@ from tests.support.processes import PYTHON, ROOT, free_port, process_env, start,
 # The hosts the docs' examples call, and the scheme they use there.
 OUTSIDE_HOSTS = ("https://billing.internal.example", "http://billing.internal.example")
 # The docs that must show the API at work: each has at least one example that calls it.
-API_DOCS = ("checkpoints.md", "recovery.md", "retries.md", "sagas.md", "sdk.md")
+API_DOCS = (
+    "checkpoints.md",
+    "healing.md",
+    "health-checks.md",
+    "recovery.md",
+    "retries.md",
+    "sagas.md",
+    "sdk.md",
+)
 KEYS_SCRIPT = """
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group

@@ -73,6 +73,21 @@ def ask(
     )
 
 
+def run_row(action: HealingAction, state: str, **fields: Any) -> HealingRun:
+    """A run of the action in `state`, written straight to the table (no policy, no history): the past a test
+    starts from. `fields` override the row's (service web-search, asked by user:alice now, the action's risk)."""
+    values: dict[str, Any] = {
+        "service": "web-search",
+        "risk": action.risk,
+        "trigger": "operator",
+        "requested_by": "user:alice",
+        "reason": "drill",
+        "created_at": timezone.now(),
+        **fields,
+    }
+    return HealingRun.objects.create(action=action, state=state, **values)
+
+
 def execute(run: HealingRun, task_id: str = "task-1") -> str:
     """What a worker does with the execution's message, in this process."""
     answer = services.execute_run(run.pk, task_id)

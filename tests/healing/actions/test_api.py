@@ -3,43 +3,20 @@ what, answers that match the published schema, and bad input that is a 4xx, neve
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from drf_spectacular.generators import SchemaGenerator
-from jsonschema import Draft202012Validator
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 
 from core.audit.models import AuditEvent
 from healing.actions import services
 from healing.actions.models import HealingAction, HealingHold
 from tests.support.healing_runs import ask, execute, health_check
+from tests.support.openapi import conforms
 
 pytestmark = pytest.mark.django_db
 ACTIONS = "/api/v1/healing/actions"
 RUNS = "/api/v1/healing/runs"
-
-
-@functools.cache
-def _document() -> dict[str, Any]:
-    return SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-any-return]
-
-
-def conforms(response: Any, method: str, path: str) -> None:
-    operation = _document()["paths"][path][method]
-    assert str(response.status_code) in operation["responses"], (response.status_code, response.content[:300])
-    schema = operation["responses"][str(response.status_code)]["content"]["application/json"]["schema"]
-    registry: Registry[Any] = Registry().with_resource(
-        "urn:rebound", DRAFT202012.create_resource(_document())
-    )
-    resolved = {"$ref": "urn:rebound#/" + schema["$ref"].removeprefix("#/")} if "$ref" in schema else schema
-    problems = [
-        e.message for e in Draft202012Validator(resolved, registry=registry).iter_errors(response.json())
-    ]
-    assert problems == []
 
 
 def new_webhook(target: Any, **changes: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from recovery.degradation import services as degradation_services
 from recovery.errors import intake
 from recovery.retries import services as retry_services
 from recovery.retries.models import RetryJob
-from tests.support.healing_runs import execute
+from tests.support.healing_runs import execute, run_row
 
 pytestmark = pytest.mark.django_db
 
@@ -37,18 +37,7 @@ BUILTINS = {
 
 def approved(name: str, service: str = "web-search", **parameters: Any) -> HealingRun:
     """A run of the built-in, approved (as if its operators had said yes), ready for its worker."""
-    action = HealingAction.objects.get(name=name)
-    return HealingRun.objects.create(
-        action=action,
-        service=service,
-        parameters=parameters,
-        risk=action.risk,
-        trigger="operator",
-        requested_by="user:alice",
-        reason="drill",
-        state="approved",
-        created_at=timezone.now(),
-    )
+    return run_row(HealingAction.objects.get(name=name), "approved", service=service, parameters=parameters)
 
 
 def test_the_migration_creates_every_builtin_with_its_risk_and_a_registered_function() -> None:

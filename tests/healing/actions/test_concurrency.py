@@ -3,41 +3,18 @@ call; ten requests at once for the same target make one run."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from healing.actions import services
 from healing.actions.models import Approval, HealingAction, HealingRun
 from tests.support import factories
 from tests.support.healing_runs import agent_actor, ask, execute, operator_actor
+from tests.support.races import at_once
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def at_once(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Run work(i) in `count` threads released together; answers what each returned or raised."""
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = work(i)
-        except Exception as error:
-            results[i] = error
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def test_fifty_approvals_at_once_start_one_execution_and_one_webhook_call(

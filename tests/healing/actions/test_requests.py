@@ -18,7 +18,7 @@ from core.audit.services import Actor
 from healing.actions import params, services
 from healing.actions.models import HealingAction, HealingRun
 from tests.support import factories
-from tests.support.healing_runs import ask, execute
+from tests.support.healing_runs import ask, execute, run_row
 
 pytestmark = pytest.mark.django_db
 
@@ -26,18 +26,7 @@ pytestmark = pytest.mark.django_db
 def finished_run(action: HealingAction, ago_s: float, service: str = "web-search") -> HealingRun:
     """A run of the action that started and succeeded `ago_s` seconds ago."""
     at = timezone.now() - timedelta(seconds=ago_s)
-    return HealingRun.objects.create(
-        action=action,
-        service=service,
-        risk=action.risk,
-        trigger="agent",
-        requested_by="agent:x",
-        reason="earlier",
-        state="succeeded",
-        created_at=at,
-        started_at=at,
-        finished_at=at,
-    )
+    return run_row(action, "succeeded", service=service, created_at=at, started_at=at, finished_at=at)
 
 
 def test_it_answers_the_open_run_to_a_second_request(

@@ -3,16 +3,11 @@ every principal; run now; a heartbeat's ping; a check's results, paged. Every an
 
 from __future__ import annotations
 
-import functools
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.utils import timezone
-from drf_spectacular.generators import SchemaGenerator
-from jsonschema import Draft202012Validator
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 from rest_framework.test import APIClient
 
 from core.audit.models import AuditEvent
@@ -21,31 +16,10 @@ from healing.checks.models import HealthCheck, HealthCheckResult
 from healing.checks.probes import Outcome
 from tests.support.health_checks import allow, make_check
 from tests.support.http_target import Answer, Target
+from tests.support.openapi import conforms
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/health-checks"
-
-
-@functools.cache
-def _document() -> dict[str, Any]:
-    return SchemaGenerator().get_schema(request=None, public=True)  # type: ignore[no-any-return]
-
-
-def conforms(response: Any, method: str, path: str) -> None:
-    """The answer's status is documented for the operation, and its body matches the documented schema."""
-    operation = _document()["paths"][path][method]
-    assert str(response.status_code) in operation["responses"], (response.status_code, response.content[:300])
-    if response.status_code == 204:
-        return
-    schema = operation["responses"][str(response.status_code)]["content"]["application/json"]["schema"]
-    registry: Registry[Any] = Registry().with_resource(
-        "urn:rebound", DRAFT202012.create_resource(_document())
-    )
-    resolved = {"$ref": "urn:rebound#/" + schema["$ref"].removeprefix("#/")} if "$ref" in schema else schema
-    problems = [
-        e.message for e in Draft202012Validator(resolved, registry=registry).iter_errors(response.json())
-    ]
-    assert problems == []
 
 
 def http_body(target: Target, **changes: Any) -> dict[str, Any]:

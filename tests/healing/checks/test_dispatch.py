@@ -4,12 +4,10 @@ timeout; healing runs ask for verification runs on commit; old results are purge
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -19,6 +17,7 @@ from healing.checks.probes import Outcome
 from tests.healing.checks.conftest import Sends
 from tests.support.factories import rebound_settings
 from tests.support.health_checks import make_check
+from tests.support.races import at_once, raised
 
 
 def due(check: HealthCheck, at: datetime) -> HealthCheck:
@@ -80,25 +79,8 @@ def test_a_pass_claims_at_most_a_batch_the_most_overdue_first(sends: Sends) -> N
 def test_racing_dispatchers_send_each_due_run_exactly_once(sends: Sends) -> None:
     now = timezone.now()
     checks = [due(celery_check(f"c{n}"), now - timedelta(milliseconds=n)) for n in range(60)]
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
 
-    def dispatcher() -> None:
-        try:
-            barrier.wait()
-            services.dispatch_due(now)
-        except BaseException as error:  # asserted below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=dispatcher) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert errors == []
+    assert raised(at_once(4, lambda _: services.dispatch_due(now))) == []
     assert sorted(s.check_id for s in sends) == sorted(c.pk for c in checks)
     for check in checks:
         [sent] = sends.for_check(check.pk)
@@ -111,21 +93,12 @@ def test_racing_dispatchers_send_each_due_run_exactly_once(sends: Sends) -> None
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_results_are_all_counted() -> None:
     check = make_check("beat", rise=100, fall=100)
-    barrier = threading.Barrier(8)
 
-    def report() -> None:
-        try:
-            barrier.wait()
-            for _ in range(5):
-                services.record(check.pk, Outcome(False, error="x"), source="manual")
-        finally:
-            connection.close()
+    def report(_thread: int) -> None:
+        for _ in range(5):
+            services.record(check.pk, Outcome(False, error="x"), source="manual")
 
-    threads = [threading.Thread(target=report) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    assert raised(at_once(8, report)) == []
     check.refresh_from_db()
     assert check.consecutive_failures == 40  # the row lock: no lost update
     assert HealthCheckResult.objects.filter(health_check=check).count() == 40

@@ -3,15 +3,14 @@ event and asks for one run."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from healing.actions.models import HealingRun
 from healing.remediation import services
 from healing.remediation.models import RuleCursor, RuleFiring
+from tests.support.races import at_once, raised
 from tests.support.remediation import MEDIUM_ACTION, breaker, breaker_goes, check, check_turns, errors, rule
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -20,25 +19,9 @@ THREADS = 8
 
 
 def run_evaluators(count: int) -> tuple[list[int], list[BaseException]]:
-    results: list[int] = []
-    failures: list[BaseException] = []
-    barrier = threading.Barrier(count)
-
-    def evaluate() -> None:
-        try:
-            barrier.wait()
-            results.append(services.evaluate())
-        except BaseException as error:  # asserted on below
-            failures.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=evaluate) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results, failures
+    """`count` evaluators at once: what each one fired, and what any of them raised."""
+    results = at_once(count, lambda _: services.evaluate())
+    return [r for r in results if not isinstance(r, BaseException)], raised(results)
 
 
 def test_it_fires_once_per_event_with_evaluators_racing(streams_from_start: Any) -> None:

@@ -14,6 +14,7 @@ from healing.actions.models import HealingRun
 from healing.remediation import services
 from healing.remediation.models import RuleCursor, RuleFiring
 from recovery.breakers import services as breaker_services
+from tests.support.healing_runs import run_row
 from tests.support.remediation import (
     MEDIUM_ACTION,
     action,
@@ -238,17 +239,8 @@ def test_it_records_a_run_skipped_in_its_cooldown() -> None:
     watched = check()
     heal = rule(health_check=watched)
     # The same action on the same target ended a moment ago: its cooldown (60 s) is running.
-    HealingRun.objects.create(
-        action=heal.action,
-        service="db",
-        risk="low",
-        trigger="operator",
-        requested_by="user:ops",
-        reason="by hand",
-        state="succeeded",
-        created_at=ago(30),
-        started_at=ago(25),
-        finished_at=ago(20),
+    run_row(
+        heal.action, "succeeded", service="db", created_at=ago(30), started_at=ago(25), finished_at=ago(20)
     )
     check_turns(watched)
 
@@ -263,16 +255,8 @@ def test_it_records_a_run_skipped_in_its_cooldown() -> None:
 def test_it_records_an_open_run_joined() -> None:
     watched = check()
     heal = rule(health_check=watched, act=MEDIUM_ACTION)
-    open_run = HealingRun.objects.create(
-        action=heal.action,
-        service="db",
-        risk="medium",
-        approvals_required=1,
-        trigger="agent",
-        requested_by="agent:a1",
-        reason="the agent asked",
-        state="pending_approval",
-        created_at=ago(10),
+    open_run = run_row(
+        heal.action, "pending_approval", service="db", approvals_required=1, created_at=ago(10)
     )
     check_turns(watched)
 
