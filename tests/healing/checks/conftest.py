@@ -39,6 +39,7 @@ class Sent:
     source: str
     timeout_s: float
     expires: datetime | None
+    eta: datetime | None = None
 
 
 class Sends(list[Sent]):
@@ -55,10 +56,15 @@ def sends(monkeypatch: pytest.MonkeyPatch) -> Sends:
     caught = Sends()
 
     def send_run(
-        check_id: int, due_at: datetime, source: str, timeout_s: float, expires: datetime | None = None
+        check_id: int,
+        due_at: datetime,
+        source: str,
+        timeout_s: float,
+        expires: datetime | None = None,
+        eta: datetime | None = None,
     ) -> bool:
         with caught.lock:
-            caught.append(Sent(check_id, due_at, source, timeout_s, expires))
+            caught.append(Sent(check_id, due_at, source, timeout_s, expires, eta))
         return True
 
     monkeypatch.setattr(services, "send_run", send_run)

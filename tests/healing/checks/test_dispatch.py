@@ -56,6 +56,29 @@ def test_it_sends_each_due_check_once_and_moves_it_an_interval_on(sends: Sends) 
 
 
 @pytest.mark.django_db
+def test_it_claims_a_check_due_within_a_second_and_sends_it_to_start_when_due(sends: Sends) -> None:
+    now = timezone.now()
+    soon = due(celery_check("soon"), now + timedelta(milliseconds=400))
+    due(celery_check("later"), now + timedelta(seconds=2))
+
+    assert services.dispatch_due(now) == 1
+
+    [sent] = sends
+    assert (sent.check_id, sent.due_at, sent.eta) == (soon.pk, soon.next_due_at, soon.next_due_at)
+    soon.refresh_from_db()
+    assert soon.next_due_at == sent.due_at + timedelta(seconds=30)
+
+
+@pytest.mark.django_db
+def test_it_sends_an_overdue_run_to_start_at_once(sends: Sends) -> None:
+    now = timezone.now()
+    due(celery_check("late"), now - timedelta(seconds=1))
+    services.dispatch_due(now)
+    [sent] = sends
+    assert sent.eta is None
+
+
+@pytest.mark.django_db
 def test_a_check_far_behind_runs_once_and_then_an_interval_from_now(sends: Sends) -> None:
     now = timezone.now()
     check = due(celery_check("late", interval_s=10), now - timedelta(hours=1))
@@ -131,6 +154,7 @@ def test_a_run_is_one_task_with_json_arguments_and_time_limits(monkeypatch: pyte
         "soft_time_limit": 15.0,
         "time_limit": 25.0,
         "expires": at + timedelta(seconds=30),
+        "eta": None,
     }
     monkeypatch.setattr(services, "current_app", FakeApp(fail=True))
     assert services.send_run(7, at, "scheduled", 5.0) is False  # logged, not raised
