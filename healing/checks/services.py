@@ -53,8 +53,9 @@ PURGE_MAX_BATCHES = 200  # a run deletes at most a million rows; the next hour's
 AUDIT_ACTION = "health_check"
 
 # What an operator sets; everything else (state, counters, schedule) is Rebound's.
-# How far ahead the dispatcher claims: its period (beat sends it every second; config/settings/base.py).
-DISPATCH_LOOKAHEAD_S = 1.0
+# How far ahead the dispatcher claims: two of its periods (beat sends it every second; config/settings/base.py),
+# so that a run is sent before it is due even when a pass itself takes most of a second.
+DISPATCH_LOOKAHEAD_S = 2.0
 
 CONFIG_FIELDS = [
     "name",
@@ -612,19 +613,28 @@ def dispatch_due(now: datetime | None = None, lookahead_s: float = DISPATCH_LOOK
         .order_by("next_due_at")
         .values_list("pk", "next_due_at", "interval_s", "timeout_s")[:batch]
     )
+    claims: list[tuple[int, datetime, datetime, float]] = []
+    # The claims in one transaction: one commit for the pass, not one per check. A dispatcher racing this one
+    # waits on the rows it claimed, then finds next_due_at moved and claims nothing. The runs are sent after
+    # the commit (no broker I/O inside a transaction, and no run sent for a claim that did not hold).
+    with transaction.atomic():
+        for check_id, due_at, interval_s, timeout_s in due:
+            assert due_at is not None  # next_due_at__lte never matches a null
+            interval = timedelta(seconds=float(interval_s))
+            following = due_at + interval
+            if following <= now:
+                following = (
+                    now + interval
+                )  # far behind (a stopped scheduler): one run now, not a burst of them
+            if HealthCheck.objects.filter(pk=check_id, enabled=True, next_due_at=due_at).update(
+                next_due_at=following
+            ):
+                claims.append((check_id, due_at, following, float(timeout_s)))
     sent = 0
-    for check_id, due_at, interval_s, timeout_s in due:
-        assert due_at is not None  # next_due_at__lte never matches a null
-        interval = timedelta(seconds=float(interval_s))
-        following = due_at + interval
-        if following <= now:
-            following = now + interval  # far behind (a stopped scheduler): one run now, not a burst of them
-        claimed = HealthCheck.objects.filter(pk=check_id, enabled=True, next_due_at=due_at).update(
-            next_due_at=following
-        )
+    for check_id, due_at, following, timeout_s in claims:
         # A run still queued when the next one is due is dropped: the next one stands in for it.
         start = due_at if due_at > now else None
-        if claimed and send_run(check_id, due_at, Source.SCHEDULED, timeout_s, expires=following, eta=start):
+        if send_run(check_id, due_at, Source.SCHEDULED, timeout_s, expires=following, eta=start):
             sent += 1
     return sent
 
