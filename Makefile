@@ -61,6 +61,7 @@ bench: install
 	$(PY) -m bench.breakers --write-docs
 	$(PY) -m bench.sdk --write-docs
 	$(PY) -m bench.checkpoints --write-docs
+	$(PY) -m bench.health_checks --write-docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache
