@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shlex
 import signal
 import statistics
@@ -47,8 +48,27 @@ from bench.health_report import Outcome
 
 DB_NAME = "rebound_bench_health"
 # Not 8-15 (test runs claim those) nor 13 (the other benchmarks'): a database of its own, emptied at the end.
-DEFAULT_REDIS_DB = 7
-REDIS_MARKER = "rebound:bench:health-checks"
+# Redis databases are shared with test runs (they claim 8-15, sometimes lower) and fuzz runs (7-4): the benchmark
+# claims one the same way (a claim key with a TTL, taken only on an empty database or one it marked before).
+DEFAULT_REDIS_DBS = "7,6,5,4,3,2,1"
+REDIS_MARKER = "rebound:bench:health-checks"  # "this benchmark used this database": emptying it loses nothing
+REDIS_CLAIM = "rebound:bench-run:claim"
+REDIS_CLAIM_TTL = 900  # renewed at every measurement and every few seconds of one; a killed run's lapses
+# Take (or, for the holder, empty and renew) the database: refused while another run holds it, or when it holds
+# keys nobody marked as a benchmark's. Emptying and re-marking are one step, so no one else slips in between.
+_CLAIM_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+if not holder and redis.call('DBSIZE') > 0 and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if ARGV[3] == '1' then redis.call('FLUSHDB') end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], '1')
+return 1
+"""
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('FLUSHDB') return 1 end
+return 0
+"""
 DISPATCH = "healing.checks.tasks.dispatch_due_checks"
 RUN_CHECK = "healing.checks.tasks.run_check"
 FAR_AWAY = timedelta(days=365)  # next_due_at of a check outside a phase: never due
@@ -110,7 +130,7 @@ class Options:
     pools: tuple[Pool, ...]
     rounds: int
     retries: int
-    redis_db: int
+    redis_dbs: tuple[int, ...]
     write_docs: bool
     pg_admin_url: str
     db_name: str
@@ -178,7 +198,9 @@ def parse_args(argv: list[str]) -> Options:
         "at most this many times, keeping the quietest (default 2)",
     )
     parser.add_argument(
-        "--redis-db", type=int, default=DEFAULT_REDIS_DB, help=f"Redis database (default {DEFAULT_REDIS_DB})"
+        "--redis-dbs",
+        default=DEFAULT_REDIS_DBS,
+        help=f"Redis databases to claim one of, in order (default {DEFAULT_REDIS_DBS})",
     )
     parser.add_argument("--keep-db", action="store_true", help="keep the PostgreSQL database at the end")
     parser.add_argument(
@@ -207,8 +229,12 @@ def parse_args(argv: list[str]) -> Options:
         parser.error("--rounds 1..10")
     if not 0 <= a.quiet_wait <= 3600:
         parser.error("--quiet-wait 0..3600 s")
-    if not 0 <= a.redis_db <= 15:
-        parser.error("--redis-db 0..15")
+    try:
+        redis_dbs = tuple(int(db) for db in a.redis_dbs.split(",") if db.strip())
+    except ValueError:
+        parser.error("--redis-dbs: comma-separated numbers")
+    if not redis_dbs or not all(0 <= db <= 15 for db in redis_dbs):
+        parser.error("--redis-dbs: databases 0..15")
     server.check_db_name(parser, a.db, DB_NAME)
     return Options(
         checks=a.checks,
@@ -221,7 +247,7 @@ def parse_args(argv: list[str]) -> Options:
         pools=a.pools,
         rounds=a.rounds,
         retries=a.retries,
-        redis_db=a.redis_db,
+        redis_dbs=redis_dbs,
         write_docs=a.write_docs,
         pg_admin_url=a.pg,
         db_name=a.db,
@@ -356,20 +382,40 @@ class Context:
     check_ids: list[int] = field(default_factory=list)  # in the order of their spread
 
 
-def claim_redis(client: redis.Redis, db: int) -> None:
-    """Empty the benchmark's Redis database, refusing one that holds someone else's keys."""
-    if client.dbsize() and not client.exists(REDIS_MARKER):
-        raise SystemExit(
-            f"Redis db {db} holds {client.dbsize()} keys that are not this benchmark's; pick another with --redis-db"
-        )
-    client.flushdb()
-    client.set(REDIS_MARKER, "1")
+CLAIM_ID = f"health-checks-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def claim_redis(dbs: tuple[int, ...]) -> tuple[int, redis.Redis]:
+    """The first of `dbs` nobody else holds, claimed and emptied; waits (at most ten minutes) while all are taken."""
+    deadline = time.monotonic() + 600
+    while True:
+        for db in dbs:
+            client = redis.Redis.from_url(f"redis://127.0.0.1:6379/{db}")
+            try:
+                if client.eval(
+                    _CLAIM_SCRIPT, 2, REDIS_CLAIM, REDIS_MARKER, CLAIM_ID, str(REDIS_CLAIM_TTL), "1"
+                ):
+                    return db, client
+            except redis.ResponseError:  # a database number the server does not have
+                pass
+            client.close()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no free Redis database among {list(dbs)}: all held by other runs or not empty")
+        print(f"Redis databases {list(dbs)} are all taken: waiting", flush=True)
+        time.sleep(10)
+
+
+def renew_redis(client: redis.Redis, *, empty: bool = False) -> None:
+    """Keep the claim (and empty the database, between measurements); losing it is an error: someone else's now."""
+    if not client.eval(
+        _CLAIM_SCRIPT, 2, REDIS_CLAIM, REDIS_MARKER, CLAIM_ID, str(REDIS_CLAIM_TTL), "1" if empty else "0"
+    ):
+        raise SystemExit("the benchmark lost its claim on its Redis database")
 
 
 def release_redis(client: redis.Redis) -> None:
     with contextlib.suppress(redis.RedisError):
-        if client.exists(REDIS_MARKER):
-            client.flushdb()
+        client.eval(_RELEASE_SCRIPT, 1, REDIS_CLAIM, CLAIM_ID)
 
 
 def start_target(ctx: Context) -> None:
@@ -600,8 +646,7 @@ def run_phase(ctx: Context, pool: Pool, number: int) -> PhaseData:
     opts = ctx.opts
     directory = ctx.trace_root / f"phase-{number}"
     directory.mkdir(parents=True, exist_ok=True)
-    ctx.redis.flushdb()
-    ctx.redis.set(REDIS_MARKER, "1")
+    renew_redis(ctx.redis, empty=True)
     hits_before = target_hits(ctx)
     env = {**ctx.stack.env, "REBOUND_BENCH_TRACE_DIR": str(directory)}
     worker_args = [server.PYTHON, "-m", "celery", "-A", "bench.health_celery", "worker"]
@@ -649,6 +694,7 @@ def run_phase(ctx: Context, pool: Pool, number: int) -> PhaseData:
         _sleep_until(min(w1, time.time() + 10))
         done = HealthCheckResult.objects.filter(due_at__gte=t0).count()
         connections.close_all()
+        renew_redis(ctx.redis)
         print(f"  {time.time() - start:5.0f} s: {done:,} results", flush=True)
     after = read_cpu(roles)
 
@@ -741,7 +787,7 @@ def code_version() -> str:
 
 def environment(ctx: Context) -> dict[str, str]:
     env = report.machine()
-    env["code"] = code_version()
+    env["redis_db"] = ctx.stack.redis_url.rsplit("/", 1)[1]
     env["postgresql"] = server.postgres_version(ctx.stack)
     info = cast(dict[str, Any], ctx.redis.info("server"))
     env["redis"] = str(info.get("redis_version", "?"))
@@ -777,12 +823,18 @@ def main(argv: list[str] | None = None) -> int:
         workers=1,
         keep_workdir=opts.keep_workdir,
     ) as stack:
-        stack.redis_url = f"redis://127.0.0.1:6379/{opts.redis_db}"
-        client = redis.Redis.from_url(stack.redis_url)
-        claim_redis(client, opts.redis_db)
+        redis_db, client = claim_redis(opts.redis_dbs)
+        stack.redis_url = f"redis://127.0.0.1:6379/{redis_db}"
+        print(f"Redis db {redis_db} claimed", flush=True)
         ctx = Context(opts, stack, Processes(stack.workdir), client, trace_root=stack.workdir / "trace")
         try:
             return _run(ctx)
+        except KeyboardInterrupt:
+            print(
+                "interrupted: stopping the processes, dropping the database, emptying the Redis db",
+                flush=True,
+            )
+            return 130
         finally:
             ctx.procs.stop_all()
             _drop(ctx)
@@ -809,6 +861,7 @@ def _drop(ctx: Context) -> None:
 
 def _run(ctx: Context) -> int:
     started = datetime.now(UTC)
+    code = code_version()  # before measuring: what the processes started from
     ctx.trace_root.mkdir(parents=True, exist_ok=True)
     start_target(ctx)
     prepare(ctx)
@@ -828,7 +881,7 @@ def _run(ctx: Context) -> int:
         opts=asdict(ctx.opts),
         command=".venv/bin/python -m bench.health_checks " + shlex.join(sys.argv[1:]),
         started=started,
-        environment=environment(ctx),
+        environment={**environment(ctx), "code": code},
         baseline=baseline,
         commits=commits,
         phases=[analyse(ctx.opts, p) for p in phases],

@@ -161,8 +161,7 @@ class Outcome:
             else:
                 p99 = (
                     f"p99 lateness **{_msu(late['p99'])}** (goal < {_msu(GOAL_P99_S)}: "
-                    f"{_met(late['p99'] < GOAL_P99_S)}; p99 / goal = **{late['p99'] / GOAL_P99_S:.2f}**, "
-                    f"{late['p99'] / base['p99']:,.0f} times the plain loop's {_msu(base['p99'])}); p50 "
+                    f"{_met(late['p99'] < GOAL_P99_S)}; p99 / goal = **{late['p99'] / GOAL_P99_S:.2f}**); p50 "
                     f"{_msu(late['p50'])}, p95 {_msu(late['p95'])}, max {_msu(late['max'])}"
                 )
             lines.append(
@@ -170,7 +169,8 @@ class Outcome:
                 f"over {p['due_in_window']:,} due runs. {p['runs_per_s']:.1f} runs/s achieved of "
                 f"{p['offered_per_s']:g} offered, {self.missed(p)}. Scheduler CPU (beat + the dispatcher): "
                 f"**{_pct(cpu['scheduler'], window)} of one core** (beat {_pct(cpu['beat'], window)}, dispatcher "
-                f"task {_pct(cpu['dispatcher'], window)}{loop}); the whole worker {_pct(cpu['worker'], window)}."
+                f"task {_pct(cpu['dispatcher'], window)}{loop}); the whole worker {_pct(cpu['worker'], window)}. "
+                f"{self.cpu_per_run(p)}"
             )
         lines.append(
             f"\nThe baseline, a plain loop of the same {self.opts['checks'] / self.opts['interval']:g} requests/s: "
@@ -178,6 +178,18 @@ class Outcome:
             f"{_pct(self.baseline['cpu_s'], self.baseline['elapsed_s'])} of one core."
         )
         return "\n".join(lines)
+
+    def cpu_per_run(self, p: dict[str, Any]) -> str:
+        """What a run costs the machine (worker, beat, a dispatcher loop, PostgreSQL, Redis) against what the plain
+        loop's request costs it (the loop's own CPU): the ratio that does not move with the machine's speed."""
+        cpu, runs = p["cpu_s"], max(p["checks_run_in_window"], 1)
+        ours = sum(cpu.get(k, 0.0) for k in ("worker", "beat", "dispatch_loop", "postgresql", "redis"))
+        b = self.baseline
+        theirs = b["cpu_s"] / max(b["requests"], 1)
+        return (
+            f"CPU per run: **{1000 * ours / runs:.1f} ms** (worker, beat, PostgreSQL, Redis), "
+            f"**{ours / runs / theirs:.0f} times** the plain loop's {1000 * theirs:.2f} ms per request."
+        )
 
     def bounds(self) -> str:
         """Per measurement, the three terms of the lateness with their causes, from the figures above."""
@@ -389,7 +401,7 @@ class Outcome:
             threads=self.baseline["threads"],
             pools=pools,
             db=o["db_name"],
-            redis_db=o["redis_db"],
+            redis_db=env.get("redis_db", o.get("redis_db", "?")),
             noisy=f"{NOISY_CPU_PCT:.0f}",
             code=env.get("code", "?"),
             machine=f"{env['cores']} cores ({env['cpu']}), {env['memory']}, {env['os']}; Python {env['python']}, "
@@ -404,10 +416,11 @@ SECTION = """
 How late the runs of {checks} http checks (every {interval} s: {rate} due runs per second; fewer checks where
 a row says so) start against their due time, and what the scheduler costs, with what production runs: one beat
 (`celery -A config beat`, django-celery-beat's DatabaseScheduler) sending `dispatch_due_checks` every second,
-and ONE Celery worker process running it and every `run_check` it enqueues. A run's lateness is its result's `started_at - due_at` (`due_at` is the `next_due_at` the dispatcher
-claimed). Goal: p99 lateness under 1 s. The baseline, in the same run against the same target: a plain loop
-that makes the same {rate} requests per second from a pool of {threads} threads with no Rebound, no broker and no
-database; its lateness is the machine's floor.
+and ONE Celery worker process running it and every `run_check` it enqueues. A run's lateness is its result's
+`started_at - due_at` (`due_at` is the `next_due_at` the dispatcher claimed). Goal: p99 lateness under 1 s.
+The baseline, in the same run against the same target: a plain loop that makes the same {rate} requests per
+second from a pool of {threads} threads with no Rebound, no broker and no database; its lateness is the
+machine's floor, and its CPU per request the floor of a run's.
 
 {verdict}
 
@@ -457,7 +470,7 @@ shared with anything else that used them meanwhile.
 - Machine: {machine}.
 - Code: {code}.
 - Processes, `REBOUND_MODE=production` (PostgreSQL database `{db}`, created fresh, migrated, dropped at the
-  end; Redis db {redis_db} as broker and cache, emptied at the start and the end; `LOG_LEVEL=WARNING`;
+  end; Redis db {redis_db} as broker and cache, claimed, emptied at the start and the end; `LOG_LEVEL=WARNING`;
   `OUTBOUND_ALLOWED_HOSTS=127.0.0.1:<the target's port>`): `celery -A config beat -l WARNING` and
   `celery -A bench.health_celery worker --pool <pool> --concurrency <n> -l WARNING` (pools measured: {pools}),
   each started fresh for its measurement. `bench.health_celery` is `config.celery`'s app plus the trace. A
@@ -495,10 +508,11 @@ check's next run comes due, by design, which happens only when the scheduler is 
 ### Reproduce
 
 1. PostgreSQL on 127.0.0.1:5432 (user `postgres`, trust auth) and Redis on 127.0.0.1:6379; the benchmark drops
-   and creates only the database `{db}` and uses only Redis db {redis_db} (it refuses a db holding other keys).
+   and creates only the database `{db}`, and claims one Redis database of `--redis-dbs` (default 7 down to 1)
+   that no test, fuzz or benchmark run holds and that is empty or marked as a benchmark's (db {redis_db} here).
 2. `.venv/bin/python -m bench.health_checks --write-docs` (options: `--checks`, `--interval`, `--timeout`,
    `--duration`, `--warmup`, `--tail`, `--baseline-duration`, `--pools POOL:N[+loop:S][@CHECKS],...`,
-   `--retries`, `--quiet-wait`, `--redis-db`, `--keep-db`, `--keep-workdir`; `--render RESULTS.json` tells a
+   `--retries`, `--quiet-wait`, `--redis-dbs`, `--keep-db`, `--keep-workdir`; `--render RESULTS.json` tells a
    saved run again). It prints the tables; `--write-docs` rewrites this section (and nothing else
    in the file); the raw figures go to `bench/results/` (not committed). See `bench/README.md`.
 """
