@@ -162,10 +162,6 @@ class HealingRun(models.Model):
     def __str__(self) -> str:
         return f"run {self.pk}: {self.action_id} on {self.service} ({self.state})"
 
-    @property
-    def is_open(self) -> bool:
-        return self.state in self.OPEN_STATES
-
 
 class HealingRunTransition(models.Model):
     """One move of a run's state machine: history as data."""

@@ -76,10 +76,6 @@ class HealthCheck(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.kind}, {self.state})"
 
-    @property
-    def is_pushed(self) -> bool:
-        return self.kind == self.Kind.HEARTBEAT
-
 
 class HealthCheckResult(models.Model):
     """One run of a check (or one ping of a heartbeat check, or one missed ping)."""

@@ -38,11 +38,6 @@ def register_health_source(source: HealthSource) -> None:
         _health_sources.append(source)
 
 
-def unregister_health_source(source: HealthSource) -> None:
-    if source in _health_sources:
-        _health_sources.remove(source)
-
-
 def services_health() -> dict[str, StatusServiceHealthOut]:
     """Every registered source's services, by name (a later source's entry for a service replaces an earlier
     one's: there is one source today)."""
