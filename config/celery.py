@@ -59,6 +59,8 @@ app.autodiscover_tasks(
         "healing.checks",
         "healing.actions",
         "healing.remediation",
+        "healing.escalations",
+        "healing.notifications",
     ]
 )
 

@@ -128,6 +128,13 @@ class Env(BaseSettings):
     HEALING_APPROVAL_TIMEOUT_SECONDS: float = Field(default=3600.0, ge=10, le=7 * 86_400)
     HEALING_REAPER_GRACE_SECONDS: float = Field(default=60.0, ge=1, le=86_400)
     HEALING_HOLD_AFTER_FAILED_VERIFICATIONS: int = Field(default=3, ge=1, le=100)
+    # Escalations (docs/escalations.md): a repeat this soon after its escalation was resolved reopens it rather
+    # than raising a new one. Notifications: how many attempts a delivery gets, the first retry's delay (doubled
+    # at each further one, capped at an hour), and how long one attempt may take.
+    ESCALATION_REOPEN_WINDOW_SECONDS: float = Field(default=3600.0, ge=0, le=30 * 86_400)
+    NOTIFICATION_MAX_ATTEMPTS: int = Field(default=5, ge=1, le=50)
+    NOTIFICATION_RETRY_BASE_SECONDS: float = Field(default=10.0, ge=0.1, le=3600)
+    NOTIFICATION_TIMEOUT_SECONDS: float = Field(default=10.0, ge=1, le=120)
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"

@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import urls as core_urls
+from core.infra import scrape
 from healing import urls as healing_urls
 from recovery import urls as recovery_urls
 
@@ -21,7 +22,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("", include("django_prometheus.urls")),
+    # django-prometheus's metrics, with the collectors read at scrape time (core/infra/scrape.py).
+    path("metrics", scrape.export, name="prometheus-django-metrics"),
 ]
 
 # What no view answers (no route, a bad Host, an uncaught exception): JSON in the error envelope under /api/,

@@ -2,6 +2,8 @@
 
 from healing.actions import admin as action_admin
 from healing.checks import admin as check_admin
+from healing.escalations import admin as escalation_admin
+from healing.notifications import admin as notification_admin
 from healing.remediation import admin as remediation_admin
 
-__all__ = ["action_admin", "check_admin", "remediation_admin"]
+__all__ = ["action_admin", "check_admin", "escalation_admin", "notification_admin", "remediation_admin"]

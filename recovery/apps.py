@@ -16,6 +16,7 @@ class RecoveryConfig(AppConfig):
         from recovery.breakers import registry as breaker_registry
         from recovery.breakers import signals as breaker_signals
         from recovery.breakers import store as breaker_store
+        from recovery.breakers import traffic
         from recovery.decisions import budget, fallbacks, policies
         from recovery.decisions import services as decision_services
         from recovery.degradation import tasks as degradation_tasks
@@ -35,6 +36,7 @@ class RecoveryConfig(AppConfig):
             rules_cache.invalidate,
             breaker_registry.forget,
             partial(breaker_store.use_store, None),
+            partial(traffic.use_store, None),
             policies.forget,
             partial(budget.use_store, None),
             partial(fallbacks.use_results, None),

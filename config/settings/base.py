@@ -256,6 +256,21 @@ CELERY_BEAT_SCHEDULE = {
         "task": "healing.actions.tasks.maintain_runs",
         "schedule": timedelta(seconds=5),
     },
+    # Escalations: snoozed ones wake, unacknowledged ones climb the policy's steps; the time-based triggers
+    # (breakers open too long) and the auto-resolves that need a look at the clock (rates back under).
+    "apply-escalation-policy": {
+        "task": "healing.escalations.tasks.apply_escalation_policy",
+        "schedule": timedelta(seconds=30),
+    },
+    "sweep-escalation-triggers": {
+        "task": "healing.escalations.tasks.sweep_triggers",
+        "schedule": timedelta(seconds=30),
+    },
+    # Notifications: deliveries whose retry is due, or whose task was lost, go to a new task.
+    "retry-due-notifications": {
+        "task": "healing.notifications.tasks.retry_due_deliveries",
+        "schedule": timedelta(seconds=10),
+    },
     # Remediation rules over the events they have not seen yet (also enqueued when an event happens).
     "evaluate-remediation-rules": {
         "task": "healing.remediation.tasks.evaluate_rules",
@@ -277,6 +292,10 @@ REBOUND: dict[str, Any] = {
     "HEALING_APPROVAL_TIMEOUT_SECONDS": ENV.HEALING_APPROVAL_TIMEOUT_SECONDS,
     "HEALING_REAPER_GRACE_SECONDS": ENV.HEALING_REAPER_GRACE_SECONDS,
     "HEALING_HOLD_AFTER_FAILED_VERIFICATIONS": ENV.HEALING_HOLD_AFTER_FAILED_VERIFICATIONS,
+    "ESCALATION_REOPEN_WINDOW_SECONDS": ENV.ESCALATION_REOPEN_WINDOW_SECONDS,
+    "NOTIFICATION_MAX_ATTEMPTS": ENV.NOTIFICATION_MAX_ATTEMPTS,
+    "NOTIFICATION_RETRY_BASE_SECONDS": ENV.NOTIFICATION_RETRY_BASE_SECONDS,
+    "NOTIFICATION_TIMEOUT_SECONDS": ENV.NOTIFICATION_TIMEOUT_SECONDS,
     "API_KEY_CACHE_SECONDS": ENV.API_KEY_CACHE_SECONDS,
     "RULES_CACHE_SECONDS": ENV.RULES_CACHE_SECONDS,
     "ERRORS_BATCH_MAX": ENV.ERRORS_BATCH_MAX,

@@ -26,6 +26,13 @@ class IsOperator(BasePermission):
         return roles.is_operator(request.user)
 
 
+class IsReviewer(BasePermission):
+    message = "This action needs a reviewer or an operator; agent keys and viewers cannot perform it."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return roles.is_reviewer(request.user)
+
+
 class ReadOrOperator(BasePermission):
     """Reads for every principal; writes for operators only."""
 

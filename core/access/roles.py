@@ -1,4 +1,5 @@
-"""Who may do what. Operators act; viewers read; agents report and read; superusers do everything."""
+"""Who may do what. Operators act; reviewers work the escalation queue; viewers read; agents report and read;
+superusers do everything."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 OPERATORS = "operators"
 VIEWERS = "viewers"
+REVIEWERS = "reviewers"
 
 
 def is_agent(user: Any) -> bool:
@@ -25,10 +27,17 @@ def is_operator(user: Any) -> bool:
     return _group_names(user) >= {OPERATORS}
 
 
+def is_reviewer(user: Any) -> bool:
+    """Works the escalation review queue: reviewers, and operators (who may do everything reviewers may)."""
+    if not getattr(user, "is_authenticated", False) or is_agent(user) or not user.is_active:
+        return False
+    return user.is_superuser or bool(_group_names(user) & {OPERATORS, REVIEWERS})
+
+
 def is_viewer(user: Any) -> bool:
     if not getattr(user, "is_authenticated", False) or is_agent(user) or not user.is_active:
         return False
-    return user.is_superuser or bool(_group_names(user) & {OPERATORS, VIEWERS}) or user.is_staff
+    return user.is_superuser or bool(_group_names(user) & {OPERATORS, REVIEWERS, VIEWERS}) or user.is_staff
 
 
 def _group_names(user: Any) -> set[str]:

@@ -38,7 +38,7 @@ from core.audit.models import AuditEvent
 from core.audit.services import Actor
 from core.infra.conf import rebound
 from core.slugs import service_slug
-from healing.actions import builtins, metrics, params, policy, selectors, webhook
+from healing.actions import builtins, metrics, params, policy, selectors, signals, webhook
 from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
 from healing.actions.outputs import ActionFailed, stored, text
 from healing.actions.selectors import VERIFICATION_FAILED, WORKER_LOST
@@ -334,6 +334,7 @@ def _create(
             _enqueue_on_commit(run)
         elif run.state == State.SKIPPED:
             _count_on_commit(action.name, State.SKIPPED)
+        _changed_on_commit(run.pk, action.name, service, "", run.state, text(why, REASON_CHARS))
     log.info("healing run %s of %s on %s requested by %s: %s", run.pk, action.name, service, label, run.state)
     return run
 
@@ -500,6 +501,7 @@ def _hold_if_looping(run: HealingRun, now: datetime) -> HealingHold | None:
                 action_id=run.action_id, service=run.service, reason=why, created_at=now
             )
             audit.record(_system(), "healing_hold.create", hold, reason=why)
+            transaction.on_commit(lambda: _announce_hold(hold.pk, run.action.name, run.service))
     except IntegrityError:
         return None  # another settlement put the hold first
     log.warning("healing hold: %s", why)
@@ -546,7 +548,10 @@ def execute_run(run_id: int, task_id: str) -> str:
             actor=SYSTEM,
             created_at=now,
         )
-    run = HealingRun.objects.select_related("action", "action__verify_check").get(pk=run_id)
+        run = HealingRun.objects.select_related("action", "action__verify_check").get(pk=run_id)
+        _changed_on_commit(
+            run.pk, run.action.name, run.service, State.APPROVED, State.RUNNING, f"started by task {task_id}"
+        )
     output: dict[str, Any] = {}
     error: str | None = None
     try:
@@ -759,6 +764,9 @@ def _move(
             also()
         if to_state in HealingRun.FINAL_STATES:
             _count_on_commit(run.action.name, to_state)
+        _changed_on_commit(
+            run.pk, run.action.name, run.service, from_state, to_state, text(reason, REASON_CHARS)
+        )
     for name, value in changes.items():
         setattr(run, name, value)
     return True
@@ -766,3 +774,39 @@ def _move(
 
 def _count_on_commit(action: str, result: str) -> None:
     transaction.on_commit(lambda: metrics.healing_runs_total.labels(action=action, result=result).inc())
+
+
+# --- telling the rooms above (signals.py) ------------------------------------------------------------------------
+
+
+def _changed_on_commit(
+    run_id: int, action: str, service: str, from_state: str, to_state: str, why: str
+) -> None:
+    transaction.on_commit(lambda: _announce_run(run_id, action, service, from_state, to_state, why))
+
+
+def _announce_run(run_id: int, action: str, service: str, from_state: str, to_state: str, why: str) -> None:
+    """run_changed, with send_robust: a receiver's error (the escalation queue's) is logged, never the run's."""
+    answers = signals.run_changed.send_robust(
+        sender=HealingRun,
+        run_id=run_id,
+        action=action,
+        service=service,
+        from_state=str(from_state),  # plain strings, never the model's enum: receivers store them as JSON
+        to_state=str(to_state),
+        state_reason=why,
+    )
+    _log_failures("run_changed", f"run {run_id}", answers)
+
+
+def _announce_hold(hold_id: int, action: str, service: str) -> None:
+    answers = signals.hold_placed.send_robust(
+        sender=HealingHold, hold_id=hold_id, action=action, service=service
+    )
+    _log_failures("hold_placed", f"hold {hold_id}", answers)
+
+
+def _log_failures(signal: str, what: str, answers: list[tuple[Any, Any]]) -> None:
+    for receiver, answer in answers:
+        if isinstance(answer, Exception):
+            log.error("%s receiver %r failed for %s: %r", signal, receiver, what, answer)

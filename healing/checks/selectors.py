@@ -118,3 +118,12 @@ def service_health() -> dict[str, dict[str, Any]]:
         if _WORST.get(row["state"], 1) > _WORST[entry["state"]]:
             entry["state"] = row["state"]
     return health
+
+
+def transition(transition_id: int) -> HealthCheckTransition | None:
+    """One change of a check's state, with its check and the result that caused it (None: gone)."""
+    return (
+        HealthCheckTransition.objects.select_related("health_check", "result")
+        .filter(pk=transition_id)
+        .first()
+    )

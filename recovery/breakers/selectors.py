@@ -126,3 +126,17 @@ def known_service(name: str) -> Service:
     if service is None:
         raise NotFound(f"Unknown service {name!r}.", field="service")
     return service
+
+
+def outage_start(service: Service) -> tuple[datetime | None, BreakerTransition | None]:
+    """When the breaker last left closed, and the transition that took it out: the first transition after its
+    last one to closed. The store's opened_at (the latest opening) when no row says it yet (rows are written
+    just after the store's change)."""
+    history = BreakerTransition.objects.filter(service_id=service.pk)
+    last_closed = history.filter(to_state="closed").order_by("-created_at", "-id").first()
+    if last_closed is not None:
+        history = history.filter(created_at__gt=last_closed.created_at)
+    first = history.order_by("created_at", "id").first()
+    opened_at = live_breaker(service).get("opened_at")
+    candidates = [t for t in (first.created_at if first is not None else None, opened_at) if t is not None]
+    return (min(candidates) if candidates else None), first

@@ -25,7 +25,7 @@ from core.infra import redisconn
 from core.infra.conf import rebound
 from core.slugs import service_slug
 from recovery import metrics
-from recovery.breakers import logic, registry, signals
+from recovery.breakers import logic, registry, signals, traffic
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
 from recovery.breakers.schemas import OutcomeOutDict, TransitionOut
 from recovery.breakers.store import Peek, current_store
@@ -173,6 +173,9 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
                 "retry_after_capped": outcome.asked_s > 0,
             }
         )
+    # Calls and failures per minute, which a service's error rate is read from (before the signal: the error
+    # rate trigger listens to it).
+    traffic.count((r.service, not r.success) for r in reports)
     # The recovery side (budget calls, cached results, plan results) listens above: see signals.py.
     signals.outcomes_recorded.send(sender=OutcomeReport, reports=reports, services=services, actor=actor)
     return answers

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -25,6 +26,7 @@ from core.audit import services as audit
 from core.audit.services import Actor
 from core.infra.conf import rebound
 from recovery import metrics
+from recovery.checkpoints import signals
 from recovery.checkpoints.codec import ENCODING, decode, encode
 from recovery.checkpoints.models import Checkpoint, Task
 
@@ -369,10 +371,26 @@ def mark_stale(*, now: datetime | None = None, batch_size: int = RETENTION_BATCH
     )
     marked = 0
     while ids := list(quiet.order_by().values_list("pk", flat=True)[:batch_size]):
-        # The conditions again: a heartbeat between the SELECT and the UPDATE must win.
-        marked += quiet.filter(pk__in=ids).update(stale_at=now)
+        with transaction.atomic():
+            # The conditions again: a heartbeat between the SELECT and the UPDATE must win.
+            count = quiet.filter(pk__in=ids).update(stale_at=now)
+            if count:
+                # The rows this UPDATE marked: it holds their locks until the commit, so none has changed since.
+                done = list(Task.objects.filter(pk__in=ids, stale_at=now).values_list("pk", flat=True))
+                transaction.on_commit(partial(announce_stale, done))
+        marked += count
         if len(ids) < batch_size:
             break
     if marked:
         log.warning("%d running task(s) marked stale: no checkpoint or heartbeat since %s", marked, cutoff)
     return marked
+
+
+def announce_stale(task_ids: list[int]) -> None:
+    """tasks_went_stale (signals.py), sent with send_robust: a receiver's error is logged, never the sweep's."""
+    answers = signals.tasks_went_stale.send_robust(sender=Task, task_ids=task_ids)
+    for receiver, answer in answers:
+        if isinstance(answer, Exception):
+            log.error(
+                "tasks_went_stale receiver %r failed for %d task(s): %r", receiver, len(task_ids), answer
+            )

@@ -28,6 +28,9 @@ ACTIONS = (RETRY, FALLBACK, WAIT, DEGRADE, ESCALATE, ABORT)
 OPEN_STATES = ("open", "forced_open")
 HUMAN_KINDS = (ErrorKind.AUTHENTICATION_FAILED.value, ErrorKind.PERMISSION_DENIED.value)
 SKIP = "skip"
+# The level an escalation carries to the human side (healing's escalation queue names the same levels): an error
+# a human must act on (credentials, permissions, quota) is a warning; critical work with nothing left, critical.
+HUMAN_LEVEL, CRITICAL_LEVEL = "warning", "critical"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ class Decision:
     attempts_left: int | None = None
     chain_exhausted: bool = False  # a fallback was looked for and none was available
     retry_refused: str | None = None  # policy, attempts, deadline, idempotency, budget, breaker
+    escalation_level: str | None = None  # escalate only: HUMAN_LEVEL or CRITICAL_LEVEL
 
 
 def seconds(value: float) -> str:
@@ -128,7 +132,11 @@ def decide(i: Inputs) -> Decision:
     if i.error_class == ErrorClass.FATAL:
         return Decision(ABORT, f"a fatal error ({i.kind}): no retry or fallback can help; back to the caller")
     if i.error_class == ErrorClass.AUTHENTICATION or i.kind in HUMAN_KINDS or i.needs_human:
-        return Decision(ESCALATE, f"{_human_words(i)}: a human must act (credentials, permissions or quota)")
+        return Decision(
+            ESCALATE,
+            f"{_human_words(i)}: a human must act (credentials, permissions or quota)",
+            escalation_level=HUMAN_LEVEL,
+        )
     if i.error_class == ErrorClass.VALIDATION:
         if i.kind == ErrorKind.UNIMPLEMENTED:
             return _fall_back(i, f"{_where(i)} is not implemented", tail=_abort_unimplemented)
@@ -339,7 +347,12 @@ def _degrade_or_escalate(
         return Decision(
             DEGRADE, f"{why}; {criticality_words(i)}: skip it and continue with a partial result", **common
         )
-    return Decision(ESCALATE, f"{why}; {criticality_words(i)}: a human must decide", **common)
+    return Decision(
+        ESCALATE,
+        f"{why}; {criticality_words(i)}: a human must decide",
+        escalation_level=CRITICAL_LEVEL,
+        **common,
+    )
 
 
 # --- Every option, with why it is or is not available now --------------------------------------------------

@@ -28,7 +28,7 @@ from recovery import metrics
 from recovery.breakers import registry as breaker_registry
 from recovery.breakers.models import Service
 from recovery.breakers.services import fail_mode
-from recovery.decisions import budget, fallbacks, planner, policies
+from recovery.decisions import budget, fallbacks, planner, policies, signals
 from recovery.decisions.models import FallbackInvocation, RecoveryPlan, RetryPolicy
 from recovery.decisions.planner import BudgetInput, Decision, Inputs, PolicyInput
 from recovery.degradation import selectors as degradation_selectors
@@ -246,7 +246,29 @@ def _write(
             invocation.plan = plan
             invocation.save()
         transaction.on_commit(lambda: _count(plan, invocation, decision))
+        transaction.on_commit(lambda: _announce(plan, decision))
     return plan
+
+
+def _announce(plan: RecoveryPlan, decision: Decision) -> None:
+    """plan_decided, once the plan is committed: the escalation queue raises what a human must see (nothing
+    left to fall back on, an escalation). A receiver's error is logged, never the agent's answer."""
+    answers = signals.plan_decided.send_robust(
+        sender=RecoveryPlan,
+        plan_id=str(plan.pk),
+        service=plan.service,
+        operation=plan.operation,
+        action=plan.action,
+        chain_exhausted=decision.chain_exhausted,
+        escalation_level=decision.escalation_level,
+        reason=plan.reason,
+        error_class=plan.error_class,
+        severity=plan.severity,
+        kind=plan.kind,
+    )
+    for receiver, answer in answers:
+        if isinstance(answer, Exception):
+            log.error("plan_decided receiver %r failed for plan %s: %r", receiver, plan.pk, answer)
 
 
 def result_on_answer(decision: Decision) -> str | None:

@@ -39,7 +39,7 @@ from core.access.models import Agent
 from core.infra import queue, redisconn
 from core.infra.conf import rebound
 from recovery import metrics
-from recovery.errors import durability
+from recovery.errors import durability, signals
 from recovery.errors import metrics as error_metrics
 from recovery.errors.models import ErrorEvent, ErrorPattern
 from recovery.errors.writes import EVENT_COLUMNS, EVENT_VALUE, PATTERN_COLUMNS, PATTERN_VALUE
@@ -372,11 +372,40 @@ def write_entries(client: redis.Redis, entries: list[tuple[bytes, dict[bytes, by
         counts.append((entry_id, queued))
         for position, (fingerprint, event) in enumerate(payload["events"]):
             events.append({**event, "fingerprint": fingerprint, "intake_key": f"{origin}:{position}"})
+    inserted: dict[int, int] = {}  # pattern id -> events inserted
     with transaction.atomic():
-        inserted = _write(list(patterns.values()), events)
+        written = _write(list(patterns.values()), events, inserted)
         totals = _totals(list(patterns))
+    # Before the acknowledgement: if that fails, the batch comes back, inserts nothing and sends nothing.
+    if inserted and signals.listened():
+        signals.send_when_committed(_sightings(patterns, totals, inserted))
     _acknowledge(client, counts, totals)
-    return inserted
+    return written
+
+
+def _sightings(
+    patterns: dict[str, list[Any]], totals: dict[str, tuple[int, int]], inserted: dict[int, int]
+) -> list[signals.Sighting]:
+    """One sighting per pattern that got events, with the count actually inserted (PATTERN_COLUMNS order)."""
+    sightings = []
+    for fingerprint, row in patterns.items():
+        pattern_id, total = totals.get(fingerprint, (0, 0))
+        if inserted.get(pattern_id):
+            sightings.append(
+                signals.Sighting(
+                    pattern_id=pattern_id,
+                    fingerprint=fingerprint,
+                    service=row[1],
+                    operation=row[2],
+                    error_class=row[3],
+                    severity=row[4],
+                    kind=row[5],
+                    count=inserted[pattern_id],
+                    message=row[8],
+                    total=total,
+                )
+            )
+    return sightings
 
 
 def _acknowledge(
@@ -419,7 +448,11 @@ SELECT pattern_id, count(*) FROM e GROUP BY pattern_id ORDER BY pattern_id
 _COUNT = "UPDATE {patterns} SET total_count = {patterns}.total_count + n.count FROM (VALUES {values}) AS n (id, count) WHERE {patterns}.id = n.id"
 
 
-def _write(pattern_rows: list[list[Any]], events: list[dict[str, Any]]) -> int:
+def _write(
+    pattern_rows: list[list[Any]], events: list[dict[str, Any]], inserted: dict[int, int] | None = None
+) -> int:
+    """Write the rows; how many events were inserted (none for a redelivered entry), and by pattern id into
+    `inserted` when given."""
     params: list[Any] = []
     for row in sorted(pattern_rows):
         # New patterns start at 0: the count comes only from events actually inserted below.
@@ -458,6 +491,8 @@ def _write(pattern_rows: list[list[Any]], events: list[dict[str, Any]]) -> int:
         if counts:
             values = ", ".join(["(%s::bigint, %s::bigint)"] * len(counts))
             cursor.execute(_COUNT.format(patterns=table, values=values), [v for row in counts for v in row])
+    if inserted is not None:
+        inserted.update(counts)
     return sum(count for _, count in counts)
 
 

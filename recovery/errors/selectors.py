@@ -78,3 +78,14 @@ def error_count(*, service: str, since: datetime, error_class: str = "", at_most
     if error_class:
         qs = qs.filter(error_class=error_class)
     return qs[:at_most].count() if at_most is not None else qs.count()
+
+
+def pattern_event_count(
+    pattern_id: int, *, since: datetime, until: datetime | None = None, at_most: int
+) -> int:
+    """How many events the pattern had since then (up to `until`), counting at most `at_most`: a LIMIT under
+    the COUNT on the (pattern, occurred_at) index, so a threshold of 5 never counts a busy pattern's day."""
+    qs = ErrorEvent.objects.filter(pattern_id=pattern_id, occurred_at__gte=since)
+    if until is not None:
+        qs = qs.filter(occurred_at__lte=until)
+    return qs[:at_most].count()

@@ -22,7 +22,7 @@ from core.audit import services as audit
 from core.audit.services import Actor
 from core.infra import request_ids
 from recovery import metrics
-from recovery.errors import intake, rules_cache, storable
+from recovery.errors import intake, rules_cache, signals, storable
 from recovery.errors.classification import ErrorReport, classify, fingerprint, message_template
 from recovery.errors.models import RULE_FIELDS, ClassificationRule, ErrorEvent, IdempotencyRecord
 from recovery.errors.schemas import BatchSummaryDict
@@ -137,17 +137,20 @@ def record_errors(reports: list[ErrorReport], *, agent: Agent | None) -> list[Re
     patterns: dict[str, tuple[int | None, int]]
     events = [_event_fields(c, agent, now, request_id) for c in classified]
     buffered = _buffer(classified, events, now) if intake.buffering() else None
+    sightings: list[signals.Sighting] = []
     if buffered is not None:
-        patterns = buffered
+        patterns = buffered  # errors_stored comes from the drain, which writes them
     else:
         record = _record_postgres if connection.vendor == "postgresql" else _record_portable
         patterns = dict(record(classified, events, now))
+        if signals.listened():  # the triggers above (healing/)
+            sightings = _sightings(classified, patterns)
     if connection.in_atomic_block:
-        transaction.on_commit(lambda: _count(classified))
+        transaction.on_commit(lambda: _committed(classified, sightings))
     else:
         # Not through on_commit: outside a transaction it would check the database connection (a round trip
         # on a path that, buffered, never touches the database).
-        _count(classified)
+        _committed(classified, sightings)
     return [Recorded(c, *patterns[c.fingerprint]) for c in classified]
 
 
@@ -163,6 +166,36 @@ def _buffer(
         # An accepted report is never dropped: without Redis it is written in the request.
         log.warning("intake buffer unreachable, writing %d errors synchronously: %s", len(classified), error)
         return None
+
+
+def _sightings(
+    classified: list[Classified], patterns: dict[str, tuple[int | None, int]]
+) -> list[signals.Sighting]:
+    """One sighting per pattern written: its first report (as its row took it) and how many it got."""
+    counts = Counter(c.fingerprint for c in classified)
+    first: dict[str, Classified] = {}
+    for c in classified:
+        first.setdefault(c.fingerprint, c)
+    return [
+        signals.Sighting(
+            pattern_id=int(patterns[fp][0] or 0),
+            fingerprint=fp,
+            service=c.report.service,
+            operation=c.report.operation,
+            error_class=c.verdict.error_class,
+            severity=c.verdict.severity,
+            kind=c.verdict.kind,
+            count=counts[fp],
+            message=c.report.message[:2000],
+            total=patterns[fp][1],
+        )
+        for fp, c in first.items()
+    ]
+
+
+def _committed(classified: list[Classified], sightings: list[signals.Sighting]) -> None:
+    _count(classified)
+    signals.send(sightings)
 
 
 def _count(classified: list[Classified]) -> None:

@@ -44,7 +44,7 @@ from recovery.decisions.models import RetryPolicy
 from recovery.errors.classification import ErrorReport
 from recovery.errors.services import classify_report
 from recovery.errors.writes import Classified
-from recovery.retries import selectors
+from recovery.retries import selectors, signals
 from recovery.retries.models import RetryAttempt, RetryJob
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,29 @@ def enqueue(job_id: uuid.UUID | str, number: int, fence: str, countdown: float =
 
 def _enqueue_on_commit(job_id: uuid.UUID | str, number: int, fence: str, countdown: float = 0.0) -> None:
     transaction.on_commit(lambda: enqueue(job_id, number, fence, countdown))
+
+
+# --- telling the floor above -----------------------------------------------------------------------------
+
+
+def announce_finished(job: RetryJob, state: str, *, needs_human: bool) -> None:
+    """job_finished (signals.py), sent with send_robust: a receiver's error is logged, never the job's."""
+    answers = signals.job_finished.send_robust(
+        sender=RetryJob,
+        job_id=str(job.pk),
+        service=job.service.name,
+        operation=job.operation,
+        state=str(state),  # a plain string, never the model's enum
+        needs_human=needs_human,
+    )
+    for receiver, answer in answers:
+        if isinstance(answer, Exception):
+            log.error("job_finished receiver %r failed for retry job %s: %r", receiver, job.pk, answer)
+
+
+def _finished_on_commit(job: RetryJob, state: str, *, needs_human: bool) -> None:
+    # Called inside the transaction that moved the job: the floor above hears of it once it is committed.
+    transaction.on_commit(lambda: announce_finished(job, state, needs_human=needs_human))
 
 
 # --- creating --------------------------------------------------------------------------------------------
@@ -339,15 +362,20 @@ def _postpone(job: RetryJob, number: int, task_id: str, wait_s: float, why: str)
     if job.deadline_at is not None and at > job.deadline_at:
         # The last real error stays the job's error; the decision says why no attempt follows it.
         previous = job.last_error or {"attempt": number, "type": "rebound.Postponed", "message": why}
-        fenced.update(
-            state=State.FAILED,
-            needs_human=True,
-            fence="",
-            next_attempt_at=None,
-            finished_at=now,
-            updated_at=now,
-            last_error={**previous, "decision": f"{why}: waiting {wait_s:g} s would pass the job's deadline"},
-        )
+        with transaction.atomic():
+            if fenced.update(
+                state=State.FAILED,
+                needs_human=True,
+                fence="",
+                next_attempt_at=None,
+                finished_at=now,
+                updated_at=now,
+                last_error={
+                    **previous,
+                    "decision": f"{why}: waiting {wait_s:g} s would pass the job's deadline",
+                },
+            ):
+                _finished_on_commit(job, State.FAILED, needs_human=True)
         return "failed"
     fence = _fence()
     with transaction.atomic():
@@ -408,6 +436,8 @@ def _finish(
         moved = RetryJob.objects.filter(pk=job.pk, state=State.RUNNING, fence=task_id).update(**job_fields)
         if moved and decision.state == State.PENDING:
             _enqueue_on_commit(job.pk, number + 1, job_fields["fence"], decision.delay_s or 0)
+        elif moved:
+            _finished_on_commit(job, decision.state, needs_human=decision.state == State.FAILED)
         if number > 1:
             label = "success" if outcome.ok else "failure"
             transaction.on_commit(
@@ -560,6 +590,8 @@ def settle_lost_attempt(job: RetryJob, now: datetime) -> int:
         )
         if decision.state == State.PENDING:
             _enqueue_on_commit(job.pk, number + 1, fields["fence"])
+        else:
+            _finished_on_commit(job, State.FAILED, needs_human=True)
     log.warning("retry job %s: attempt %d lost with its worker: %s", job.pk, number, decision.why)
     return 1
 
@@ -591,6 +623,7 @@ def cancel_job(*, job_id: uuid.UUID | str, actor: Actor, reason: str) -> RetryJo
             before={"state": job.state},
             after={"state": State.CANCELLED},
         )
+        _finished_on_commit(job, State.CANCELLED, needs_human=False)
     job.refresh_from_db()
     return job
 

@@ -73,7 +73,7 @@ def with_history(transaction_id: uuid.UUID) -> Transaction:
 
 
 def rollbacks_needing_human() -> QuerySet[Transaction]:
-    """Failed rollbacks a human must look at: the escalation queue raises a CRITICAL escalation for each."""
+    """Failed rollbacks a human must look at (each raised to the escalation queue as an emergency)."""
     return Transaction.objects.filter(status=Transaction.Status.ROLLBACK_FAILED, needs_human=True).order_by(
         "finished_at"
     )

@@ -48,6 +48,7 @@ from recovery.checkpoints.models import Task
 from recovery.decisions import policies
 from recovery.decisions.models import RetryPolicy
 from recovery.errors.classification import ErrorReport
+from recovery.sagas import signals
 from recovery.sagas.models import CompensationAttempt, Transaction, TransactionStep
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ def commit(*, transaction_id: uuid.UUID, actor: Actor) -> Transaction:
             if actor.user is not None:  # an operator ending an agent's transaction: a human action
                 audit.record(actor, "transaction.commit", txn, after={"status": txn.status})
             _count_on_commit(metrics.transactions_total, Status.COMMITTED.value)
+            _ended_on_commit(txn.pk, Status.COMMITTED.value)
     if not done and txn.status != Status.COMMITTED:
         raise Conflict(f"Only an open transaction can be committed; this one is {txn.status}.")
     return txn
@@ -318,6 +320,21 @@ def enqueue(transaction_id: Any, fence: str, countdown: float = 0) -> None:
 
 def _count_on_commit(counter: Any, outcome: str) -> None:
     transaction.on_commit(lambda: counter.labels(outcome=outcome).inc())
+
+
+def announce_end(transaction_id: Any, status: str) -> None:
+    """transaction_ended (signals.py), sent with send_robust: a receiver's error is logged, never the saga's."""
+    answers = signals.transaction_ended.send_robust(
+        sender=Transaction, transaction_id=str(transaction_id), status=status
+    )
+    for receiver, answer in answers:
+        if isinstance(answer, Exception):
+            log.error("transaction_ended receiver %r failed for %s: %r", receiver, transaction_id, answer)
+
+
+def _ended_on_commit(transaction_id: Any, status: str) -> None:
+    # Called inside the transaction that ended it: the floor above hears of it once it is committed.
+    transaction.on_commit(lambda: announce_end(transaction_id, status))
 
 
 # --- Beat: deadlines and stalled rollbacks ---------------------------------------------------------------
@@ -646,6 +663,7 @@ def _finish(txn: Transaction, fence: str) -> None:
         )
         if ended:
             _count_on_commit(metrics.transactions_total, Status.ROLLED_BACK.value)
+            _ended_on_commit(txn.pk, Status.ROLLED_BACK.value)
 
 
 def _fail_transaction(transaction_id: Any, fence: str) -> None:
@@ -658,6 +676,6 @@ def _fail_transaction(transaction_id: Any, fence: str) -> None:
         )
         if ended:
             _count_on_commit(metrics.transactions_total, Status.ROLLBACK_FAILED.value)
-            # The CRITICAL escalation comes with the escalation queue (issue 6): it reads
-            # saga_selectors.rollbacks_needing_human().
+            # The escalation queue raises an emergency for it (healing/escalations/event_triggers.py).
+            _ended_on_commit(transaction_id, Status.ROLLBACK_FAILED.value)
             log.error("the rollback of transaction %s failed: it needs a human", transaction_id)

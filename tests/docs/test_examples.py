@@ -30,6 +30,7 @@ OUTSIDE_HOSTS = ("https://billing.internal.example", "http://billing.internal.ex
 # The docs that must show the API at work: each has at least one example that calls it.
 API_DOCS = (
     "checkpoints.md",
+    "escalations.md",
     "healing.md",
     "health-checks.md",
     "recovery.md",

@@ -9,9 +9,9 @@ suite. Here, on PostgreSQL, the teardown of a transactional test:
 - deletes their rows, in one transaction with the foreign keys deferred (tables with a trigger that forbids
   DELETE, the append-only audit table, are truncated instead),
 - puts back the rows the migrations seed, as they were when the run started: content types and permissions,
-  the role groups, the built-in classification rules, retry policies and degradation rules (one bulk insert
-  per table), so that every later test finds them, whatever the order, and so does a later run with
-  --reuse-db.
+  the role groups, the built-in classification rules, retry policies, degradation rules, healing actions,
+  escalation triggers, policy steps and runbooks (one bulk insert per table), so that every later test finds
+  them, whatever the order, and so does a later run with --reuse-db.
 
 Sequences are left alone, as Django's own teardown (flush with reset_sequences=False) leaves them.
 On another database (the SQLite fallback without services) Django's flush runs and its post_migrate signal
@@ -31,6 +31,7 @@ from django.db.models.signals import post_migrate
 from django.test import TransactionTestCase
 
 from healing.actions.models import HealingAction
+from healing.escalations.models import EscalationPolicy, EscalationTrigger, Runbook
 from recovery.decisions.models import RetryPolicy
 from recovery.degradation.models import DegradationRule
 from recovery.errors.models import ClassificationRule
@@ -43,6 +44,9 @@ SEEDED: list[type[models.Model]] = [
     RetryPolicy,
     DegradationRule,
     HealingAction,
+    EscalationTrigger,
+    EscalationPolicy,
+    Runbook,
 ]
 
 _snapshot: dict[type[models.Model], list[dict[str, Any]]] = {}
