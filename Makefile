@@ -17,12 +17,14 @@ install: $(VENV)/.rebound-dev
 
 # The whole suite. PostgreSQL and Redis on 127.0.0.1 are used when they answer; otherwise the tests that need
 # them are skipped and one line says so. CI sets REBOUND_REQUIRE_SERVICES=1 so that nothing is skipped.
+# The whole suite on two pytest-xdist workers (each with its own PostgreSQL database and Redis db, its processes
+# on ports of their own): the fast tests, then the slow ones (real processes, kill -9, long waits), a file per
+# worker at a time so that a module's shared processes stay in one worker. Most of a slow test is waiting.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow -n 2 --dist loadfile $(PYTEST_ARGS)
 
-# The suite without the tests marked slow (real worker and gunicorn processes, kill -9, long waits), on two
-# pytest-xdist workers (each with its own PostgreSQL database and Redis db): under a minute here.
-# `make test` and CI still run everything, in one process.
+# The suite without the tests marked slow, on two workers: about two minutes here (2,174 tests).
 test-fast: install
 	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
 

@@ -352,8 +352,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max-examples",
         type=int,
-        default=int(os.environ.get("FUZZ_MAX_EXAMPLES", "60")),
-        help="test cases per operation in the fuzzing phase (FUZZ_MAX_EXAMPLES, default 60)",
+        default=int(os.environ.get("FUZZ_MAX_EXAMPLES", "25")),
+        help="test cases per operation in the fuzzing phase (FUZZ_MAX_EXAMPLES, default 25)",
     )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("FUZZ_WORKERS", "4")))
     parser.add_argument("--phases", default=os.environ.get("FUZZ_PHASES", PHASES))

@@ -13,8 +13,10 @@ outcomes (recovery.breakers.signals.outcomes_recorded); resolved by the system w
 This is the intake's path: a batch that concerns no trigger costs set look-ups and the cached rules, plus, while
 repeated_pattern is enabled, one small count (a LIMIT query) per pattern of the batch that had more than its
 threshold in all its life but is not known to be over it now (_seen). A key this process raised a moment ago
-at the same level is not raised again for QUIET_S (it would only add to its occurrences: a storm of one error
-must not turn every report into a write on one escalation row), and a service's error rate is read at most
+at the same level is not written again for QUIET_S (a storm of one error must not turn every report into a
+write on one escalation row): its errors are folded into the key's next raise from this process, so an
+escalation's occurrences count its errors, late by at most QUIET_S (those of a process that stops in between
+are lost), and a service's error rate is read at most
 once every RATE_EVERY_S per process. Receivers never raise: a trigger that fails is logged, never the intake's
 or the outcomes' failure."""
 
@@ -59,6 +61,7 @@ MEMORY_MAX = 10_000  # remembered keys and services per process, beyond which th
 
 _lock = threading.Lock()
 _raised: dict[str, tuple[float, str]] = {}  # key -> (monotonic time, level) of this process's last raise
+_folded: dict[str, int] = {}  # key -> errors of quiet repeats not yet counted into the escalation
 _rate_read: dict[str, float] = {}  # service -> monotonic time of this process's last rate evaluation
 _essential: tuple[float, frozenset[str]] = (0.0, frozenset())  # (expires, names)
 
@@ -68,6 +71,7 @@ def forget() -> None:
     global _essential
     with _lock:
         _raised.clear()
+        _folded.clear()
         _rate_read.clear()
         _essential = (0.0, frozenset())
 
@@ -214,6 +218,7 @@ def _raise(
     extra: dict[str, Any] | None = None,
 ) -> None:
     if _quiet(key, level):
+        _fold(key, s.count)
         return
     context = {
         "pattern_id": s.pattern_id,
@@ -238,6 +243,7 @@ def _raise(
             error_class=s.error_class,
             context=context,
             links={"pattern_id": s.pattern_id},
+            occurrences=s.count + _unfold(key),
         )
     )
     _remember(key, level)
@@ -363,6 +369,19 @@ def _quiet(key: str, level: str) -> bool:
         and time.monotonic() - last[0] < QUIET_S
         and LEVEL_RANK.get(last[1], -1) >= LEVEL_RANK.get(level, 0)
     )
+
+
+def _fold(key: str, count: int) -> None:
+    """A quiet repeat's errors, carried into the key's next raise from this process (not lost, only late)."""
+    with _lock:
+        if len(_folded) >= MEMORY_MAX:
+            _folded.clear()
+        _folded[key] = _folded.get(key, 0) + max(count, 1)
+
+
+def _unfold(key: str) -> int:
+    with _lock:
+        return _folded.pop(key, 0)
 
 
 def _remember(key: str, level: str) -> None:

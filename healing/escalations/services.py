@@ -10,7 +10,7 @@ An escalation's life, every move a compare-and-set on its state and an Escalatio
                  '--policy: still open at a level past its step's time--> the next level (notified again)
 
 One escalation not resolved per dedup key is a partial unique index: a raise inserts, and the raisers that lose
-the race to insert count their repeat into the winner (occurrences + 1 in one UPDATE), however many arrive at
+the race to insert count their repeat into the winner (occurrences added in one UPDATE), however many arrive at
 once. On PostgreSQL a repeat (nearly every raise) is one statement: the count and its history row together.
 An escalation is told to the notification channels (signals.notice_due, on commit) each time its
 `notice` goes up, in the same UPDATE as the change that needs telling: raised, level rose, reopened, woke.
@@ -97,6 +97,9 @@ class Raise:
     links: dict[str, Any] = field(default_factory=dict)
     # False for beat sweeps that find a condition again: if one is open, change nothing.
     count_repeat: bool = True
+    # How many occurrences this raise stands for: a trigger that folds several sightings into one raise (the
+    # error triggers, over a storm of one error) says how many.
+    occurrences: int = 1
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,8 @@ def _check(r: Raise) -> None:
         raise InvalidInput(f"A service's name has at most {SERVICE_CHARS} characters.", field="service")
     if not isinstance(r.context, dict):
         raise InvalidInput("must be a JSON object", field="context")
+    if r.occurrences < 1:
+        raise ValueError(f"a raise stands for at least one occurrence, not {r.occurrences}")
     unknown = set(r.links) - LINKS
     if unknown:
         raise ValueError(
@@ -238,12 +243,12 @@ def _refreshed(r: Raise) -> dict[str, Any]:
 
 
 def _repeat(current: Escalation, r: Raise, label: str, now: datetime) -> Raised | None:
-    """Count a repeat into the escalation not resolved: occurrences + 1 in one UPDATE (concurrent repeats add
+    """Count a repeat into the escalation not resolved: its occurrences added in one UPDATE (concurrent repeats add
     up, never overwrite), and the level raised if the new one is higher (compare-and-set on the level read, with
     the notice bumped in the same UPDATE). A repeat at the same or a lower level tells nobody."""
     rises = LEVEL_RANK[r.level] > LEVEL_RANK[current.level]
     changes: dict[str, Any] = {
-        "occurrences": F("occurrences") + 1,
+        "occurrences": F("occurrences") + r.occurrences,
         "last_seen_at": now,
         "updated_at": now,
         **_refreshed(r),
@@ -277,7 +282,7 @@ def _repeat(current: Escalation, r: Raise, label: str, now: datetime) -> Raised 
 # resolved or at a lower level meanwhile updates nothing and takes the general path.
 _REPEAT_POSTGRES = """
 WITH up AS (
-    UPDATE {escalation} SET occurrences = occurrences + 1, last_seen_at = %s, updated_at = %s{refresh}
+    UPDATE {escalation} SET occurrences = occurrences + %s, last_seen_at = %s, updated_at = %s{refresh}
     WHERE dedup_key = %s AND state IN ({not_resolved}) AND level = ANY(%s)
     RETURNING *
 ), event AS (
@@ -297,7 +302,10 @@ def _repeat_in_one_statement(r: Raise, label: str, now: datetime) -> Escalation 
     ]
     at_or_above = [level for level in LEVELS if LEVEL_RANK[level] >= LEVEL_RANK[r.level]]
     with db.cursor() as cursor:
-        cursor.execute(sql, [now, now, *params, r.dedup_key, at_or_above, Kind.REPEATED, label, r.level, now])
+        cursor.execute(
+            sql,
+            [r.occurrences, now, now, *params, r.dedup_key, at_or_above, Kind.REPEATED, label, r.level, now],
+        )
         row = cursor.fetchone()
     if row is None:
         return None
@@ -341,7 +349,7 @@ def _reopen_by_repeat(recent: Escalation, r: Raise, label: str, now: datetime) -
     changes = {
         **_opened(now),
         "level": level,
-        "occurrences": F("occurrences") + 1,
+        "occurrences": F("occurrences") + r.occurrences,
         "last_seen_at": now,
         **_refreshed(r),
     }
@@ -408,7 +416,7 @@ def _create(r: Raise, actor: Actor | None, label: str, now: datetime) -> Raised:
         error_class=r.error_class,
         raised_by_agent=actor.agent if actor is not None else None,
         raised_by=label,
-        occurrences=1,
+        occurrences=r.occurrences,
         first_seen_at=now,
         last_seen_at=now,
         level_changed_at=now,

@@ -75,9 +75,11 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def make_run(tmp_path: Path) -> Iterator[tuple[Running, int]]:
-    """scripts/run in embedded mode, answering on its port, its worker ready."""
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, int]]:
+    """scripts/run in embedded mode, answering on its port, its worker ready. One run for the module (starting
+    one is half a minute): the worker is killed first, then the whole run stopped with Ctrl-C."""
+    tmp_path = tmp_path_factory.mktemp("make_run")
     port = free_port()
     env = _clean_env(REBOUND_VENV=sys.prefix, DATA_DIR=str(tmp_path / "data"), PORT=str(port))
     running = Running([str(RUN)], env, tmp_path / "run.log")
@@ -89,17 +91,6 @@ def make_run(tmp_path: Path) -> Iterator[tuple[Running, int]]:
         yield running, port
     finally:
         running.kill()
-
-
-def test_it_stops_make_run_with_ctrl_c_gracefully_and_exits_0(make_run: tuple[Running, int]) -> None:
-    running, _ = make_run
-    running.ctrl_c()
-    assert running.wait(timeout=120) == 0, running.text()[-4000:]
-    text = running.text()
-    assert "worker: Warm shutdown" in text
-    assert "Cold shutdown" not in text
-    assert "SIGKILL" not in text and "killing" not in text
-    assert re.search(r"stopped: web \(0\), worker \(0\), beat \(0\)", text), text[-2000:]
 
 
 def test_it_starts_a_worker_killed_with_sigkill_again(make_run: tuple[Running, int]) -> None:
@@ -116,8 +107,17 @@ def test_it_starts_a_worker_killed_with_sigkill_again(make_run: tuple[Running, i
     assert len(running.pids("web")) == 1 and len(running.pids("beat")) == 1
     wait_http(f"http://127.0.0.1:{port}/healthz", timeout=10)
 
+
+def test_it_stops_make_run_with_ctrl_c_gracefully_and_exits_0(make_run: tuple[Running, int]) -> None:
+    running, _ = make_run
+    before = len(running.text())  # what the run logged before the Ctrl-C (the killed worker's restart too)
     running.ctrl_c()
-    assert running.wait(timeout=120) == 0
+    assert running.wait(timeout=120) == 0, running.text()[-4000:]
+    text = running.text()[before:]
+    assert "worker: Warm shutdown" in text
+    assert "Cold shutdown" not in text
+    assert "SIGKILL" not in text and "killing" not in text
+    assert re.search(r"stopped: web \(0\), worker \(0\), beat \(0\)", text), text[-2000:]
 
 
 # --- the manager alone, on stub processes ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Demo data for the embedded mode: an admin, an operator and a viewer, a few agents and a stream of errors."""
+"""Demo data for the embedded mode: an admin, an operator, a reviewer and a viewer, a few agents and a stream of
+errors (which raise the escalations their triggers call for)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from core.access import services as access
 from core.access.models import Agent
-from core.access.roles import OPERATORS, VIEWERS
+from core.access.roles import OPERATORS, REVIEWERS, VIEWERS
 from core.audit.models import AuditEvent
 from core.audit.services import Actor
 from recovery.breakers import services as breaker_services
@@ -117,7 +118,7 @@ class Command(BaseCommand):
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             users.objects.create_superuser("admin", "admin@example.com", admin_password)
-        for username, group in (("operator", OPERATORS), ("viewer", VIEWERS)):
+        for username, group in (("operator", OPERATORS), ("reviewer", REVIEWERS), ("viewer", VIEWERS)):
             user, created = users.objects.get_or_create(username=username, defaults={"is_staff": True})
             if created:
                 user.set_password(admin_password)
@@ -140,7 +141,7 @@ class Command(BaseCommand):
         for _ in range(errors):
             error_services.record_errors([rng.choice(ERRORS)], agent=rng.choice(agents))
         self.stdout.write(
-            f"Demo data: users admin/operator/viewer, {len(SERVICES)} services, {len(agents)} agents, {errors} errors."
+            f"Demo data: users admin/operator/reviewer/viewer, {len(SERVICES)} services, {len(agents)} agents, {errors} errors."
         )
 
 

@@ -305,6 +305,18 @@ def test_a_repeat_moments_after_a_raise_is_not_written_again(
     assert Escalation.objects.get().occurrences == 1
 
 
+def test_the_quiet_repeats_count_into_the_next_raise(report: Report, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(error_triggers, "QUIET_S", 3600.0)
+    essential("payments")
+    for _ in range(3):
+        report(FATAL)
+    monkeypatch.setattr(error_triggers, "QUIET_S", 0.0)
+    report(FATAL)
+    escalation = Escalation.objects.get()
+    assert escalation.occurrences == 4
+    assert escalation.events.filter(kind="repeated").count() == 1
+
+
 def test_each_report_counts_into_the_escalation_once_the_quiet_time_is_over(
     report: Report, monkeypatch: pytest.MonkeyPatch
 ) -> None:
