@@ -51,3 +51,12 @@ class AgentOrOperator(BasePermission):
 
     def has_permission(self, request: Request, view: APIView) -> bool:
         return roles.is_agent(request.user) or roles.is_operator(request.user)
+
+
+class AgentOrReviewer(BasePermission):
+    """Raising an escalation: what agents do, and the humans who work the queue may do too (viewers only read)."""
+
+    message = "Only agent keys, reviewers and operators raise escalations; viewers read the queue."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return roles.is_agent(request.user) or roles.is_reviewer(request.user)

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access import roles
-from core.access.permissions import IsAuthenticatedPrincipal, IsReviewer
+from core.access.permissions import AgentOrReviewer, IsAuthenticatedPrincipal, IsReviewer
 from core.api.errors import NotFound
 from core.api.pagination import Pagination
 from core.api.schemas import answers, query_parameters
@@ -209,15 +209,6 @@ def _page(view: APIView, request: Request, found: Any, shape: Callable[[Any], Ba
 
 
 # --- the queue ---------------------------------------------------------------------------------------------------
-
-
-class AgentOrReviewer(BasePermission):
-    """Raising an escalation: what agents do, and the humans who work the queue may do too (viewers only read)."""
-
-    message = "Only agent keys, reviewers and operators raise escalations; viewers read the queue."
-
-    def has_permission(self, request: Request, view: APIView) -> bool:
-        return roles.is_agent(request.user) or roles.is_reviewer(request.user)
 
 
 class EscalationListView(APIView):
