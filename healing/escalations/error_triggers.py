@@ -38,7 +38,6 @@ from healing.escalations.models import LEVEL_RANK, EscalationTrigger, TriggerKin
 from healing.escalations.services import Raise
 from recovery.breakers import selectors as breaker_selectors
 from recovery.breakers import traffic
-from recovery.breakers.models import Service
 from recovery.errors import selectors as error_selectors
 from recovery.errors.signals import Sighting
 from recovery.errors.taxonomy import ErrorClass, ErrorKind, Severity
@@ -120,7 +119,7 @@ def _critical_error(s: Sighting) -> None:
     if s.severity not in CRITICAL_SEVERITIES:
         return
     rule = selectors.trigger(TriggerKind.CRITICAL_ERROR)
-    if rule is None or not _is_essential(s.service):
+    if rule is None or not is_essential(s.service):
         return
     _raise(
         s,
@@ -403,15 +402,14 @@ def _rate_due(name: str) -> bool:
     return True
 
 
-def _is_essential(name: str) -> bool:
+def is_essential(name: str) -> bool:
     """Is the service essential? The names are read once per BREAKER_CONFIG_CACHE_SECONDS per process, and
     only when a critical or fatal error comes: an unknown service is not essential (an operator makes it so)."""
     global _essential
     expires, names = _essential
     now = time.monotonic()
     if expires <= now:
-        found = breaker_selectors.services().filter(criticality=Service.Criticality.ESSENTIAL)
-        names = frozenset(found.values_list("name", flat=True))
+        names = frozenset(breaker_selectors.essential_services().values_list("name", flat=True))
         _essential = (now + float(rebound("BREAKER_CONFIG_CACHE_SECONDS")), names)
     return name in names
 

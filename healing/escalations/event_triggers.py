@@ -31,11 +31,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from healing.checks import selectors as check_selectors
-from healing.escalations import selectors, services
+from healing.escalations import error_triggers, selectors, services
 from healing.escalations.models import TriggerKind, higher
 from healing.escalations.services import Raise, Raised
-from recovery.breakers import selectors as breaker_selectors
-from recovery.breakers.models import Service
 from recovery.checkpoints import selectors as checkpoint_selectors
 from recovery.retries import selectors as retry_selectors
 from recovery.sagas import selectors as saga_selectors
@@ -345,7 +343,7 @@ def on_check_state_changed(sender: object, *, transition_id: int | None = None, 
         rule = selectors.trigger(TriggerKind.HEALTH_CHECK_UNHEALTHY)
         if rule is None:
             return
-        essential = _is_essential(check.service)
+        essential = error_triggers.is_essential(check.service)
         error = transition.result.error if transition.result is not None else ""
         raise_if_enabled(
             TriggerKind.HEALTH_CHECK_UNHEALTHY,
@@ -365,12 +363,6 @@ def on_check_state_changed(sender: object, *, transition_id: int | None = None, 
         )
     elif transition.to_state == HEALTHY:
         resolve([dedup_key], f"the health check {check.name} is healthy again: {transition.reason}")
-
-
-def _is_essential(service: str) -> bool:
-    return (
-        breaker_selectors.services().filter(name=service, criticality=Service.Criticality.ESSENTIAL).exists()
-    )
 
 
 # --- 12: healing runs --------------------------------------------------------------------------------------

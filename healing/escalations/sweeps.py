@@ -26,7 +26,6 @@ from healing.escalations import error_triggers, selectors
 from healing.escalations.event_triggers import breaker_key, heartbeat_key, raise_if_enabled, resolve
 from healing.escalations.models import Escalation, State, TriggerKind
 from recovery.breakers import selectors as breaker_selectors
-from recovery.breakers.models import Service
 from recovery.checkpoints import selectors as checkpoint_selectors
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def raise_long_open_breakers(now: datetime) -> int:
         return 0
     limit = timedelta(seconds=rule.duration_s or DEFAULT_DURATION_S)
     raised = 0
-    for service in breaker_selectors.services().filter(criticality=Service.Criticality.ESSENTIAL):
+    for service in breaker_selectors.essential_services():
         # An operator's override is a human's decision already: only the automatic states count.
         if breaker_selectors.effective_state(service) not in NOT_CLOSED:
             continue

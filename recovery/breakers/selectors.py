@@ -94,6 +94,10 @@ def services() -> QuerySet[Service]:
     return Service.objects.order_by("name")
 
 
+def essential_services() -> QuerySet[Service]:
+    return services().filter(criticality=Service.Criticality.ESSENTIAL)
+
+
 def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition]:
     return list(
         BreakerTransition.objects.select_related("service", "actor_user", "actor_agent")
