@@ -64,6 +64,8 @@ bench: install
 	$(PY) -m bench.sdk --write-docs
 	$(PY) -m bench.checkpoints --write-docs
 	$(PY) -m bench.health_checks --write-docs
+	$(PY) -m bench.escalations --write-docs
+	$(PY) -m bench.console --write-docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -17,7 +17,9 @@ urlpatterns = [
     # The API first: agents' calls are most of the traffic, and the resolver tries patterns in order.
     path("api/v1/", include((api_v1, "api"), namespace="v1")),
     *core_urls.probe_patterns,
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    # The humans' front door is the console (which sends a signed-out visitor to the admin's login page).
+    path("", RedirectView.as_view(url="/console/", permanent=False)),
+    path("console/", include("console.urls")),
     *core_urls.moved_admin_patterns,
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

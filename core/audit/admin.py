@@ -8,7 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from core.admin_helpers import ReadOnlyAdmin, _json, pretty_json, target_admin_url, truncated
+from core.admin_helpers import ReadOnlyAdmin, _json, clipped, pretty_json, target_admin_url
 from core.audit.models import AuditEvent
 
 
@@ -49,12 +49,12 @@ class AuditEventAdmin(ReadOnlyAdmin):
     ]
 
     @admin.display(description="target", ordering="target_type")
-    def target(self, event: AuditEvent) -> str:
-        return f"{event.target_type}:{event.target_id} {truncated(event.target_repr, 60)}".strip()
+    def target(self, event: AuditEvent) -> SafeString | str:
+        return clipped(f"{event.target_type}:{event.target_id} {event.target_repr}", "20em")
 
     @admin.display(description="reason")
-    def short_reason(self, event: AuditEvent) -> str:
-        return truncated(event.reason)
+    def short_reason(self, event: AuditEvent) -> SafeString | str:
+        return clipped(event.reason)
 
     @admin.display(description="target")
     def target_link(self, event: AuditEvent) -> SafeString | str:

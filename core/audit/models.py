@@ -16,6 +16,7 @@ class AuditEvent(models.Model):
     class Source(models.TextChoices):
         API = "api"
         ADMIN = "admin"
+        CONSOLE = "console"
         CLI = "cli"
         SYSTEM = "system"
 

@@ -30,6 +30,11 @@ def audit_events(
     return qs.order_by("-occurred_at", "-id")
 
 
+def recent_changes(limit: int = 10) -> list[AuditEvent]:
+    """The newest audit events of everyone (people, agents, the system), for the admin's front page."""
+    return list(audit_events()[:limit])
+
+
 def target_model(target_type: str) -> type[models.Model] | None:
     """The model an audit row's target_type names (by its audit label, which outlives a move between apps)."""
     for model in apps.get_models():

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
@@ -60,19 +62,51 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    return AuditEvent.objects.create(
-        actor_user=actor.user if actor.user is not None and actor.user.pk else None,
-        actor_agent=actor.agent,
-        actor_label=actor.label,
-        action=action,
-        target_type=audit_label(target),
-        target_id=str(target.pk),
-        target_repr=str(target)[:300],
-        reason=reason,
-        before=before,
-        after=after,
-        source=actor.source,
-        request_id=request_ids.get_request_id() or "",
+    """The audit event of one action; for a person's action, also Django's admin log entry beside it (the
+    object's admin history and the admin's log show what was done through the API, the console or the CLI)."""
+    with transaction.atomic():
+        event = AuditEvent.objects.create(
+            actor_user=actor.user if actor.user is not None and actor.user.pk else None,
+            actor_agent=actor.agent,
+            actor_label=actor.label,
+            action=action,
+            target_type=audit_label(target),
+            target_id=str(target.pk),
+            target_repr=str(target)[:300],
+            reason=reason,
+            before=before,
+            after=after,
+            source=actor.source,
+            request_id=request_ids.get_request_id() or "",
+        )
+        log_entry(actor, action, target, reason=reason)
+    return event
+
+
+def log_flag(action: str) -> int:
+    """Django's kind of log entry for an audit action: ".create" adds, ".delete" deletes, the rest changes."""
+    if action.endswith(".create"):
+        return ADDITION
+    if action.endswith(".delete"):
+        return DELETION
+    return CHANGE
+
+
+def log_entry(actor: Actor, action: str, target: models.Model, *, reason: str = "") -> LogEntry | None:
+    """Django's admin log entry of a person's action. Agents and the system write none: a LogEntry needs a user.
+    The admin's own logging is switched off where its saves go through a service (core.admin_helpers.RoleAdmin),
+    so each action is logged once, here."""
+    user_id = getattr(actor.user, "pk", None) if actor.agent is None else None
+    if user_id is None:
+        return None
+    message = f"{action} via {actor.source}: {reason}" if reason else f"{action} via {actor.source}"
+    return LogEntry.objects.create(
+        user_id=user_id,
+        content_type=ContentType.objects.get_for_model(target, for_concrete_model=False),
+        object_id=str(target.pk),
+        object_repr=str(target)[:200],
+        action_flag=log_flag(action),
+        change_message=message,
     )
 
 

@@ -27,6 +27,7 @@ from core.admin_helpers import (
     admin_actor,
     adopt,
     audit_reason_field,
+    clipped,
     outbound_url_field,
     pill,
     pretty_json,
@@ -156,17 +157,8 @@ class TransitionInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 @admin.register(HealingRun)
 class HealingRunAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id",
-        "action",
-        "service",
-        "state_label",
-        "risk_label",
-        "trigger",
-        "requested_by",
-        "approvals_label",
-        "created_at",
-    ]
+    # No approvals column: it would count each row's approvals (a query a row); the run's page shows them.
+    list_display = ["id", "action", "service", "state_label", "risk_label", "requester", "created_at"]
     list_display_links = ["id"]
     list_filter = ["state", "risk", "trigger", "action"]
     search_fields = ["service", "requested_by", "reason", "action__name"]
@@ -206,6 +198,10 @@ class HealingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="risk", ordering="risk")
     def risk_label(self, run: HealingRun) -> SafeString:
         return risk_badge(run.risk)
+
+    @admin.display(description="requested by", ordering="requested_by")
+    def requester(self, run: HealingRun) -> SafeString | str:
+        return clipped(run.requested_by, "14em")
 
     @admin.display(description="approvals")
     def approvals_label(self, run: HealingRun) -> str:
@@ -277,7 +273,7 @@ class HealingRunAdmin(ReadOnlyAdmin):
 
 @admin.register(HealingHold)
 class HealingHoldAdmin(ReadOnlyAdmin):
-    list_display = ["action", "service", "in_force", "short_reason", "created_at", "cleared_at", "cleared_by"]
+    list_display = ["action", "service", "in_force", "short_reason", "created_at", "cleared_by"]
     list_filter = ["action", ("cleared_at", admin.EmptyFieldListFilter)]
     search_fields = ["service", "reason", "action__name"]
     list_select_related = ["action", "cleared_by"]
@@ -299,8 +295,8 @@ class HealingHoldAdmin(ReadOnlyAdmin):
         return hold.cleared_at is None
 
     @admin.display(description="reason")
-    def short_reason(self, hold: HealingHold) -> str:
-        return truncated(hold.reason, 120)
+    def short_reason(self, hold: HealingHold) -> SafeString | str:
+        return clipped(hold.reason, "14em")
 
     def object_action_applies(self, name: str, obj: HealingHold) -> bool:
         return obj.cleared_at is None

@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import TypeVar
 
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Prefetch, QuerySet
 
 from core.api.errors import InvalidInput, NotFound
 from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
@@ -74,6 +74,25 @@ def runs(
 
 def run(run_id: int | str) -> HealingRun:
     return _one(runs(), run_id, "healing run")
+
+
+def awaiting_approval(*, service: str | None = None) -> QuerySet[HealingRun]:
+    """Runs pending approval, the longest waiting first, each with its decisions (and their users) prefetched:
+    a page of them costs the same few queries however many there are (the console's review queue)."""
+    return with_decisions(runs(state=HealingRun.State.PENDING_APPROVAL, service=service)).order_by(
+        "created_at", "id"
+    )
+
+
+def run_with_decisions(run_id: int | str) -> HealingRun:
+    """One run, whatever its state, with its decisions prefetched (a row of the review queue after an act)."""
+    return _one(with_decisions(runs()), run_id, "healing run")
+
+
+def with_decisions(found: QuerySet[HealingRun]) -> QuerySet[HealingRun]:
+    """`found` with each run's decisions (oldest first, users joined) in `run.approvals.all()`."""
+    decisions = Approval.objects.select_related("user").order_by("created_at", "id")
+    return found.prefetch_related(Prefetch("approvals", queryset=decisions))
 
 
 def approvals(run: HealingRun) -> list[Approval]:

@@ -29,6 +29,7 @@ from core.admin_helpers import (
     admin_actor,
     adopt,
     audit_reason_field,
+    clipped,
     outbound_url_field,
     pill,
     truncated,
@@ -127,11 +128,9 @@ class HealthCheckAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
         "service",
         "kind",
         "state_label",
-        "consecutive_passes",
         "consecutive_failures",
         "next_due_at",
         "enabled",
-        "drives_breaker",
     ]
     list_filter = ["kind", "state", "enabled", "drives_breaker"]
     search_fields = ["name", "service", "description"]
@@ -270,8 +269,8 @@ class HealthCheckResultAdmin(ReadOnlyAdmin):
         return ok_badge(result.ok)
 
     @admin.display(description="error")
-    def short_error(self, result: HealthCheckResult) -> str:
-        return truncated(result.error, 100)
+    def short_error(self, result: HealthCheckResult) -> SafeString | str:
+        return clipped(result.error, "10em")
 
 
 @admin.register(HealthCheckTransition)
@@ -298,5 +297,5 @@ class HealthCheckTransitionAdmin(ReadOnlyAdmin):
         return format_html("{} → {}", state_badge(transition.from_state), state_badge(transition.to_state))
 
     @admin.display(description="reason")
-    def short_reason(self, transition: HealthCheckTransition) -> str:
-        return truncated(transition.reason, 100)
+    def short_reason(self, transition: HealthCheckTransition) -> SafeString | str:
+        return clipped(transition.reason, "18em")

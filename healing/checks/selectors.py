@@ -78,6 +78,16 @@ def transitions(check: HealthCheck) -> QuerySet[HealthCheckTransition]:
     return HealthCheckTransition.objects.filter(health_check=check).order_by("-created_at", "-id")
 
 
+def transitions_of_service(service: str, limit: int = 100) -> list[HealthCheckTransition]:
+    """Every check's state changes for one service, newest first, with their checks: one query however many
+    checks the service has (the console's timeline)."""
+    return list(
+        HealthCheckTransition.objects.select_related("health_check")
+        .filter(health_check__service=service)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
 def newest_ping(check_id: int) -> HealthCheckResult | None:
     return _newest_first().filter(health_check_id=check_id, source=HealthCheckResult.Source.PING).first()
 

@@ -30,6 +30,7 @@ from core.admin_helpers import (
     admin_actor,
     adopt,
     audit_reason_field,
+    clipped,
     pill,
     pretty_json,
     reasoned_action,
@@ -99,10 +100,7 @@ class EscalationAdmin(ReadOnlyAdmin):
         "state_label",
         "short_title",
         "service",
-        "trigger",
         "occurrences",
-        "assignee",
-        "first_seen_at",
         "last_seen_at",
     ]
     list_display_links = ["id", "short_title"]
@@ -184,8 +182,8 @@ class EscalationAdmin(ReadOnlyAdmin):
         return state_badge(escalation.state)
 
     @admin.display(description="title", ordering="title")
-    def short_title(self, escalation: Escalation) -> str:
-        return truncated(escalation.title, 80)
+    def short_title(self, escalation: Escalation) -> SafeString | str:
+        return clipped(escalation.title, "30em")
 
     @admin.display(description="context")
     def context_json(self, escalation: Escalation) -> SafeString | str:
@@ -329,10 +327,10 @@ class EscalationTriggerAdmin(AuditedConfigAdmin):
         return level_badge(trigger.level)
 
     @admin.display(description="thresholds")
-    def thresholds(self, trigger: EscalationTrigger) -> str:
+    def thresholds(self, trigger: EscalationTrigger) -> SafeString | str:
         names = ["repeat_level", "count", "window_s", "rate_percent", "min_calls", "duration_s"]
         given = [f"{name}={value}" for name in names if (value := getattr(trigger, name)) not in (None, "")]
-        return ", ".join(given) or "—"
+        return clipped(", ".join(given), "26em")
 
 
 class EscalationPolicyForm(forms.ModelForm):

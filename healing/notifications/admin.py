@@ -28,9 +28,9 @@ from core.admin_helpers import (
     admin_actor,
     adopt,
     audit_reason_field,
+    clipped,
     pill,
     reasoned_action,
-    truncated,
 )
 from healing.notifications import sender, services
 from healing.notifications.models import Delivery, NotificationChannel, Silence
@@ -86,7 +86,7 @@ class NotificationChannelForm(forms.ModelForm):
 class NotificationChannelAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     form = NotificationChannelForm
     reason_field = "audit_reason"
-    list_display = ["name", "masked_url", "min_level_label", "services_label", "enabled", "updated_at"]
+    list_display = ["name", "short_url", "min_level_label", "services_label", "enabled", "updated_at"]
     list_filter = ["enabled", "min_level"]
     search_fields = ["name"]
     readonly_fields = ["masked_url", "created_at", "updated_at"]
@@ -111,6 +111,10 @@ class NotificationChannelAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     actions = ["delete_channels"]
 
     @admin.display(description="URL (masked)")
+    def short_url(self, channel: NotificationChannel) -> SafeString | str:
+        return clipped(self.masked_url(channel), "22em")
+
+    @admin.display(description="URL (masked)")
     def masked_url(self, channel: NotificationChannel) -> str:
         return sender.mask(channel.url) if channel.url else "—"
 
@@ -119,8 +123,8 @@ class NotificationChannelAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
         return level_badge(channel.min_level)
 
     @admin.display(description="services")
-    def services_label(self, channel: NotificationChannel) -> str:
-        return ", ".join(channel.services or []) or "every service"
+    def services_label(self, channel: NotificationChannel) -> SafeString | str:
+        return clipped(", ".join(channel.services or []) or "every service", "18em")
 
     def save_model(self, request: HttpRequest, obj: NotificationChannel, form: Any, change: bool) -> None:
         reason = form.cleaned_data.get("audit_reason", "")
@@ -266,14 +270,12 @@ class SilenceAdmin(ServiceLayerAdmin):
 class DeliveryAdmin(ReadOnlyAdmin):
     list_display = [
         "created_at",
-        "escalation",
+        "escalation_label",
         "channel_name",
         "level_label",
         "status_label",
         "attempts",
         "short_error",
-        "sent_at",
-        "next_attempt_at",
     ]
     list_display_links = ["created_at"]
     list_filter = ["status", "channel", "level"]
@@ -298,6 +300,10 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "updated_at",
     )
 
+    @admin.display(description="escalation", ordering="escalation")
+    def escalation_label(self, delivery: Delivery) -> SafeString | str:
+        return clipped(str(delivery.escalation), "14em")
+
     @admin.display(description="status", ordering="status")
     def status_label(self, delivery: Delivery) -> SafeString:
         return status_badge(delivery.status)
@@ -307,5 +313,5 @@ class DeliveryAdmin(ReadOnlyAdmin):
         return level_badge(delivery.level)
 
     @admin.display(description="error")
-    def short_error(self, delivery: Delivery) -> str:
-        return truncated(delivery.error, 100)
+    def short_error(self, delivery: Delivery) -> SafeString | str:
+        return clipped(delivery.error, "14em")

@@ -18,7 +18,7 @@ from core.admin_helpers import (
     admin_actor,
     adopt,
     audit_reason_field,
-    truncated,
+    clipped,
 )
 from healing.remediation import services
 from healing.remediation.models import RemediationRule, RuleFiring
@@ -94,7 +94,10 @@ class RemediationRuleAdmin(ServiceLayerAdmin):
         adopt(obj, saved)
 
     @admin.display(description="watches")
-    def watches(self, rule: RemediationRule) -> str:
+    def watches(self, rule: RemediationRule) -> SafeString | str:
+        return clipped(self._watches(rule), "24em")
+
+    def _watches(self, rule: RemediationRule) -> str:
         if rule.trigger == RemediationRule.Trigger.CHECK_UNHEALTHY:
             check = rule.health_check.name if rule.health_check is not None else "?"
             return f"check {check} → {rule.target()}"
@@ -118,7 +121,7 @@ class RemediationRuleAdmin(ServiceLayerAdmin):
 
 @admin.register(RuleFiring)
 class RuleFiringAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "rule", "event_key", "outcome", "run_link", "run_state"]
+    list_display = ["created_at", "rule", "short_event_key", "short_outcome", "run_link", "run_state"]
     list_display_links = ["created_at"]
     list_filter = ["rule", "created_at"]
     search_fields = ["rule__name", "event_key", "outcome", "detail"]
@@ -136,6 +139,14 @@ class RuleFiringAdmin(ReadOnlyAdmin):
         "run_state",
     )
 
+    @admin.display(description="event", ordering="event_key")
+    def short_event_key(self, firing: RuleFiring) -> SafeString | str:
+        return clipped(firing.event_key, "14em")
+
+    @admin.display(description="outcome", ordering="outcome")
+    def short_outcome(self, firing: RuleFiring) -> SafeString | str:
+        return clipped(firing.outcome, "18em")
+
     @admin.display(description="run")
     def run_link(self, firing: RuleFiring) -> SafeString | str:
         if firing.run_id is None:
@@ -147,9 +158,9 @@ class RuleFiringAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">run {}</a>', url, firing.run_id)
 
     @admin.display(description="run state")
-    def run_state(self, firing: RuleFiring) -> str:
+    def run_state(self, firing: RuleFiring) -> SafeString | str:
         if firing.run is None:
             return "—"
-        return truncated(
+        return clipped(
             f"{firing.run.state}: {firing.run.state_reason}" if firing.run.state_reason else firing.run.state
         )

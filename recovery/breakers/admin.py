@@ -35,12 +35,12 @@ from core.admin_helpers import (
     ServiceLayerAdmin,
     admin_actor,
     adopt,
+    clipped,
     pill,
     pretty_json,
     reason_widget,
     reasoned_action,
     render_reason_page,
-    truncated,
 )
 from recovery.breakers import registry, selectors, services
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
@@ -215,8 +215,8 @@ class BreakerTransitionAdmin(ReadOnlyAdmin):
         return state_badge(transition.to_state)
 
     @admin.display(description="reason")
-    def short_reason(self, transition: BreakerTransition) -> str:
-        return truncated(transition.reason, 100)
+    def short_reason(self, transition: BreakerTransition) -> SafeString | str:
+        return clipped(transition.reason, "16em")
 
     @admin.display(description="actor", ordering="actor")
     def actor_label(self, transition: BreakerTransition) -> str:
@@ -360,8 +360,8 @@ class BreakerServiceAdmin(ServiceLayerAdmin):
         return state_badge(breaker_of(service)["state"])
 
     @admin.display(description="window")
-    def window(self, service: Service) -> str:
-        return window_summary(breaker_of(service)["window"])
+    def window(self, service: Service) -> SafeString | str:
+        return clipped(window_summary(breaker_of(service)["window"]), "24em")
 
     @admin.display(description="override", ordering="override")
     def override_label(self, service: Service) -> str:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from django.db.models import Max, QuerySet
+from django.utils import timezone
 
 from core.api.errors import NotFound
 from core.slugs import service_slug
@@ -106,6 +107,15 @@ def transitions_after(after_id: int, limit: int = 500) -> list[BreakerTransition
     )
 
 
+def transitions_of(service: Service, limit: int = 200) -> list[BreakerTransition]:
+    """One service's breaker transitions (automatic, operators' overrides and resets), newest first."""
+    return list(
+        BreakerTransition.objects.select_related("actor_user", "actor_agent")
+        .filter(service_id=service.pk)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
 def last_transition_id() -> int:
     """The id of the last transition written (0 before the first): where a reader of the feed starts."""
     return BreakerTransition.objects.aggregate(last=Max("id"))["last"] or 0
@@ -144,3 +154,67 @@ def outage_start(service: Service) -> tuple[datetime | None, BreakerTransition |
     opened_at = live_breaker(service).get("opened_at")
     candidates = [t for t in (first.created_at if first is not None else None, opened_at) if t is not None]
     return (min(candidates) if candidates else None), first
+
+
+# --- the whole fleet at once (the console's fleet page) ------------------------------------------------------
+
+
+class BreakerNow(NamedTuple):
+    """A breaker as a permit finds it now, and when its state last changed (its last transition; None: never)."""
+
+    state: (
+        str  # closed, open, half_open, an override in force (forced_open, forced_closed, disabled), unknown
+    )
+    since: datetime | None
+
+
+def breaker_states(services: list[Service]) -> dict[str, BreakerNow]:
+    """Every breaker's effective state (as effective_state reads one) and the time of its last transition, by
+    service name: one round trip to the store, one aggregate query (and two more for breakers whose stored
+    state must be rebuilt), whatever the number of services. Without the store: unknown, overrides still
+    shown."""
+    now = timezone.now()
+    last = dict(
+        BreakerTransition.objects.filter(service_id__in=[s.pk for s in services])
+        .order_by()
+        .values_list("service_id")
+        .annotate(last=Max("created_at"))
+    )
+    automatic = [s for s in services if registry.override_in_force(s, now) == Service.Override.AUTO]
+    try:
+        peeks = current_store().peek_many(automatic, [registry.config_of(s) for s in automatic])
+        live = {s.name: _permit_state(p) for s, p in zip(automatic, peeks, strict=True)}
+    except redis.RedisError:
+        live = {s.name: "unknown" for s in automatic}
+    return {
+        s.name: BreakerNow(live.get(s.name) or registry.override_in_force(s, now), last.get(s.pk))
+        for s in services
+    }
+
+
+def _permit_state(peek: Any) -> str:
+    # An open breaker whose wait is over is half-open for the next permit.
+    if peek.state == "open" and peek.open_until <= peek.now:
+        return "half_open"
+    return str(peek.state)
+
+
+def override_setters(services: list[Service]) -> dict[str, str]:
+    """Who set each override in force (the services passed whose override is not auto): the actor of the
+    last transition into that override's mode, as text ("user alice"); one query. A service with no such
+    transition is missing."""
+    now = timezone.now()
+    forced = {s.pk: s for s in services if registry.override_in_force(s, now) != Service.Override.AUTO}
+    if not forced:
+        return {}
+    found: dict[str, str] = {}
+    rows = (
+        BreakerTransition.objects.select_related("actor_user", "actor_agent")
+        .filter(service_id__in=list(forced), to_state__in=[s.override for s in forced.values()])
+        .order_by("-created_at", "-id")
+    )
+    for row in rows:
+        service = forced[row.service_id]
+        if row.to_state == service.override and service.name not in found:
+            found[service.name] = row.actor_label
+    return found

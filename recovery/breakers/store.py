@@ -20,12 +20,13 @@ from typing import Any, Protocol, cast
 import redis
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 
 from core.infra import redisconn
 from core.infra.redisconn import Scripts
 from recovery.breakers import history, logic
 from recovery.breakers.lua import ACK, CLOSE, PEEK, PERMIT, RECORD_MANY, RESTORE, SET_OVERRIDE, VERDICT
-from recovery.breakers.models import BreakerState, Service
+from recovery.breakers.models import BreakerState, BreakerTransition, Service
 
 log = logging.getLogger(__name__)
 _store_lock = threading.Lock()
@@ -74,6 +75,8 @@ class BreakerStore(Protocol):
     def record_many(self, items: list[tuple[Service, logic.Config, logic.Outcome]]) -> list[logic.Result]: ...
 
     def peek(self, service: Service, cfg: logic.Config) -> Peek: ...
+
+    def peek_many(self, services: list[Service], cfgs: list[logic.Config]) -> list[Peek]: ...
 
     def reset(self, service: Service) -> None: ...
 
@@ -157,24 +160,30 @@ class DatabaseStore:
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
         row = BreakerState.objects.filter(service=service).first()
         now = self.clock()
-        state = self._state(service, cfg, row.data if row else None, now)
-        calls, failures = logic.window_counts(state, cfg, now)
-        trials = sum(1 for expiry in state["trials"].values() if expiry > now)
-        override = logic.override_in_force(state, now)
-        return Peek(
-            state["state"],
-            state["opened_at"],
-            state["open_until"],
-            calls,
-            failures,
-            state["consecutive"],
-            trials,
-            now,
-            override,
-            state["override_until"] if override else 0,
-            state["override_reason"] if override else "",
-            len(state["pending"]),
+        return _peek_of(self._state(service, cfg, row.data if row else None, now), cfg, now)
+
+    def peek_many(self, services: list[Service], cfgs: list[logic.Config]) -> list[Peek]:
+        """`peek` of many breakers in a bounded number of queries (the console's fleet page): one for the state
+        rows, and two for the history of those whose state is missing or unreadable (rebuilt, not written, as
+        `peek` does)."""
+        rows = dict(
+            BreakerState.objects.filter(service_id__in=[s.pk for s in services]).values_list(
+                "service_id", "data"
+            )
         )
+        now = self.clock()
+        states: dict[int, logic.State] = {}
+        for service, cfg in zip(services, cfgs, strict=True):
+            data = rows.get(service.pk)
+            state = logic.sanitize(data, now, cfg.cap_ms)
+            if state is None:
+                if data:
+                    log.warning("breaker state of %s unreadable: rebuilt from its history", service.name)
+            else:
+                states[service.pk] = state
+        missing = [(s, c) for s, c in zip(services, cfgs, strict=True) if s.pk not in states]
+        states.update(states_from_history([s for s, _ in missing], [c for _, c in missing], now))
+        return [_peek_of(states[s.pk], cfg, now) for s, cfg in zip(services, cfgs, strict=True)]
 
     def reset(self, service: Service) -> None:
         BreakerState.objects.filter(service=service).delete()
@@ -352,23 +361,49 @@ class RedisStore:
     def peek(self, service: Service, cfg: logic.Config) -> Peek:
         args = [*self._args(cfg), cfg.cap_ms]
         reply = self._run(service, cfg, lambda: self._peek(keys=self.keys(service), args=args))
-        state, opened_at, open_until, calls, failures, consecutive, trials, now, ovr, until, why, pending = (
-            reply
-        )
-        return Peek(
-            _text(state),
-            int(opened_at),
-            int(open_until),
-            int(calls),
-            int(failures),
-            int(consecutive),
-            int(trials),
-            int(now),
-            _text(ovr),
-            int(until) if _text(ovr) else 0,
-            _text(why) if _text(ovr) else "",
-            int(pending),
-        )
+        return _peek_reply(reply)
+
+    def peek_many(self, services: list[Service], cfgs: list[logic.Config]) -> list[Peek]:
+        """`peek` of many breakers in one round trip (one PEEK per breaker, in one pipeline). Breakers whose state
+        is missing are rebuilt from their history together (two queries, one more round trip: RESTORE and PEEK
+        again); a breaker whose keys are damaged is repaired by `peek` on its own."""
+        replies = self._peek_pipeline(services, cfgs, restore=None)
+        lost = [i for i, reply in enumerate(replies) if _asks_rebuild(reply)]
+        if lost:
+            now = self._now()
+            rebuilt = states_from_history([services[i] for i in lost], [cfgs[i] for i in lost], now)
+            again = self._peek_pipeline([services[i] for i in lost], [cfgs[i] for i in lost], restore=rebuilt)
+            for i, reply in zip(lost, again, strict=True):
+                replies[i] = reply
+        peeks = []
+        for service, cfg, reply in zip(services, cfgs, replies, strict=True):
+            if isinstance(reply, redis.ConnectionError | redis.TimeoutError):
+                raise reply
+            if isinstance(reply, Exception) or _asks_rebuild(reply):
+                peeks.append(self.peek(service, cfg))  # damaged keys, or lost again meanwhile: one by one
+            else:
+                peeks.append(_peek_reply(reply))
+        return peeks
+
+    def _peek_pipeline(
+        self, services: list[Service], cfgs: list[logic.Config], restore: dict[int, logic.State] | None
+    ) -> list[Any]:
+        """PEEK each breaker in one pipeline; with `restore`, each first RESTOREs its rebuilt state (which
+        writes nothing where a readable state appeared meanwhile) and only the PEEK replies are kept."""
+        if not services:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for service, cfg in zip(services, cfgs, strict=True):
+            if restore is not None:
+                fields: list[ScriptArg] = []
+                for name, value in _hash_fields(restore[service.pk], cfg).items():
+                    fields += [name, value]
+                self._restore(
+                    keys=self.keys(service), args=[*self._args(cfg), cfg.cap_ms, *fields], client=pipe
+                )
+            self._peek(keys=self.keys(service), args=[*self._args(cfg), cfg.cap_ms], client=pipe)
+        replies = pipe.execute(raise_on_error=False)
+        return replies[1::2] if restore is not None else replies
 
     def reset(self, service: Service) -> None:
         self.client.delete(*self.keys(service)[:4])
@@ -399,6 +434,95 @@ class RedisStore:
     def close(self, service: Service, cfg: logic.Config, why: str) -> logic.Result:
         keys, args = self.keys(service), [*self._args(cfg), cfg.cap_ms, why]
         return _changed(self._run(service, cfg, lambda: self._close(keys=keys, args=args)))
+
+
+def _peek_of(state: logic.State, cfg: logic.Config, now: int) -> Peek:
+    """What `peek` answers from a state the database store holds (or rebuilt)."""
+    calls, failures = logic.window_counts(state, cfg, now)
+    trials = sum(1 for expiry in state["trials"].values() if expiry > now)
+    override = logic.override_in_force(state, now)
+    return Peek(
+        state["state"],
+        state["opened_at"],
+        state["open_until"],
+        calls,
+        failures,
+        state["consecutive"],
+        trials,
+        now,
+        override,
+        state["override_until"] if override else 0,
+        state["override_reason"] if override else "",
+        len(state["pending"]),
+    )
+
+
+def _peek_reply(reply: list[Any]) -> Peek:
+    """What `peek` answers from the PEEK script's reply."""
+    state, opened_at, open_until, calls, failures, consecutive, trials, now, ovr, until, why, pending = reply
+    return Peek(
+        _text(state),
+        int(opened_at),
+        int(open_until),
+        int(calls),
+        int(failures),
+        int(consecutive),
+        int(trials),
+        int(now),
+        _text(ovr),
+        int(until) if _text(ovr) else 0,
+        _text(why) if _text(ovr) else "",
+        int(pending),
+    )
+
+
+def states_from_history(
+    services: list[Service], cfgs: list[logic.Config], now: int
+) -> dict[int, logic.State]:
+    """history.state_from_history for many breakers in two queries (by service pk): each service's override
+    row with the id of its last transition to a breaker state, then those transitions. The same steps as that
+    function (tests/recovery/breakers/test_fleet_reads.py holds them together); a peek of the whole fleet must
+    not cost two queries per breaker whose state was never written."""
+    if not services:
+        return {}
+    last = (
+        BreakerTransition.objects.filter(service_id=OuterRef("pk"), to_state__in=logic.STATES)
+        .order_by("-created_at", "-id")
+        .values("id")[:1]
+    )
+    rows = {
+        row["pk"]: row
+        for row in Service.objects.filter(pk__in=[s.pk for s in services])
+        .annotate(last_id=Subquery(last))
+        .values("pk", "override", "override_reason", "override_until", "last_id")
+    }
+    ids = [row["last_id"] for row in rows.values() if row["last_id"] is not None]
+    moves = {
+        t.service_id: t
+        for t in BreakerTransition.objects.filter(pk__in=ids).only(
+            "service_id", "to_state", "created_at", "window"
+        )
+    }
+    states = {}
+    for service, cfg in zip(services, cfgs, strict=True):
+        state = logic.new_state(history.new_generation())
+        move = moves.get(service.pk)
+        if move is not None and move.to_state != logic.CLOSED:
+            at = history.ms(move.created_at)
+            window = move.window if isinstance(move.window, dict) else {}
+            wait = window.get("wait_ms")
+            wait_ms = int(wait) if isinstance(wait, int) and wait > 0 else cfg.wait_ms
+            state["state"], state["opened_at"] = move.to_state, min(at, now)
+            state["wait_ms"] = min(wait_ms, cfg.cap_ms)
+            if move.to_state == logic.OPEN:
+                until = history._window_ms(window, "open_until") or at + wait_ms
+                state["open_until"] = min(until, now + cfg.cap_ms)
+        row = rows.get(service.pk)
+        if row is not None and row["override"] != logic.AUTO:
+            until_ms = history.ms(row["override_until"]) if row["override_until"] is not None else 0
+            logic.set_override(state, row["override"], until_ms, row["override_reason"])
+        states[service.pk] = state
+    return states
 
 
 @lru_cache(maxsize=1024)

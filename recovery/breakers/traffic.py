@@ -44,6 +44,26 @@ class TrafficStore(Protocol):
 
     def read(self, name: str, minutes: list[int]) -> list[tuple[int, int]]: ...
 
+    def read_many(self, names: list[str], minutes: list[int]) -> dict[str, list[tuple[int, int]]]: ...
+
+
+# The minutes of one service in one call: KEYS[1] is its first minute's key, ARGV[1] that minute and ARGV[2] how
+# many minutes; the script names the others the same way (one hash tag: one slot, one node of a cluster). It
+# answers calls and failures per minute, flat. One call per service in one pipeline is one round trip for the
+# whole fleet, where an HMGET per service and minute would be 60 commands per service to build, send and parse.
+# Numbers, not the hashes' strings: the client gets integers and parses nothing (30,000 of them for 500 services).
+READ_MINUTES = """
+local prefix = string.sub(KEYS[1], 1, #KEYS[1] - #ARGV[1])
+local first, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 0, count - 1 do
+  local v = redis.call('HMGET', prefix .. (first + i), 'c', 'f')
+  out[2 * i + 1] = tonumber(v[1]) or 0
+  out[2 * i + 2] = tonumber(v[2]) or 0
+end
+return out
+"""
+
 
 class RedisTraffic:
     def __init__(self, client: Any = None, clock: Clock = time.time) -> None:
@@ -68,6 +88,20 @@ class RedisTraffic:
         for minute in minutes:
             pipe.hmget(key(name, minute), ["c", "f"])
         return [(int(c or 0), int(f or 0)) for c, f in pipe.execute()]
+
+    def read_many(self, names: list[str], minutes: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """Every service's minutes (consecutive) in one round trip: one script call per service, in one pipeline."""
+        if not names or not minutes:
+            return {name: [] for name in names}
+        client = self._client()
+        script = client.register_script(READ_MINUTES)
+        pipe = client.pipeline(transaction=False)
+        first, count = minutes[0], len(minutes)
+        if minutes != list(range(first, first + count)):
+            raise ValueError("read_many reads consecutive minutes")
+        for name in names:
+            script(keys=[key(name, first)], args=[first, count], client=pipe)
+        return {name: _pairs(flat) for name, flat in zip(names, pipe.execute(), strict=True)}
 
 
 class CacheTraffic:
@@ -100,6 +134,24 @@ class CacheTraffic:
             (int(values.get(f"{key(name, m)}:c", 0)), int(values.get(f"{key(name, m)}:f", 0)))
             for m in minutes
         ]
+
+    def read_many(self, names: list[str], minutes: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """Every service's minutes in one get_many."""
+        values = self.cache.get_many(
+            [f"{key(name, m)}:{field}" for name in names for m in minutes for field in ("c", "f")]
+        )
+        return {
+            name: [
+                (int(values.get(f"{key(name, m)}:c", 0)), int(values.get(f"{key(name, m)}:f", 0)))
+                for m in minutes
+            ]
+            for name in names
+        }
+
+
+def _pairs(flat: list[Any]) -> list[tuple[int, int]]:
+    # The script answers integers: pair them without converting each.
+    return list(zip(flat[0::2], flat[1::2], strict=True))
 
 
 # --- The interface -----------------------------------------------------------------------------------------
@@ -164,3 +216,12 @@ def series(name: str, minutes: int, *, now: datetime | None = None) -> list[tupl
     span = list(range(last - minutes + 1, last + 1))
     rows = store().read(name, span)
     return [(datetime.fromtimestamp(m * 60, tz=UTC), c, f) for m, (c, f) in zip(span, rows, strict=True)]
+
+
+def counts_many(
+    names: list[str], minutes: int, *, now: datetime | None = None
+) -> dict[str, list[tuple[int, int]]]:
+    """Many services' last `minutes` minutes (this one included), oldest first, as (calls, failures) per minute,
+    in one round trip to the store: the console's fleet page. Raises what the store raises (the caller decides)."""
+    last = _minute(_now(now))
+    return store().read_many(list(names), list(range(last - minutes + 1, last + 1)))

@@ -26,6 +26,7 @@ from core.admin_helpers import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     admin_actor,
+    clipped,
     pretty_json,
     reasoned_action,
 )
@@ -135,16 +136,7 @@ class StaleFilter(admin.SimpleListFilter):
 
 
 class TaskAdmin(ReadOnlyAdmin):
-    list_display = [
-        "task_id",
-        "agent",
-        "name",
-        "status",
-        "last_seq",
-        "last_activity",
-        "stale_at",
-        "started_at",
-    ]
+    list_display = ["short_task_id", "agent", "short_name", "status", "last_seq", "last_activity", "stale_at"]
     list_filter = ["status", StaleFilter, "agent"]
     search_fields = ["task_id", "name", "agent__name"]
     list_select_related = ["agent"]
@@ -172,6 +164,14 @@ class TaskAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Task]:
         return super().get_queryset(request).select_related("agent")
+
+    @admin.display(description="task id", ordering="task_id")
+    def short_task_id(self, task: Task) -> SafeString | str:
+        return clipped(task.task_id, "18em")
+
+    @admin.display(description="name", ordering="name")
+    def short_name(self, task: Task) -> SafeString | str:
+        return clipped(task.name, "16em")
 
     @admin.display(description="last activity")
     def last_activity(self, task: Task) -> Any:
@@ -296,7 +296,7 @@ def _kind(line: str) -> str:
 
 
 class CheckpointAdmin(ReadOnlyAdmin):
-    list_display = ["task", "seq", "progress", "step", "size_bytes", "stored_bytes", "created_at"]
+    list_display = ["task_label", "seq", "progress", "short_step", "size_bytes", "stored_bytes", "created_at"]
     list_select_related = ["task__agent"]
     search_fields = ["task__task_id", "task__agent__name", "step"]
     date_hierarchy = "created_at"
@@ -321,6 +321,14 @@ class CheckpointAdmin(ReadOnlyAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Checkpoint]:
         # The list never reads the data column; the page reads it once, for the check and the state.
         return super().get_queryset(request).select_related("task__agent").defer("data")
+
+    @admin.display(description="task", ordering="task")
+    def task_label(self, checkpoint: Checkpoint) -> SafeString | str:
+        return clipped(str(checkpoint.task), "20em")
+
+    @admin.display(description="step", ordering="step")
+    def short_step(self, checkpoint: Checkpoint) -> SafeString | str:
+        return clipped(checkpoint.step, "16em")
 
     @admin.display(description="task")
     def task_link(self, checkpoint: Checkpoint) -> SafeString:

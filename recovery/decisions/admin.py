@@ -16,7 +16,6 @@ from typing import Any
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import InlineModelAdmin
-from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -30,6 +29,7 @@ from core.admin_helpers import (
     ReasonedDeleteMixin,
     ServiceLayerAdmin,
     admin_actor,
+    clipped,
     pretty_json,
     reason_widget,
     truncated,
@@ -67,9 +67,8 @@ class AuditedConfigAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
         type(self).save_with(obj, actor=admin_actor(request), reason=reason)
 
     def _delete(self, request: HttpRequest, obj: Model, reason: str) -> bool:
-        with transaction.atomic():
-            self.log_deletions(request, type(obj)._default_manager.filter(pk=obj.pk))
-            type(self).delete_with(obj, actor=admin_actor(request), reason=reason)
+        # The service's audit event writes the admin log entry too (core.audit.services.record).
+        type(self).delete_with(obj, actor=admin_actor(request), reason=reason)
         return True
 
     @admin.action(description="Delete selected (asks for a reason)", permissions=["delete"])
@@ -119,17 +118,7 @@ class RetryPolicyAdmin(AuditedConfigAdmin):
     form = PolicyForm
     save_with = staticmethod(policies.save_policy)
     delete_with = staticmethod(policies.delete_policy)
-    list_display = [
-        "name",
-        "scope",
-        "service",
-        "operation",
-        "error_class",
-        "kind",
-        "strategy",
-        "max_attempts",
-    ]
-    list_display += ["delays", "builtin"]
+    list_display = ["name", "scope", "service", "operation", "strategy", "max_attempts", "delays"]
     list_filter = ["builtin", "strategy", "error_class", "kind", "service"]
     search_fields = ["name", "description", "operation"]
     list_select_related = ["service"]
@@ -169,8 +158,8 @@ class RetryPolicyAdmin(AuditedConfigAdmin):
         return policy.scope
 
     @admin.display(description="delays between attempts")
-    def delays(self, policy: RetryPolicy) -> str:
-        return delays_preview(policy) if policy.pk else "—"
+    def delays(self, policy: RetryPolicy) -> SafeString | str:
+        return clipped(delays_preview(policy), "18em") if policy.pk else "—"
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Built-in policies are edited, never deleted (the action refuses them one by one too).
@@ -212,8 +201,8 @@ class OperationAdmin(AuditedConfigAdmin):
     ]
 
     @admin.display(description="description")
-    def short_description(self, operation: Operation) -> str:
-        return truncated(operation.description)
+    def short_description(self, operation: Operation) -> SafeString | str:
+        return clipped(operation.description, "30em")
 
 
 # --- Fallback options --------------------------------------------------------------------------------------
@@ -266,8 +255,8 @@ class FallbackOptionAdmin(AuditedConfigAdmin):
         return option.operation or "(every operation)"
 
     @admin.display(description="what")
-    def target(self, option: FallbackOption) -> str:
-        return option_target(option)
+    def target(self, option: FallbackOption) -> SafeString | str:
+        return clipped(option_target(option), "24em")
 
 
 # --- What Rebound recorded: read-only ----------------------------------------------------------------------
@@ -306,8 +295,8 @@ class RecoveryPlanAdmin(ReadOnlyAdmin):
     )
 
     @admin.display(description="reason")
-    def short_reason(self, plan: RecoveryPlan) -> str:
-        return truncated(plan.reason, 100)
+    def short_reason(self, plan: RecoveryPlan) -> SafeString | str:
+        return clipped(plan.reason, "26em")
 
     @admin.display(description="fallback")
     def fallback_json(self, plan: RecoveryPlan) -> SafeString | str:

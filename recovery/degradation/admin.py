@@ -30,12 +30,12 @@ from core.admin_helpers import (
     ServiceLayerAdmin,
     admin_actor,
     adopt,
+    clipped,
     pill,
     pretty_json,
     reason_widget,
     reasoned_action,
     render_reason_page,
-    truncated,
 )
 from recovery.breakers.admin import OVERRIDE_TEMPLATE
 from recovery.breakers.models import Service
@@ -222,7 +222,10 @@ class DegradationStateAdmin(ServiceLayerAdmin):
         return text
 
     @admin.display(description="forced")
-    def forced(self, state: DegradationState) -> str:
+    def forced(self, state: DegradationState) -> SafeString | str:
+        return clipped(self._forced(state), "24em")
+
+    def _forced(self, state: DegradationState) -> str:
         if not state.forced_level:
             return "—"
         by = f" by {state.forced_by}" if state.forced_by else ""
@@ -362,8 +365,8 @@ class DegradationEventAdmin(ReadOnlyAdmin):
         return format_html("{} → {}", level_badge(event.from_level), level_badge(event.to_level))
 
     @admin.display(description="reason")
-    def short_reason(self, event: DegradationEvent) -> str:
-        return truncated(event.reason, 100)
+    def short_reason(self, event: DegradationEvent) -> SafeString | str:
+        return clipped(event.reason, "28em")
 
     @admin.display(description="signals")
     def signals_json(self, event: DegradationEvent) -> SafeString | str:

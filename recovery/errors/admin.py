@@ -12,7 +12,6 @@ import pydantic
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -29,6 +28,7 @@ from core.admin_helpers import (
     ServiceLayerAdmin,
     admin_actor,
     adopt,
+    clipped,
     pretty_json,
     reason_widget,
     truncated,
@@ -119,22 +119,12 @@ def dry_run_url(**params: Any) -> str:
 class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     form = ClassificationRuleForm
     reason_field = "audit_reason"
-    list_display = [
-        "priority",
-        "name",
-        "enabled",
-        "criteria",
-        "error_class",
-        "severity",
-        "kind",
-        "flags",
-        "builtin",
-    ]
+    list_display = ["priority", "name", "enabled", "criteria", "verdict", "flags", "builtin"]
     list_display_links = ["name"]
     list_filter = ["enabled", "error_class", "severity", "builtin"]
     search_fields = ["name", "message_regex"]
-    # All the rules on one page: they are read in priority order, as the classifier tries them.
-    list_per_page = 500
+    # Read in priority order, as the classifier tries them: the built-ins and a team's own fit on one page.
+    list_per_page = 100
     readonly_fields = ["builtin", "created_at", "updated_at"]
     fieldsets = [
         (None, {"fields": ["name", "description", "enabled", "priority"]}),
@@ -165,8 +155,12 @@ class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
     change_list_template = "admin/rebound/rule_change_list.html"
 
     @admin.display(description="criteria")
-    def criteria(self, rule: ClassificationRule) -> str:
-        return truncated(criteria_summary(rule), 100)
+    def criteria(self, rule: ClassificationRule) -> SafeString | str:
+        return clipped(criteria_summary(rule), "20em")
+
+    @admin.display(description="verdict", ordering="error_class")
+    def verdict(self, rule: ClassificationRule) -> str:
+        return f"{rule.error_class} / {rule.kind} ({rule.severity})"
 
     @admin.display(description="flags")
     def flags(self, rule: ClassificationRule) -> str:
@@ -196,9 +190,8 @@ class ClassificationRuleAdmin(ReasonedDeleteMixin, ServiceLayerAdmin):
         return f"Deleted the rule “{obj.name}”."
 
     def _delete(self, request: HttpRequest, rule: ClassificationRule, reason: str) -> bool:
-        with transaction.atomic():
-            self.log_deletions(request, ClassificationRule.objects.filter(pk=rule.pk))
-            services.delete_rule(rule=rule, actor=admin_actor(request), reason=reason)
+        # The service's audit event writes the admin log entry too (core.audit.services.record).
+        services.delete_rule(rule=rule, actor=admin_actor(request), reason=reason)
         return True
 
     @admin.action(description="Delete selected rules (asks for a reason)", permissions=["delete"])
@@ -263,18 +256,7 @@ LATEST_EVENTS = 10
 
 
 class ErrorPatternAdmin(ReadOnlyAdmin):
-    list_display = [
-        "service",
-        "operation",
-        "error_class",
-        "severity",
-        "kind",
-        "type_name",
-        "template",
-        "total_count",
-        "first_seen_at",
-        "last_seen_at",
-    ]
+    list_display = ["service", "error_class", "severity", "type", "template", "total_count", "last_seen_at"]
     list_display_links = ["service", "template"]
     list_filter = ["error_class", "severity", ServiceFilter, "kind"]
     search_fields = ["message_template", "type_name", "service", "fingerprint"]
@@ -304,8 +286,12 @@ class ErrorPatternAdmin(ReadOnlyAdmin):
     ]
 
     @admin.display(description="message template", ordering="message_template")
-    def template(self, pattern: ErrorPattern) -> str:
-        return truncated(pattern.message_template) or "—"
+    def template(self, pattern: ErrorPattern) -> SafeString | str:
+        return clipped(pattern.message_template, "18em")
+
+    @admin.display(description="type", ordering="type_name")
+    def type(self, pattern: ErrorPattern) -> SafeString | str:
+        return clipped(pattern.type_name, "10em")
 
     @admin.display(description="with today's rules")
     def reclassify(self, pattern: ErrorPattern) -> SafeString:
@@ -348,14 +334,10 @@ class ErrorEventAdmin(ReadOnlyAdmin):
     list_display = [
         "occurred_at",
         "service",
-        "operation",
         "error_class",
-        "severity",
-        "type_name",
+        "type",
         "short_message",
         "status_code",
-        "rule_name",
-        "agent",
         "pattern_link",
     ]
     list_filter = ["error_class", "severity", ServiceFilter, "agent", "occurred_at"]
@@ -387,8 +369,12 @@ class ErrorEventAdmin(ReadOnlyAdmin):
     ]
 
     @admin.display(description="message")
-    def short_message(self, event: ErrorEvent) -> str:
-        return truncated(event.message)
+    def short_message(self, event: ErrorEvent) -> SafeString | str:
+        return clipped(event.message, "18em")
+
+    @admin.display(description="type", ordering="type_name")
+    def type(self, event: ErrorEvent) -> SafeString | str:
+        return clipped(event.type_name, "10em")
 
     @admin.display(description="pattern")
     def pattern_link(self, event: ErrorEvent) -> SafeString:

@@ -33,7 +33,11 @@ def patterns(
     if since:
         qs = qs.filter(last_seen_at__gte=since)
     if search:
-        qs = qs.filter(Q(message_template__icontains=search) | Q(type_name__icontains=search))
+        qs = qs.filter(
+            Q(message_template__icontains=search)
+            | Q(type_name__icontains=search)
+            | Q(fingerprint__startswith=search.lower())
+        )
     return qs.annotate(
         recent_5m=Count("events", filter=Q(events__occurred_at__gte=now - timedelta(minutes=5))),
         recent_60m=Count("events", filter=Q(events__occurred_at__gte=now - timedelta(minutes=60))),
@@ -89,3 +93,17 @@ def pattern_event_count(
     if until is not None:
         qs = qs.filter(occurred_at__lte=until)
     return qs[:at_most].count()
+
+
+def top_pattern_by_service(since: datetime) -> dict[str, ErrorPattern]:
+    """Each service's busiest pattern since then: the most events since then, the most recently seen on a tie
+    (`recent` holds the count). One query over the patterns seen since then, whatever the number of services."""
+    found: dict[str, ErrorPattern] = {}
+    rows = (
+        ErrorPattern.objects.filter(last_seen_at__gte=since)
+        .annotate(recent=Count("events", filter=Q(events__occurred_at__gte=since)))
+        .order_by("service", "-recent", "-last_seen_at", "-id")
+    )
+    for row in rows:
+        found.setdefault(row.service, row)
+    return found

@@ -18,6 +18,7 @@ from core.admin_helpers import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     admin_actor,
+    clipped,
     pill,
     pretty_json,
     reasoned_action,
@@ -67,13 +68,10 @@ class RetryJobAdmin(ReadOnlyAdmin):
     list_display = [
         "short_id",
         "service",
-        "operation",
-        "kind",
+        "short_operation",
         "state_label",
         "attempts",
-        "needs_human",
         "next_attempt_at",
-        "owner",
         "created_at",
     ]
     list_display_links = ["short_id"]
@@ -119,6 +117,10 @@ class RetryJobAdmin(ReadOnlyAdmin):
     @admin.display(description="job", ordering="created_at")
     def short_id(self, job: RetryJob) -> str:
         return str(job.pk)[:8]
+
+    @admin.display(description="operation", ordering="operation")
+    def short_operation(self, job: RetryJob) -> SafeString | str:
+        return clipped(job.operation, "18em")
 
     @admin.display(description="state", ordering="state")
     def state_label(self, job: RetryJob) -> SafeString:

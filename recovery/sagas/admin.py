@@ -20,6 +20,7 @@ from core.admin_helpers import (
     ReadOnlyAdmin,
     ReadOnlyInlineMixin,
     admin_actor,
+    clipped,
     pill,
     pretty_json,
     reasoned_action,
@@ -120,17 +121,7 @@ class StepInline(ReadOnlyInlineMixin, admin.TabularInline):
 
 
 class TransactionAdmin(ReadOnlyAdmin):
-    list_display = [
-        "name",
-        "status_badge",
-        "agent",
-        "task",
-        "step_total",
-        "needs_human",
-        "deadline_at",
-        "created_at",
-        "finished_at",
-    ]
+    list_display = ["short_name", "status_badge", "agent", "task", "step_total", "needs_human", "created_at"]
     list_filter = ["status", "needs_human", "created_at"]
     search_fields = ["id", "name", "agent__name", "task__task_id", "rollback_reason"]
     list_select_related = ["agent", "task", "created_by"]
@@ -162,6 +153,10 @@ class TransactionAdmin(ReadOnlyAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, txn: Transaction) -> SafeString:
         return badge(txn.status)
+
+    @admin.display(description="name", ordering="name")
+    def short_name(self, txn: Transaction) -> SafeString | str:
+        return clipped(txn.name, "20em")
 
     @admin.display(description="steps", ordering="step_count")
     def step_total(self, txn: Transaction) -> int:

@@ -1,0 +1,1 @@
+"""The fleet page (/console/): one row per service, worst first, refreshing itself."""

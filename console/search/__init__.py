@@ -1,0 +1,1 @@
+"""Search (/console/search/?q=): services, patterns, tasks, escalations, runs and agents, grouped by kind."""

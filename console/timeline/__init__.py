@@ -1,0 +1,1 @@
+"""A service's page (/console/services/<name>/): its timeline, newest first, and the operator's controls."""
