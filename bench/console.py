@@ -15,7 +15,6 @@ Goal (issue 14): under 300 ms, with a query count that does not grow with the nu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -25,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -34,7 +32,6 @@ from psycopg import sql
 from bench import cpu, report, server
 
 DB_NAME = "rebound_bench_console"
-RESULTS = Path(__file__).resolve().parent / "results"
 SERVICES, ESCALATIONS, CHECKS, OPEN_BREAKERS = 500, 5_000, 250, 5
 GOAL_MS = 300.0
 BASELINE = """<table>{% for name in names %}<tr><td>{{ name }}</td></tr>{% endfor %}</table>"""
@@ -287,18 +284,14 @@ class Outcome:
         return ".venv/bin/python -m bench.console " + shlex.join(sys.argv[1:])
 
     def save(self) -> None:
-        RESULTS.mkdir(exist_ok=True)
-        path = RESULTS / f"console-{self.started:%Y%m%dT%H%M%SZ}.json"
         data = {
-            "started": self.started.isoformat(),
             "options": asdict(self.opts),
             "environment": self.environment,
             "failures": self.failures,
             "queries": self.queries,
             "rounds": [asdict(r) for r in self.rounds],
         }
-        path.write_text(json.dumps(data, indent=2))
-        print(f"results: {path}")
+        report.save_results("console", self.started, data)
 
     def section(self) -> str:
         env = self.environment

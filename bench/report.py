@@ -7,13 +7,15 @@ benchmarks can add theirs later without touching this one, and text outside the 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 from collections.abc import Iterable
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.loadgen import Measurement
 
@@ -104,6 +106,18 @@ def table(rows: list[tuple[str, dict[str, float]]], unit: str = "errors/s") -> s
             f"| {c['other_cpu_pct']:.0f}% |"
         )
     return "\n".join(lines)
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_results(name: str, started: datetime, data: dict[str, Any]) -> Path:
+    """A run's raw figures as JSON under bench/results/ (git ignores it), named for the bench and its start."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps({"started": started.isoformat(), **data}, indent=2))
+    print(f"results: {path}")
+    return path
 
 
 def write_section(name: str, body: str, path: Path = DOCS) -> None:
