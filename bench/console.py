@@ -67,9 +67,11 @@ def seed() -> dict[str, int]:
     """The fleet: bulk rows written directly (the bench measures reading them, not writing them)."""
     from datetime import timedelta
 
+    from django.contrib.auth.models import Group, User
     from django.utils import timezone
 
     from core.access.models import Agent
+    from core.access.roles import OPERATORS
     from core.audit.services import Actor
     from healing.checks.models import HealthCheck
     from healing.escalations.models import Escalation
@@ -77,7 +79,6 @@ def seed() -> dict[str, int]:
     from recovery.breakers import traffic
     from recovery.breakers.models import Service
     from recovery.errors.models import ErrorEvent, ErrorPattern
-    from tests.support import factories
 
     now = timezone.now()
     names = [f"svc-{i:03d}" for i in range(SERVICES)]
@@ -131,7 +132,8 @@ def seed() -> dict[str, int]:
         for _ in range(4)
     )
     traffic.count([(n, i % 7 == 0) for i, n in enumerate(names) for _ in range(5)])
-    operator = factories.operator(username="bench-operator")
+    operator = User.objects.create_user("bench-operator", is_staff=True)
+    operator.groups.add(Group.objects.get(name=OPERATORS))
     agent = Agent.objects.create(name="bench-agent")
     for n in names[:OPEN_BREAKERS]:
         breaker_services.record_outcomes([_failure(n) for _ in range(4)], actor=Actor(agent=agent))

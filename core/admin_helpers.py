@@ -32,33 +32,8 @@ from django.utils.text import Truncator
 from core.access import roles
 from core.api.errors import DomainError
 from core.audit.models import AuditEvent
-from core.audit.selectors import recent_changes, target_model
+from core.audit.selectors import target_model
 from core.audit.services import Actor
-
-admin.site.site_header = "Rebound"
-admin.site.site_title = "Rebound admin"
-admin.site.index_title = "Resilience control plane"
-# No app list down the left of every page: at 1280 px its 280 px are the lists' columns (the breadcrumbs and the
-# front page lead to every model).
-admin.site.enable_nav_sidebar = False
-# The admin's "View site" link, on every admin page, opens the operator console.
-admin.site.site_url = "/console/"
-
-RECENT_CHANGES = 10
-_stock_index = admin.site.index
-
-
-def index_with_recent_changes(
-    request: HttpRequest, extra_context: dict[str, Any] | None = None
-) -> TemplateResponse:
-    """The admin's front page with the audit trail's newest changes (templates/admin/index.html shows them in
-    place of Django's "Recent actions", which only knew the admin's own saves). Set on the site below, before
-    the project's urls read `admin.site.urls`."""
-    changes = recent_changes(RECENT_CHANGES) if roles.is_viewer(request.user) else []
-    return _stock_index(request, {"recent_changes": changes, **(extra_context or {})})
-
-
-admin.site.index = index_with_recent_changes  # type: ignore[method-assign]
 
 REASON_TEMPLATE = "admin/rebound/reason_confirmation.html"
 CHANGE_FORM_WITH_ACTIONS = "admin/rebound/change_form_with_actions.html"

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class CoreConfig(AppConfig):
@@ -6,6 +7,7 @@ class CoreConfig(AppConfig):
 
     name = "core"
     verbose_name = "Core"
+    default = True  # what "core" in INSTALLED_APPS means: the module also holds the admin's config (below)
 
     def ready(self) -> None:
         # drf-spectacular registers an extension when its class is defined, so importing it registers it.
@@ -14,3 +16,10 @@ class CoreConfig(AppConfig):
 
         self.openapi_extensions = [openapi.ApiKeyScheme]
         caches.register(authentication.forget)
+
+
+class ReboundAdminConfig(admin_apps.AdminConfig):
+    """Django's admin with Rebound's site (core/admin_site.py) as `admin.site`."""
+
+    default = False  # named in INSTALLED_APPS by its path; "core" alone means CoreConfig
+    default_site = "core.admin_site.ReboundAdminSite"

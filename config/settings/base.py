@@ -26,7 +26,7 @@ CSRF_TRUSTED_ORIGINS = ENV.csrf_trusted_origins
 REBOUND_MODE = ENV.REBOUND_MODE
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "core.apps.ReboundAdminConfig",  # django.contrib.admin, with Rebound's site (core/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -69,6 +69,11 @@ class RedisTraffic:
     def __init__(self, client: Any = None, clock: Clock = time.time) -> None:
         self.client = client
         self.clock = clock
+        # Minutes that are over, as read_many last read them, by service: a minute two minutes old no longer
+        # changes (one minute of slack for a writer whose clock is behind), so the fleet page, polled every few
+        # seconds, reads each service's 60 minutes from Redis once per process and then only its newest two.
+        self._settled: dict[str, dict[int, tuple[int, int]]] = {}
+        self._settled_lock = threading.Lock()
 
     def _client(self) -> redis.Redis:
         return self.client if self.client is not None else redisconn.client()
@@ -90,18 +95,43 @@ class RedisTraffic:
         return [(int(c or 0), int(f or 0)) for c, f in pipe.execute()]
 
     def read_many(self, names: list[str], minutes: list[int]) -> dict[str, list[tuple[int, int]]]:
-        """Every service's minutes (consecutive) in one round trip: one script call per service, in one pipeline."""
+        """Every service's minutes (consecutive) in one round trip: one script call per service, in one pipeline,
+        each reading only the minutes not already settled (self._settled)."""
         if not names or not minutes:
             return {name: [] for name in names}
-        client = self._client()
-        script = client.register_script(READ_MINUTES)
-        pipe = client.pipeline(transaction=False)
         first, count = minutes[0], len(minutes)
         if minutes != list(range(first, first + count)):
             raise ValueError("read_many reads consecutive minutes")
+        end = first + count
+        with self._settled_lock:
+            starts = {name: self._first_unsettled(name, first, end) for name in names}
+        client = self._client()
+        script = client.register_script(READ_MINUTES)
+        pipe = client.pipeline(transaction=False)
         for name in names:
-            script(keys=[key(name, first)], args=[first, count], client=pipe)
-        return {name: _pairs(flat) for name, flat in zip(names, pipe.execute(), strict=True)}
+            start = starts[name]
+            script(keys=[key(name, start)], args=[start, end - start], client=pipe)
+        replies = pipe.execute()
+        settled_before = _minute(self.clock()) - 1
+        found: dict[str, list[tuple[int, int]]] = {}
+        with self._settled_lock:
+            for name, flat in zip(names, replies, strict=True):
+                fresh, start = _pairs(flat), starts[name]
+                known = self._settled.setdefault(name, {})
+                for minute in range(start, min(end, settled_before)):
+                    known[minute] = fresh[minute - start]
+                found[name] = [known[m] for m in range(first, start)] + fresh
+                if len(known) > 2 * count:  # forget what no window of this length reaches any more
+                    for minute in [m for m in known if m < first]:
+                        del known[minute]
+        return found
+
+    def _first_unsettled(self, name: str, first: int, end: int) -> int:
+        known = self._settled.get(name, {})
+        start = first
+        while start < end and start in known:
+            start += 1
+        return start
 
 
 class CacheTraffic:

@@ -134,3 +134,53 @@ def test_an_unreachable_store_loses_the_counts_never_the_outcomes(
     assert response.status_code == 200
     assert response.json()["results"][0]["counted"] is True
     assert "traffic store unreachable, 1 outcomes not counted" in caplog.text
+
+
+# --- the fleet page's read: settled minutes are read from Redis once per process --------------------------------
+
+
+@pytest.fixture
+def redis_store(clock: Clock) -> Iterator[RedisTraffic]:
+    chosen = RedisTraffic(_redis(), clock=clock)
+    traffic.use_store(chosen)
+    yield chosen
+    traffic.use_store(None)
+
+
+def _older(name: str, minutes_ago: int, calls: int) -> None:
+    """Write straight into a past minute's hash, as no writer on time would."""
+    _redis().hset(traffic.key(name, int(START // 60) - minutes_ago), "c", calls)
+
+
+@pytest.mark.redis
+def test_it_reads_a_settled_minute_once(redis_store: RedisTraffic, clock: Clock) -> None:
+    _older("search", 5, 7)
+    first = traffic.counts_many(["search"], 60)["search"]
+    _older("search", 5, 999)  # the store changed behind a minute that was over: the first read stands
+    assert traffic.counts_many(["search"], 60)["search"] == first
+    assert first[-6] == (7, 0)
+
+
+@pytest.mark.redis
+def test_it_reads_the_newest_two_minutes_every_time(redis_store: RedisTraffic, clock: Clock) -> None:
+    traffic.counts_many(["search"], 60)
+    traffic.count([("search", True)])
+    _older("search", 1, 4)
+    newest = traffic.counts_many(["search"], 60)["search"]
+    assert newest[-2:] == [(4, 0), (1, 1)]
+
+
+@pytest.mark.redis
+def test_it_answers_as_a_fresh_store_after_the_clock_moves_on(
+    redis_store: RedisTraffic, clock: Clock
+) -> None:
+    traffic.count([("search", False), ("mail", True)])
+    traffic.counts_many(["search", "mail"], 60)
+    for _ in range(3):
+        clock.now += 60
+        traffic.count([("search", True)])
+        remembered = traffic.counts_many(["search", "mail"], 60)
+        assert remembered == RedisTraffic(_redis(), clock=clock).read_many(
+            ["search", "mail"], list(range(int(clock.now // 60) - 59, int(clock.now // 60) + 1))
+        )
+    assert sum(c for c, _ in remembered["search"]) == 4
