@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import http.client
 import json
-import math
 import os
 import random
 import shlex
@@ -144,17 +143,11 @@ class Run:
 
     @property
     def p50(self) -> float:
-        return percentile(self.samples_ms, 50)
+        return report.percentile(self.samples_ms, 50)
 
     @property
     def p99(self) -> float:
-        return percentile(self.samples_ms, 99)
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest rank: the smallest sample at or above pct percent of them."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+        return report.percentile(self.samples_ms, 99)
 
 
 def timed(mode: str, size: str, count: int, call: Callable[[int], Any], first: int) -> tuple[Run, int]:
@@ -429,7 +422,7 @@ class Outcome:
         return [r for r in self.runs if r.mode == mode and r.size == size]
 
     def median(self, mode: str, size: str, pct: int) -> float:
-        return statistics.median(percentile(r.samples_ms, pct) for r in self.of(mode, size))
+        return statistics.median(report.percentile(r.samples_ms, pct) for r in self.of(mode, size))
 
     def ratio(self, mode: str, base: str, size: str) -> float:
         """The median over rounds of the round's p99 against its baseline's p99."""

@@ -265,10 +265,10 @@ class Outcome:
             "| measurement | median ms | p90 ms | queries | other CPU |",
             "| --- | ---: | ---: | ---: | ---: |",
             f"| one SELECT of {SERVICES} names, rendered as a bare table (baseline) | {self.baseline:.1f} "
-            f"| {_p90([s for r in self.rounds for s in r.baseline_ms]):.1f} | 1 "
+            f"| {report.percentile([s for r in self.rounds for s in r.baseline_ms], 90):.1f} | 1 "
             f"| {max(r.other_cpu_pct for r in self.rounds):.0f}% |",
             f"| GET /console/ (the fleet page) | {self.page:.1f} "
-            f"| {_p90([s for r in self.rounds for s in r.page_ms]):.1f} | {self.queries} "
+            f"| {report.percentile([s for r in self.rounds for s in r.page_ms], 90):.1f} | {self.queries} "
             f"| {max(r.other_cpu_pct for r in self.rounds):.0f}% |",
         ]
         return "\n".join(lines)
@@ -340,11 +340,6 @@ polled page reads 2 minutes per service from Redis instead of 60 (the warm-up re
    table; `--write-docs` rewrites this section (and nothing else in the file); the raw figures go to
    `bench/results/` (not committed).
 """
-
-
-def _p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(0.9 * len(ordered) + 0.5) - 1)]
 
 
 def parse_args(argv: list[str]) -> Options:

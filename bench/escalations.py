@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import shlex
@@ -63,11 +62,6 @@ CREATE TABLE bench_raw_upsert (
 
 def key_of(n: int) -> str:
     return f"repeated_pattern:bench-{n % KEYS:03d}"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 # --- one raiser process --------------------------------------------------------------------------------------
@@ -188,11 +182,11 @@ class Run:
 
     @property
     def p50(self) -> float:
-        return percentile(self.samples_ms, 50)
+        return report.percentile(self.samples_ms, 50)
 
     @property
     def p99(self) -> float:
-        return percentile(self.samples_ms, 99)
+        return report.percentile(self.samples_ms, 99)
 
     @property
     def client_cpu_us(self) -> float:

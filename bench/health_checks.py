@@ -892,20 +892,12 @@ def _run(ctx: Context) -> int:
 # --- analysis -----------------------------------------------------------------------------------------------
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest rank; a run that never happened counts as infinitely late."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 def spread_of(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "p99": percentile(values, 99),
+        "p50": report.percentile(values, 50),
+        "p95": report.percentile(values, 95),
+        "p99": report.percentile(values, 99),
         "max": max(values) if values else math.nan,
         "mean": statistics.fmean(values) if values else math.nan,
     }

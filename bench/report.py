@@ -8,6 +8,7 @@ benchmarks can add theirs later without touching this one, and text outside the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -72,6 +73,14 @@ def _memory() -> str:
     except OSError:
         pass
     return "?"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest rank: the smallest sample with at least `pct` percent of them at or below it (NaN for none)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def median(values: Iterable[float]) -> float:

@@ -100,15 +100,6 @@ class Trial:
         return self.expected - len(self.seen)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q percent of the values at or below it."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 @dataclass
 class Findings:
     opts: Options
@@ -168,7 +159,7 @@ class Findings:
 
     @property
     def p99(self) -> float:
-        return percentile(self.from_at, 99)
+        return report.percentile(self.from_at, 99)
 
     @property
     def missing(self) -> int:
@@ -206,7 +197,7 @@ class Findings:
         def row(name: str, values: list[float]) -> str:
             ms = [1000 * v for v in values]
             return (
-                f"| {name} | {len(ms)} | {percentile(ms, 50):.0f} | {percentile(ms, 99):.0f} | "
+                f"| {name} | {len(ms)} | {report.percentile(ms, 50):.0f} | {report.percentile(ms, 99):.0f} | "
                 f"{max(ms, default=math.nan):.0f} | {min(ms, default=math.nan):.0f} |"
             )
 
@@ -246,7 +237,7 @@ class Findings:
                 f"3. Propagation to {self.opts.clients} SDK clients ({self.clients_as}), {len(self.trials)} trips: "
                 f"p99 **{self.p99 * 1000:.0f} ms** from the transition's creation (goal ≤ "
                 f"{PROPAGATION_GOAL_S * 1000:.0f} ms: **{_state(self.p99 <= PROPAGATION_GOAL_S and not self.missing)}**"
-                f"); p50 {percentile(self.from_at, 50) * 1000:.0f} ms, max "
+                f"); p50 {report.percentile(self.from_at, 50) * 1000:.0f} ms, max "
                 f"{max(self.from_at, default=math.nan) * 1000:.0f} ms.",
             ]
         )

@@ -236,10 +236,7 @@ def _page_link(label: str, page: str, pk: Any) -> Link | None:
 def _run(row: Any, user: Any, now: datetime) -> RunRow:
     decisions = list(row.approvals.all())  # prefetched: no query per run
     approvers = [d for d in decisions if d.decision == "approve"]
-    excluded = not policy.requester_may_approve(row.risk)
-    # As healing.actions.services counts them: a high or critical run's requester never counts.
-    requester = row.requested_by_user_id if excluded else None
-    counted = {d.user_id for d in approvers if requester is None or d.user_id != requester}
+    counted = policy.counted_approvers({d.user_id for d in approvers}, row.risk, row.requested_by_user_id)
     params = json.dumps(row.parameters, ensure_ascii=False, sort_keys=True) if row.parameters else ""
     me = getattr(user, "pk", None)
     return RunRow(
@@ -258,7 +255,7 @@ def _run(row: Any, user: Any, now: datetime) -> RunRow:
         approvers=[_name(d.user) for d in approvers],
         approvals_required=row.approvals_required,
         approvals_counted=len(counted),
-        requester_excluded=excluded,
+        requester_excluded=not policy.requester_may_approve(row.risk),
         approved_by_me=any(d.user_id == me for d in approvers),
         requested_by_me=me is not None and row.requested_by_user_id == me,
         expires_at=row.approval_deadline,

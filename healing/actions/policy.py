@@ -76,3 +76,11 @@ def _needs(count: int, risk: str) -> str:
 
 def requester_may_approve(risk: str) -> bool:
     return risk not in REQUESTER_EXCLUDED
+
+
+def counted_approvers(approvers: set[int], risk: str, requester: int | None) -> set[int]:
+    """The approving operators that count towards a run's approvals: a high or critical run's requester never
+    does (the services start a run on these; the console shows how many it still needs)."""
+    if requester is None or requester_may_approve(risk):
+        return approvers
+    return approvers - {requester}

@@ -384,9 +384,7 @@ def _start_if_approved(run_id: int, actor: Actor) -> bool:
     run = HealingRun.objects.select_related("action").get(pk=run_id)
     if run.state != State.PENDING_APPROVAL:
         return False
-    counted = selectors.approvers(run_id)
-    if not policy.requester_may_approve(run.risk) and run.requested_by_user_id is not None:
-        counted.discard(run.requested_by_user_id)
+    counted = policy.counted_approvers(selectors.approvers(run_id), run.risk, run.requested_by_user_id)
     if len(counted) < run.approvals_required:
         return False
     now = _now()
