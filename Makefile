@@ -66,6 +66,7 @@ bench: install
 	$(PY) -m bench.health_checks --write-docs
 	$(PY) -m bench.escalations --write-docs
 	$(PY) -m bench.console --write-docs
+	$(PY) -m bench.mcp --write-docs
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -140,6 +140,15 @@ class Env(BaseSettings):
     LOG_FORMAT: Literal["json", "text"] = "json"
     PROMETHEUS_MULTIPROC_DIR: str = ""
 
+    # The MCP server (mcp_server/, `manage.py mcp`). Over stdio it acts with the key in REBOUND_API_KEY; over
+    # streamable HTTP it listens on MCP_HOST:MCP_PORT (endpoint /mcp) and takes each request's bearer key.
+    REBOUND_API_KEY: str = ""
+    MCP_HOST: str = "127.0.0.1"
+    MCP_PORT: int = Field(default=8001, ge=1, le=65_535)
+    # The URL agents reach the endpoint at (behind a proxy, or a container's name); announced in the protected
+    # resource metadata. Blank: http://MCP_HOST:MCP_PORT/mcp.
+    MCP_PUBLIC_URL: str = ""
+
     @model_validator(mode="after")
     def _production_needs_real_values(self) -> Env:
         if self.REBOUND_MODE != "production":

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "recovery",
     "healing",
     "console",
+    "mcp_server",
 ]
 
 MIDDLEWARE = [
@@ -294,6 +295,10 @@ else:
 
 # --- Rebound ------------------------------------------------------------------------------------------
 REBOUND: dict[str, Any] = {
+    "REBOUND_API_KEY": ENV.REBOUND_API_KEY,
+    "MCP_HOST": ENV.MCP_HOST,
+    "MCP_PORT": ENV.MCP_PORT,
+    "MCP_PUBLIC_URL": ENV.MCP_PUBLIC_URL,
     "HEALTH_RESULT_RETENTION_DAYS": ENV.HEALTH_RESULT_RETENTION_DAYS,
     "HEALTH_DISPATCH_BATCH": ENV.HEALTH_DISPATCH_BATCH,
     "HEALING_APPROVAL_TIMEOUT_SECONDS": ENV.HEALING_APPROVAL_TIMEOUT_SECONDS,

@@ -18,6 +18,7 @@ class AuditEvent(models.Model):
         ADMIN = "admin"
         CONSOLE = "console"
         CLI = "cli"
+        MCP = "mcp"
         SYSTEM = "system"
 
     occurred_at = models.DateTimeField(auto_now_add=True, db_index=True)

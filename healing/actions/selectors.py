@@ -10,6 +10,7 @@ from typing import TypeVar
 from django.db.models import Model, Prefetch, QuerySet
 
 from core.api.errors import InvalidInput, NotFound
+from healing.actions import policy
 from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
 from healing.checks import selectors as check_selectors
 
@@ -117,6 +118,16 @@ def approvers(run_id: int) -> set[int]:
     """The distinct operators who approved the run."""
     rows = Approval.objects.filter(run_id=run_id, decision=Approval.Decision.APPROVE)
     return set(rows.values_list("user_id", flat=True))
+
+
+def approvals_missing(run: HealingRun) -> int:
+    """How many more operators must approve a run pending approval before it starts, counted as the services
+    count them (policy.counted_approvers: a high or critical run's requester does not count); 0 for a run in
+    any other state."""
+    if run.state != HealingRun.State.PENDING_APPROVAL:
+        return 0
+    counted = policy.counted_approvers(approvers(run.pk), run.risk, run.requested_by_user_id)
+    return max(0, run.approvals_required - len(counted))
 
 
 def has_approved(run_id: int, user_id: int) -> bool:

@@ -74,6 +74,12 @@ def queue(
     )
 
 
+def open_queue(*, agent: Agent | None = None) -> QuerySet[Escalation]:
+    """The queue's escalations not resolved yet (open, acknowledged or snoozed), in its order; an agent's own
+    only when `agent` is given (rebound://escalations/open)."""
+    return queue(agent=agent).filter(state__in=NOT_RESOLVED)
+
+
 def _escalations() -> QuerySet[Escalation]:
     return Escalation.objects.select_related(
         "assignee", "acknowledged_by", "resolved_by", "raised_by_agent", "runbook"
@@ -190,15 +196,14 @@ def runbook_for(*, service: str, error_class: str, trigger: str) -> Runbook | No
 # --- counts ------------------------------------------------------------------------------------------------------
 
 
-def open_counts() -> dict[str, int]:
-    """Escalations not resolved (open, acknowledged or snoozed), by level; every level present."""
+def open_counts(service: str | None = None) -> dict[str, int]:
+    """Escalations not resolved (open, acknowledged or snoozed), by level; every level present. Of one service
+    when named (None: every escalation, the metrics' count)."""
     counts = dict.fromkeys(LEVELS, 0)
-    rows = (
-        Escalation.objects.filter(state__in=NOT_RESOLVED)
-        .order_by()
-        .values_list("level")
-        .annotate(n=Count("id"))
-    )
+    found = Escalation.objects.filter(state__in=NOT_RESOLVED)
+    if service is not None:
+        found = found.filter(service=service)
+    rows = found.order_by().values_list("level").annotate(n=Count("id"))
     for level, n in rows:
         counts[level] = n
     return counts
@@ -217,3 +222,12 @@ def open_by_service() -> dict[str, dict[str, int]]:
     for service, level, n in rows:
         counts.setdefault(service, {})[level] = n
     return counts
+
+
+def newest_open(service: str | None = None, limit: int = 5) -> list[Escalation]:
+    """The newest escalations not resolved (first raised last first), of one service or of every service
+    (None): one query."""
+    found = Escalation.objects.filter(state__in=NOT_RESOLVED)
+    if service is not None:
+        found = found.filter(service=service)
+    return list(found.order_by("-first_seen_at", "-id")[:limit])

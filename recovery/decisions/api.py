@@ -107,16 +107,7 @@ class PlanView(JsonOnlyView):
     def post(self, request: Request) -> Response:
         body = parse(_PLAN, request.data if isinstance(request.data, dict) else None)
         planned = services.make_plan(
-            services.PlanRequest(
-                service=body.service,
-                operation=body.operation,
-                error=body.error.to_report(),
-                attempt=body.attempt,
-                task_id=body.task_id,
-                elapsed_s=body.elapsed_s,
-                idempotency_key=body.idempotency_key,
-                cache_key=body.cache_key,
-            ),
+            services.PlanRequest.of(body),
             actor=Actor.from_request(request),
         )
         return Response(PlanOut.of(planned).model_dump())

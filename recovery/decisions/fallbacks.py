@@ -59,6 +59,21 @@ class CachedResult:
         return max(0.0, now - self.cached_at.timestamp())
 
 
+@dataclass(frozen=True)
+class CachedEntry:
+    """One cached result as `entries` lists it (its value left out: it can be large)."""
+
+    operation: str
+    cache_key: str  # its first CACHE_KEY_SHOWN characters
+    cached_at: datetime
+    age_s: float
+    bytes: int  # the size of the stored entry
+
+
+CACHE_KEY_SHOWN = 200  # what an entry keeps of its cache key, for listing: agents' keys can be of any length
+SCAN_PAGE = 500
+
+
 def result_key(service: str, operation: str, cache_key: str) -> str:
     # Hashed: cache keys are the agents' text of any length; the service stays readable for operators.
     digest = hashlib.sha256(f"{operation}\0{cache_key}".encode()).hexdigest()[:40]
@@ -84,7 +99,9 @@ class ResultCache:
             if (problem := too_large(value)) is not None:
                 log.warning("result of %s/%s not cached: %s", service, operation, problem)
                 continue
-            entries[result_key(service, operation, cache_key)] = encoded({"v": value, "at": stamp})
+            # "op" and "ck" let `entries` list a service's results by operation (the keys are hashed).
+            stored = {"v": value, "at": stamp, "op": operation, "ck": cache_key[:CACHE_KEY_SHOWN]}
+            entries[result_key(service, operation, cache_key)] = encoded(stored)
         if not entries:
             return 0
         client = self._redis()
@@ -137,6 +154,64 @@ class ResultCache:
         backend.delete_many(ours)
         return len(ours)
 
+    def entries(
+        self, service: str, operation: str | None = None, limit: int = 20
+    ) -> tuple[int, list[CachedEntry]]:
+        """How many results the service has cached (of that operation when given) and the newest `limit` of
+        them, newest first. Redis: SCAN the service's prefix (never KEYS) and MGET a page at a time; the embedded
+        mode's per-process cache: the entries with that prefix. Entries stored before they named their operation
+        are listed under operation "" (they expire within RESULT_CACHE_TTL_SECONDS)."""
+        now = self.clock()
+        found = [
+            entry
+            for raw in self._stored(f"rebound:result:{{{service}}}:")
+            if (entry := _entry_of(raw, now)) is not None
+            and (operation is None or entry.operation == operation)
+        ]
+        found.sort(key=lambda e: e.cached_at, reverse=True)
+        return len(found), found[:limit]
+
+    def _stored(self, prefix: str) -> list[Any]:
+        """The raw payloads under a prefix (those that expire while they are read are left out)."""
+        client = self._redis()
+        if client is not None:
+            payloads: list[Any] = []
+            page: list[Any] = []
+            for key in client.scan_iter(match=f"{prefix}*", count=SCAN_PAGE):
+                page.append(key)
+                if len(page) >= SCAN_PAGE:
+                    reply: Any = client.mget(page)
+                    payloads += reply
+                    page = []
+            if page:
+                last: Any = client.mget(page)
+                payloads += last
+            return [p for p in payloads if p is not None]
+        backend = self.backend or cache
+        # As in forget_service: of Django's caches, only the local-memory one (the embedded mode) can list.
+        stored = getattr(backend, "_cache", None)
+        if not isinstance(stored, dict):
+            log.warning("the result cache %s cannot list its keys: no entries listed", type(backend).__name__)
+            return []
+        head = backend.make_key("")
+        ours = [key[len(head) :] for key in list(stored) if str(key).startswith(head + prefix)]
+        return list(backend.get_many(ours).values())
+
+
+def _entry_of(raw: Any, now: float) -> CachedEntry | None:
+    try:
+        data = json.loads(raw)
+        cached_at = datetime.fromtimestamp(float(data["at"]), tz=UTC)
+    except (ValueError, TypeError, KeyError, OverflowError, OSError):
+        return None  # not a payload put_many wrote: nothing to list
+    return CachedEntry(
+        operation=str(data.get("op", "")),
+        cache_key=str(data.get("ck", "")),
+        cached_at=cached_at,
+        age_s=round(max(0.0, now - cached_at.timestamp()), 3),
+        bytes=len(raw.encode() if isinstance(raw, str) else raw),
+    )
+
 
 _results = ResultCache()
 
@@ -161,6 +236,18 @@ def store_results(items: list[tuple[str, str, str, Any]]) -> int:
     except redis.RedisError as error:
         log.warning("result cache unreachable, %d results not cached: %s", len(items), error)
         return 0
+
+
+def cached_entries(
+    service: str, operation: str | None = None, limit: int = 20
+) -> tuple[int, list[CachedEntry]]:
+    """The service's cached results (of that operation when given): how many, and the newest `limit`. Best
+    effort, as store_results: with Redis unreachable, none (and a warning), so that a reader still answers."""
+    try:
+        return results().entries(service, operation, limit)
+    except redis.RedisError as error:
+        log.warning("result cache unreachable, the cached results of %s not listed: %s", service, error)
+        return 0, []
 
 
 def flush_results(service: str) -> int:

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from pydantic import TypeAdapter
 from rest_framework.request import Request
@@ -13,7 +10,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import IsOperator, ReadOrOperator
-from core.api.errors import InvalidInput
 from core.api.pagination import Pagination
 from core.api.schemas import PAGE_PARAMETERS, answers
 from core.api.validation import parse
@@ -92,14 +88,6 @@ STATE_EXAMPLE = {
 }
 
 
-def _expiry(body: ForceIn) -> datetime | None:
-    if body.expires_at is not None and body.ttl_s is not None:
-        raise InvalidInput("give expires_at or ttl_s, not both", field="ttl_s")
-    if body.ttl_s is not None:
-        return timezone.now() + timedelta(seconds=body.ttl_s)
-    return body.expires_at
-
-
 class DegradationView(APIView):
     permission_classes = [ReadOrOperator]
 
@@ -163,7 +151,7 @@ class DegradationView(APIView):
             scope=body.scope,
             level=body.level,
             reason=body.reason,
-            expires_at=_expiry(body),
+            expires_at=body.ends_at(),
             actor=Actor.from_request(request),
         )
         return Response(StateOut.of_state(selectors.scope_state(body.scope)).model_dump())

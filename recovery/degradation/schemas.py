@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
+from core.api.errors import InvalidInput
 from core.api.schemas import Page
 from recovery.breakers.schemas import Expiry
 
@@ -44,6 +46,14 @@ class ForceIn(BaseModel):
         allow_inf_nan=False,
         description="Or: how many seconds from now it ends (at most 2,592,000: 30 days).",
     )
+
+    def ends_at(self) -> datetime | None:
+        """When the forced level ends: expires_at, or ttl_s from now; both given is refused, naming ttl_s."""
+        if self.expires_at is not None and self.ttl_s is not None:
+            raise InvalidInput("give expires_at or ttl_s, not both", field="ttl_s")
+        if self.ttl_s is not None:
+            return timezone.now() + timedelta(seconds=self.ttl_s)
+        return self.expires_at
 
 
 class ClearIn(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from core.api.errors import NotFound
@@ -107,3 +107,39 @@ def top_pattern_by_service(since: datetime) -> dict[str, ErrorPattern]:
     for row in rows:
         found.setdefault(row.service, row)
     return found
+
+
+# --- one service or the fleet over a window (the MCP server's get_error_status) ------------------------------
+
+
+def error_counts(since: datetime, service: str | None = None) -> list[tuple[str, str, int]]:
+    """(error_class, severity, count) of the errors reported since then, of the service or of every service
+    (None): one GROUP BY query over the window's events, largest count first."""
+    qs = ErrorEvent.objects.filter(occurred_at__gte=since)
+    if service is not None:
+        qs = qs.filter(service=service)
+    rows = qs.order_by().values_list("error_class", "severity").annotate(n=Count("id"))
+    return sorted(((c, s, n) for c, s, n in rows), key=lambda row: (-row[2], row[0], row[1]))
+
+
+def busiest_patterns(since: datetime, *, service: str | None = None, limit: int = 5) -> list[ErrorPattern]:
+    """The patterns with the most events since then (of the service, or of every service), the most recently
+    seen first on a tie; each with `in_window`, its count since then. Two queries: the window's events grouped by
+    pattern (on the occurred_at index, never a busy pattern's whole history), then those patterns."""
+    events = ErrorEvent.objects.filter(occurred_at__gte=since)
+    if service is not None:
+        events = events.filter(service=service)
+    counted = list(
+        events.order_by()
+        .values_list("pattern_id")
+        .annotate(n=Count("id"), last=Max("occurred_at"))
+        .order_by("-n", "-last", "-pattern_id")[:limit]
+    )
+    found = ErrorPattern.objects.in_bulk([pattern_id for pattern_id, _, _ in counted])
+    busiest = []
+    for pattern_id, n, _ in counted:
+        row = found.get(pattern_id)
+        if row is not None:  # pruned between the two queries
+            row.in_window = n  # type: ignore[attr-defined]
+            busiest.append(row)
+    return busiest

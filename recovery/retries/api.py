@@ -246,15 +246,7 @@ class RetryListView(APIView):
     )
     def post(self, request: Request) -> Response:
         body = parse(_JOB_IN, request.data if isinstance(request.data, dict) else None)
-        new = services.NewJob(
-            service=body.service,
-            operation=body.operation,
-            kind=body.kind,
-            idempotency_key=body.idempotency_key,
-            request=body.request.model_dump(exclude_none=True) if body.request else None,
-            task=body.task.model_dump() if body.task else None,
-            policy=body.policy,
-        )
+        new = services.NewJob.of(body)
         job, created = services.create_job(new, actor=Actor.from_request(request))
         return Response(RetryJobOut.of(job).model_dump(), status=201 if created else 200)
 

@@ -21,7 +21,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
@@ -46,6 +46,9 @@ from recovery.errors.services import classify_report
 from recovery.errors.writes import Classified
 from recovery.retries import selectors, signals
 from recovery.retries.models import RetryAttempt, RetryJob
+
+if TYPE_CHECKING:
+    from recovery.retries.schemas import RetryJobIn
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,19 @@ class NewJob:
     request: dict[str, Any] | None = None
     task: dict[str, Any] | None = None  # {"name", "args", "kwargs"}
     policy: str | None = None  # a policy's name; None: resolved for the service and operation
+
+    @classmethod
+    def of(cls, body: RetryJobIn) -> NewJob:
+        """The job as POST /retries and the MCP tool retry_operation receive it."""
+        return cls(
+            service=body.service,
+            operation=body.operation,
+            kind=body.kind,
+            idempotency_key=body.idempotency_key,
+            request=body.request.model_dump(exclude_none=True) if body.request else None,
+            task=body.task.model_dump() if body.task else None,
+            policy=body.policy,
+        )
 
 
 @dataclass(frozen=True)

@@ -216,10 +216,11 @@ def test_it_declares_volumes_for_data_and_metrics() -> None:
         assert services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"] == METRICS_DIR
 
 
-def test_it_publishes_only_the_web_port() -> None:
+def test_it_publishes_only_the_web_and_mcp_ports() -> None:
     services = _services()
     assert services["web"]["ports"] == ["${REBOUND_PORT:-8000}:8000"]
-    assert all("ports" not in services[name] for name in services if name != "web")
+    assert services["mcp"]["ports"] == ["${REBOUND_MCP_PORT:-8001}:8001"]
+    assert all("ports" not in services[name] for name in services if name not in ("web", "mcp"))
 
 
 def test_it_gives_a_compose_environment_that_the_production_settings_accept(
