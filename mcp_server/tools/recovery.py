@@ -132,7 +132,7 @@ def _plan(caller: callers.Caller, given: dict[str, Any]) -> RecoveryOptionsOut:
     except InvalidInput as error:
         raise _error_service_named(error) from None
     planned = services.make_plan(
-        services.PlanRequest.of(body),
+        body.to_request(),
         actor=caller.actor,
     )
     # The options for the class and kind the plan found, as GET /recovery/options answers them.

@@ -107,7 +107,7 @@ class PlanView(JsonOnlyView):
     def post(self, request: Request) -> Response:
         body = parse(_PLAN, request.data if isinstance(request.data, dict) else None)
         planned = services.make_plan(
-            services.PlanRequest.of(body),
+            body.to_request(),
             actor=Actor.from_request(request),
         )
         return Response(PlanOut.of(planned).model_dump())

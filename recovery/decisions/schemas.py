@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from core.slugs import SLUG, Slug
+from recovery.decisions.services import PlanRequest
 from recovery.errors.schemas import ErrorIn, with_error_defaults
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
 
@@ -87,6 +88,19 @@ class PlanIn(BaseModel):
         if self.error.service != self.service:
             raise ValueError("the error's service must be the plan's service")
         return self
+
+    def to_request(self) -> PlanRequest:
+        """The plan request as POST /recovery/plan and the MCP tool get_recovery_options hand it over."""
+        return PlanRequest(
+            service=self.service,
+            operation=self.operation,
+            error=self.error.to_report(),
+            attempt=self.attempt,
+            task_id=self.task_id,
+            elapsed_s=self.elapsed_s,
+            idempotency_key=self.idempotency_key,
+            cache_key=self.cache_key,
+        )
 
 
 class OptionsQuery(BaseModel):

@@ -38,7 +38,6 @@ from recovery.errors.writes import Classified
 
 if TYPE_CHECKING:
     from recovery.breakers.services import OutcomeReport
-    from recovery.decisions.schemas import PlanIn
 
 log = logging.getLogger(__name__)
 Result = RecoveryPlan.Result
@@ -68,20 +67,6 @@ class PlanRequest:
     elapsed_s: float | None = None
     idempotency_key: str = ""
     cache_key: str = ""
-
-    @classmethod
-    def of(cls, body: PlanIn) -> PlanRequest:
-        """The request as POST /recovery/plan and the MCP tool get_recovery_options receive it."""
-        return cls(
-            service=body.service,
-            operation=body.operation,
-            error=body.error.to_report(),
-            attempt=body.attempt,
-            task_id=body.task_id,
-            elapsed_s=body.elapsed_s,
-            idempotency_key=body.idempotency_key,
-            cache_key=body.cache_key,
-        )
 
 
 @dataclass(frozen=True)
