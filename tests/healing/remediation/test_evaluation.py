@@ -99,7 +99,9 @@ def test_it_fires_when_a_health_check_opens_the_breaker() -> None:
 
 def test_it_fires_a_pattern_rule_once_per_window() -> None:
     heal = rule("heal-search", trigger="pattern_count", service="search", threshold=5, window_s=300)
-    now = timezone.now()
+    # The start of the current 300 s window: `now + 1 s` must fall in the same window whatever the clock says.
+    now = timezone.now().replace(microsecond=0)
+    now -= timedelta(seconds=int(now.timestamp()) % 300)
     errors("search", 5, at=now)  # still within the window that ends 300 s later
 
     first, again = services.evaluate(now=now), services.evaluate(now=now + timedelta(seconds=1))
