@@ -27,6 +27,8 @@ from tests.support.processes import PYTHON, ROOT, free_port, process_env, start,
 
 # The hosts the docs' examples call, and the scheme they use there.
 OUTSIDE_HOSTS = ("https://billing.internal.example", "http://billing.internal.example")
+# Where the docs' MCP examples reach the MCP server (its default address).
+MCP_DOCS_URL = "http://127.0.0.1:8001"
 # The docs that must show the API at work: each has at least one example that calls it.
 API_DOCS = (
     "checkpoints.md",
@@ -157,6 +159,11 @@ def running_rebound(mode: str, tmp_path: Path, stand_in: StandIn) -> Iterator[St
     web = start(
         [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"], env, tmp_path / "web.log"
     )
+    # The MCP server over streamable HTTP (docs/mcp.md's client example), as make run's Procfile starts it.
+    mcp_port = free_port()
+    mcp = start(
+        [PYTHON, "manage.py", "mcp", "--transport", "http", "--port", str(mcp_port)], env, tmp_path / "mcp.log"
+    )
     worker_log = tmp_path / "worker.log"
     worker = start(
         [PYTHON, "-m", "celery", "-A", "config", "worker", "-l", "INFO", "--concurrency", "2"],
@@ -165,6 +172,7 @@ def running_rebound(mode: str, tmp_path: Path, stand_in: StandIn) -> Iterator[St
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        wait_http(f"http://127.0.0.1:{mcp_port}/healthz", timeout=60)
         assert wait_for(lambda: " ready." in worker_log.read_text(), timeout=60), worker_log.read_text()[
             -3000:
         ]
@@ -177,10 +185,11 @@ def running_rebound(mode: str, tmp_path: Path, stand_in: StandIn) -> Iterator[St
                 "OPERATOR_KEY": operator_key,
             },
             agent_key=agent_key,
-            hosts=dict.fromkeys(OUTSIDE_HOSTS, local),
+            hosts={**dict.fromkeys(OUTSIDE_HOSTS, local), MCP_DOCS_URL: f"http://127.0.0.1:{mcp_port}"},
         )
     finally:
         stop(worker)
+        stop(mcp)
         stop(web)
 
 
