@@ -162,7 +162,9 @@ def running_rebound(mode: str, tmp_path: Path, stand_in: StandIn) -> Iterator[St
     # The MCP server over streamable HTTP (docs/mcp.md's client example), as make run's Procfile starts it.
     mcp_port = free_port()
     mcp = start(
-        [PYTHON, "manage.py", "mcp", "--transport", "http", "--port", str(mcp_port)], env, tmp_path / "mcp.log"
+        [PYTHON, "manage.py", "mcp", "--transport", "http", "--port", str(mcp_port)],
+        env,
+        tmp_path / "mcp.log",
     )
     worker_log = tmp_path / "worker.log"
     worker = start(
