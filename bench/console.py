@@ -26,9 +26,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from psycopg import sql
-
 from bench import cpu, report, server
 
 DB_NAME = "rebound_bench_console"
@@ -368,15 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(stack, opts)
         finally:
-            _drop(stack)
-
-
-def _drop(stack: server.Stack) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(stack.pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(stack.db_name)))
+            server.drop_database(stack)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bench import cpu, report, server
 
@@ -338,12 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(stack, opts)
         finally:
-            _drop(stack)
-
-
-def _drop(stack: server.Stack) -> None:
-    with psycopg.connect(stack.pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(stack.db_name)))
+            server.drop_database(stack)
 
 
 def _run(stack: server.Stack, opts: Options) -> int:

@@ -48,11 +48,9 @@ from typing import Any
 
 import httpx
 import httpx2
-import psycopg
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from psycopg import sql
 
 from bench import cpu, report, server
 
@@ -864,15 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(stack, opts)
         finally:
-            _drop(stack)
-
-
-def _drop(stack: server.Stack) -> None:
-    from django.db import connections
-
-    connections.close_all()
-    with psycopg.connect(stack.pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(stack.db_name)))
+            server.drop_database(stack)
 
 
 if __name__ == "__main__":

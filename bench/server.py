@@ -84,6 +84,17 @@ def recreate_database(stack: Stack) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(name))
 
 
+def drop_database(stack: Stack) -> None:
+    """Drop the benchmark database at the end of a run (WITH FORCE: a server process may still hold a
+    connection). This process's own Django connections, if it opened any, are closed first."""
+    if "django.db" in sys.modules:
+        from django.db import connections
+
+        connections.close_all()
+    with psycopg.connect(stack.pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(stack.db_name)))
+
+
 def server_env(stack: Stack) -> dict[str, str]:
     """The production environment config/env.py validates, pointed at the benchmark's own services."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GUNICORN_", "REBOUND_", "DJANGO_"))}

@@ -19,7 +19,7 @@ def _tool_name(ctx: ServerRequestContext[Any, Any]) -> str:
     params = ctx.params if isinstance(ctx.params, dict) else {}
     name = str(params.get("name", ""))
     # A label per registered tool only: a client's made-up names must not grow the metric without bound.
-    return name if name in {spec.name for spec in running.specs()} else "unknown"
+    return name if running.is_tool(name) else "unknown"
 
 
 def _principal(ctx: ServerRequestContext[Any, Any]) -> str:

@@ -70,6 +70,16 @@ def specs() -> list[ToolSpec]:
     return list(_specs.values())
 
 
+def is_tool(name: str) -> bool:
+    return name in _specs
+
+
+def as_sent(value: Any) -> Any:
+    """A nested argument as the REST API receives it, to parse with the REST view's input model: the SDK hands
+    the tool a model it validated, a direct call (the tests) a dict."""
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+
 # --- the outcome of one call, for the metrics and the log line (mcp_server/observe.py) -----------------------
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from core.api.errors import InvalidInput
 from core.api.validation import parse
 from core.slugs import Slug
-from mcp_server import callers
+from mcp_server import callers, running
 from mcp_server.running import tool
 from recovery.breakers import selectors as breaker_selectors
 from recovery.decisions import services
@@ -41,11 +41,6 @@ class RecoveryOptionsOut(BaseModel):
     options: OptionsOut = Field(
         description="Every option for the error's class now, each with why it is or is not available."
     )
-
-
-def _data(value: Any) -> Any:
-    """A nested argument as the REST API receives it: the SDK hands a validated model, a direct call a dict."""
-    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
 
 
 @tool(title="Recovery options for a failed call", read_only=False, destructive=False, idempotent=False)
@@ -94,7 +89,7 @@ def get_recovery_options(
         given = {
             "service": service,
             "operation": operation,
-            "error": _data(error),
+            "error": running.as_sent(error),
             "attempt": attempt,
             "task_id": task_id,
             "elapsed_s": elapsed_s,

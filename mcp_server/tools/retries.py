@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from core.api.errors import InvalidInput, NotFound
 from core.api.validation import parse
 from core.slugs import Slug
-from mcp_server import callers
+from mcp_server import callers, running
 from mcp_server.running import tool
 from recovery.calls.outbound import RequestIn
 from recovery.retries import selectors, services
@@ -26,11 +26,6 @@ class RetryOperationOut(BaseModel):
         "created); null: a look-up by job_id."
     )
     job: RetryJobDetailOut = Field(description="The job with every attempt so far; secrets in it hidden.")
-
-
-def _data(value: Any) -> Any:
-    """A nested argument as the REST API receives it: the SDK hands a validated model, a direct call a dict."""
-    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
 
 
 @tool(title="Retry an operation on Rebound's workers", read_only=False, destructive=False, idempotent=True)
@@ -76,8 +71,8 @@ def retry_operation(
         "service": service,
         "operation": operation,
         "kind": kind,
-        "request": _data(request),
-        "task": _data(task),
+        "request": running.as_sent(request),
+        "task": running.as_sent(task),
         "idempotency_key": idempotency_key,
         "policy": policy,
     }

@@ -20,7 +20,6 @@ from recovery.breakers import services as breaker_services
 from recovery.breakers import traffic
 from recovery.breakers.models import Service
 from recovery.degradation import services as degradation_services
-from recovery.errors.models import ErrorEvent, ErrorPattern
 from tests.support import factories, run_redis
 from tests.support.escalations import raise_one
 from tests.support.healing_runs import health_check
@@ -49,33 +48,6 @@ def user(client: Client) -> Any:
 def rows(html: str) -> list[tuple[str, str]]:
     """(service, data-breaker) of each row, in page order."""
     return re.findall(r'<tr data-service="([^"]+)" data-breaker="([^"]+)">', html)
-
-
-def pattern(name: str, message: str, events: int) -> ErrorPattern:
-    now = timezone.now()
-    found = ErrorPattern.objects.create(
-        fingerprint=f"{name}-{message}"[:64],
-        service=name,
-        error_class="transient",
-        severity="medium",
-        kind="connection_timeout",
-        message_template=message,
-        first_seen_at=now,
-        last_seen_at=now,
-        total_count=events,
-    )
-    ErrorEvent.objects.bulk_create(
-        ErrorEvent(
-            pattern=found,
-            occurred_at=now,
-            service=name,
-            error_class="transient",
-            severity="medium",
-            message=message,
-        )
-        for _ in range(events)
-    )
-    return found
 
 
 def test_it_sends_anonymous_visitors_to_the_login_page() -> None:
@@ -226,8 +198,8 @@ def test_it_draws_the_sparkline_from_the_traffic_counts(viewer: Client) -> None:
 
 def test_it_shows_the_top_pattern_of_the_last_hour_with_a_link(viewer: Client) -> None:
     service("alpha")
-    pattern("alpha", "quiet timeout", 1)
-    busy = pattern("alpha", "connection reset by peer", 3)
+    factories.pattern_with_events("alpha", "quiet timeout", 1)
+    busy = factories.pattern_with_events("alpha", "connection reset by peer", 3)
     html = viewer.get(FLEET).content.decode()
     assert f'href="/admin/recovery/errorpattern/{busy.pk}/change/"' in html
     assert "connection reset by peer" in html and "&times;3" in html
@@ -261,7 +233,7 @@ def _fleet_of(count: int, start: int) -> None:
         check.pk, check.id, check.name, check.service = None, None, f"check-{name}", name
         check.save()
     for name in names:
-        pattern(name, f"timeout {name}", 1)
+        factories.pattern_with_events(name, f"timeout {name}", 1)
     traffic.count([(name, i % 2 == 0) for i, name in enumerate(names)])
 
 

@@ -23,7 +23,6 @@ from recovery.breakers import services as breaker_services
 from recovery.breakers.models import Service
 from recovery.decisions.models import FallbackOption
 from recovery.degradation import services as degradation_services
-from recovery.errors.models import ErrorEvent, ErrorPattern
 from tests.support import factories
 from tests.support.escalations import raise_one
 
@@ -46,26 +45,6 @@ def process_key() -> Iterator[Callable[[str], None]]:
 
 def service(name: str, **fields: Any) -> Service:
     return Service.objects.create(name=name, **fields)
-
-
-def pattern(name: str, message: str, events: int) -> ErrorPattern:
-    now = timezone.now()
-    found = ErrorPattern.objects.create(
-        fingerprint=f"{name}-{message}"[:64],
-        service=name,
-        error_class="transient",
-        severity="medium",
-        kind="connection_timeout",
-        message_template=message,
-        first_seen_at=now,
-        last_seen_at=now,
-        total_count=events,
-    )
-    ErrorEvent.objects.bulk_create(
-        ErrorEvent(pattern=found, occurred_at=now, service=name, error_class="transient", severity="medium")
-        for _ in range(events)
-    )
-    return found
 
 
 def operator_actor() -> Actor:
@@ -134,8 +113,8 @@ def test_it_counts_open_escalations_by_level(agent_caller: callers.Caller) -> No
 
 def test_it_names_the_busiest_pattern_of_the_last_hour(agent_caller: callers.Caller) -> None:
     service("alpha")
-    pattern("alpha", "timeout after <n> ms", 2)
-    busiest = pattern("alpha", "connection reset", 5)
+    factories.pattern_with_events("alpha", "timeout after <n> ms", 2)
+    busiest = factories.pattern_with_events("alpha", "connection reset", 5)
     top = row(resources.services_index(agent_caller), "alpha").top_pattern
     assert top is not None
     assert (top.id, top.message_template, top.count_last_hour) == (busiest.pk, "connection reset", 5)
@@ -150,7 +129,7 @@ def test_it_reads_the_fleet_in_the_same_queries_for_3_services_as_for_30(
             name = f"svc-{n}-{i}"
             service(name)
             raise_one(f"k-{name}", service=name)
-            pattern(name, f"boom {name}", 1)
+            factories.pattern_with_events(name, f"boom {name}", 1)
         with CaptureQueriesContext(connection) as captured:
             index = resources.services_index(agent_caller)
         assert index.count >= n

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import factory
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from core.access import services as access
 from core.access.models import Agent
 from core.access.roles import OPERATORS, VIEWERS
 from core.audit.services import Actor
 from recovery.degradation.models import DegradationRule
-from recovery.errors.models import ClassificationRule
+from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern
 
 
 class AgentFactory(factory.django.DjangoModelFactory):
@@ -90,9 +93,36 @@ def user_key(user: Any) -> str:
 
 def task(agent: Agent | None = None, task_id: str = "job-1", **fields: Any) -> Any:
     """A running task of an agent (new agent if none), as the first checkpoint or heartbeat would create."""
-    from django.utils import timezone
-
     from recovery.checkpoints.models import Task
 
     fields.setdefault("started_at", timezone.now())
     return Task.objects.create(agent=agent or AgentFactory(), task_id=task_id, **fields)
+
+
+def pattern_with_events(service: str, message: str, events: int, minutes_ago: int = 0) -> ErrorPattern:
+    """A transient pattern of the service with `events` errors, all seen `minutes_ago` minutes ago (its first and
+    last sighting then too): what the fleet's "top pattern" reads count."""
+    at = timezone.now() - timedelta(minutes=minutes_ago)
+    found = ErrorPattern.objects.create(
+        fingerprint=uuid.uuid4().hex,
+        service=service,
+        error_class="transient",
+        severity="medium",
+        kind="connection_timeout",
+        message_template=message,
+        first_seen_at=at,
+        last_seen_at=at,
+        total_count=events,
+    )
+    ErrorEvent.objects.bulk_create(
+        ErrorEvent(
+            pattern=found,
+            occurred_at=at,
+            service=service,
+            error_class="transient",
+            severity="medium",
+            message=message,
+        )
+        for _ in range(events)
+    )
+    return found

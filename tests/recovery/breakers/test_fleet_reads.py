@@ -26,7 +26,6 @@ from recovery.breakers.store import BreakerStore, DatabaseStore, RedisStore
 from recovery.degradation import selectors as degradation_selectors
 from recovery.degradation import services as degradation_services
 from recovery.errors import selectors as error_selectors
-from recovery.errors.models import ErrorEvent, ErrorPattern
 from tests.support import factories
 
 pytestmark = pytest.mark.django_db
@@ -225,33 +224,85 @@ def test_levels_of_is_the_worse_of_the_fleet_and_each_service_with_the_forced_on
     assert forced[0].until == until and forced[1].until is None
 
 
-def _pattern(service: str, message: str, events: int, minutes_ago: int = 0) -> ErrorPattern:
-    at = timezone.now() - timedelta(minutes=minutes_ago)
-    found = ErrorPattern.objects.create(
-        fingerprint=uuid.uuid4().hex,
-        service=service,
-        error_class="transient",
-        severity="medium",
-        kind="connection_timeout",
-        message_template=message,
-        first_seen_at=at,
-        last_seen_at=at,
-    )
-    ErrorEvent.objects.bulk_create(
-        ErrorEvent(pattern=found, occurred_at=at, service=service, error_class="transient", severity="medium")
-        for _ in range(events)
-    )
-    return found
-
-
 def test_top_pattern_by_service_is_the_busiest_of_the_window_in_one_query() -> None:
-    _pattern("a", "quiet", 1)
-    busy = _pattern("a", "busy", 3)
-    _pattern("a", "old and busy", 9, minutes_ago=120)
-    only = _pattern("b", "only", 1)
+    factories.pattern_with_events("a", "quiet", 1)
+    busy = factories.pattern_with_events("a", "busy", 3)
+    factories.pattern_with_events("a", "old and busy", 9, minutes_ago=120)
+    only = factories.pattern_with_events("b", "only", 1)
     since = timezone.now() - timedelta(minutes=60)
     with CaptureQueriesContext(connection) as captured:
         top = error_selectors.top_pattern_by_service(since)
     assert len(captured) == 1
     assert {name: p.pk for name, p in top.items()} == {"a": busy.pk, "b": only.pk}
     assert top["a"].recent == 3  # type: ignore[attr-defined]
+
+
+# --- breaker_details: what breaker_view says of many breakers, in one round trip and one query -----------
+
+
+def test_breaker_details_answer_what_breaker_view_answers(store: BreakerStore, agent_client: Any) -> None:
+    services = [small("a-open"), small("b-forced"), small("c-never")]
+    trip(agent_client, "a-open")
+    breaker_services.set_override(
+        name="b-forced",
+        mode="forced_open",
+        reason="drill",
+        expires_at=None,
+        actor=Actor(user=factories.operator()),
+    )
+    services = list(breaker_selectors.services())
+
+    details = breaker_selectors.breaker_details(services)
+
+    for service in services:
+        view = breaker_selectors.breaker_view(service)
+        detail = details[service.name]
+        assert (detail.automatic_state, detail.opened_at, detail.open_until) == (
+            view["automatic_state"],
+            view["opened_at"],
+            view["open_until"],
+        )
+        assert (detail.last.reason if detail.last else None) == (
+            view["why"]["reason"] if view["why"] else None
+        )
+    assert details["a-open"].last == BreakerTransition.objects.filter(service__name="a-open").latest(
+        "created_at"
+    )
+    assert details["b-forced"].last is not None and details["b-forced"].last.to_state == "forced_open"
+    assert (details["c-never"].automatic_state, details["c-never"].last) == ("closed", None)
+
+
+def test_breaker_details_cost_the_same_queries_for_2_and_20_breakers(
+    store: BreakerStore, agent_client: Any
+) -> None:
+    for i in range(20):
+        small(f"svc-{i:02}")
+    for i in range(0, 20, 3):
+        trip(agent_client, f"svc-{i:02}")
+    services = list(breaker_selectors.services())
+    breaker_selectors.breaker_details(services)  # store states rebuilt on first sight: not what is counted
+
+    with CaptureQueriesContext(connection) as two:
+        breaker_selectors.breaker_details(services[:2])
+    with CaptureQueriesContext(connection) as twenty:
+        details = breaker_selectors.breaker_details(services)
+
+    assert len(twenty) == len(two)
+    assert sum(d.automatic_state == "open" for d in details.values()) == 7
+
+
+def test_breaker_details_say_unknown_without_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    small("a")
+
+    class Down:
+        def peek_many(self, services: Any, cfgs: Any) -> Any:
+            raise redis.ConnectionError("down")
+
+    monkeypatch.setattr(breaker_store, "_store", Down())
+    detail = breaker_selectors.breaker_details(list(breaker_selectors.services()))["a"]
+    assert (detail.automatic_state, detail.opened_at, detail.open_until, detail.last) == (
+        "unknown",
+        None,
+        None,
+        None,
+    )
