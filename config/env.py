@@ -136,6 +136,13 @@ class Env(BaseSettings):
     NOTIFICATION_RETRY_BASE_SECONDS: float = Field(default=10.0, ge=0.1, le=3600)
     NOTIFICATION_TIMEOUT_SECONDS: float = Field(default=10.0, ge=1, le=120)
 
+    # Error learning (docs/learning.md): how fast an old result stops counting (its weight halves every
+    # half-life); how many (weighted) results an action needs before the planner trusts its figure; how long a
+    # process keeps the figures it read.
+    LEARNING_HALF_LIFE_DAYS: float = Field(default=7.0, gt=0, le=365)
+    LEARNING_MIN_TRIES: float = Field(default=10.0, ge=1, le=100_000)
+    LEARNING_CACHE_SECONDS: float = Field(default=5.0, ge=0, le=300)
+
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     LOG_FORMAT: Literal["json", "text"] = "json"
     PROMETHEUS_MULTIPROC_DIR: str = ""

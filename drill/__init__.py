@@ -1,4 +1,3 @@
-"""The chaos drill that measures recovery against naive retries.
-
-Reserved: the learning and drill issue builds it here, above healing, recovery and core.
-"""
+"""The chaos drill (docs/drill.md): a fault-injecting loopback server, a fleet of agents on Rebound and a fleet on
+naive retries against identical faults, and a report of which recovered better. A face above healing, recovery
+and core; nothing imports it."""

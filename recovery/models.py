@@ -7,6 +7,7 @@ from recovery.checkpoints.models import Checkpoint, Task
 from recovery.decisions.models import FallbackInvocation, FallbackOption, Operation, RecoveryPlan, RetryPolicy
 from recovery.degradation.models import DegradationEvent, DegradationLevel, DegradationRule, DegradationState
 from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern, IdempotencyRecord
+from recovery.learning.models import Effectiveness
 from recovery.retries.models import RetryAttempt, RetryJob
 from recovery.sagas.models import CompensationAttempt, Transaction, TransactionStep
 
@@ -21,6 +22,7 @@ __all__ = [
     "DegradationLevel",
     "DegradationRule",
     "DegradationState",
+    "Effectiveness",
     "ErrorEvent",
     "ErrorPattern",
     "FallbackInvocation",

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "healing",
     "console",
     "mcp_server",
+    "drill",
 ]
 
 MIDDLEWARE = [
@@ -345,6 +346,9 @@ REBOUND: dict[str, Any] = {
     "SAGA_MAX_DEADLINE_SECONDS": ENV.SAGA_MAX_DEADLINE_SECONDS,
     "SAGA_ATTEMPT_LEASE_SECONDS": ENV.SAGA_ATTEMPT_LEASE_SECONDS,
     "SAGA_STALE_SECONDS": ENV.SAGA_STALE_SECONDS,
+    "LEARNING_HALF_LIFE_DAYS": ENV.LEARNING_HALF_LIFE_DAYS,
+    "LEARNING_MIN_TRIES": ENV.LEARNING_MIN_TRIES,
+    "LEARNING_CACHE_SECONDS": ENV.LEARNING_CACHE_SECONDS,
 }
 
 # --- Logging: JSON lines with the request id, in web and Celery processes alike --------------------------

@@ -164,6 +164,8 @@ class RecoveryPlan(models.Model):
     error_class = models.CharField(max_length=20, choices=ErrorClass.choices)
     severity = models.CharField(max_length=10, choices=Severity.choices)
     kind = models.CharField(max_length=30, choices=ErrorKind.choices)
+    # The error's pattern (recovery/errors): what error learning keys its figures on.
+    fingerprint = models.CharField(max_length=64, blank=True)
     policy = models.ForeignKey(
         RetryPolicy, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
