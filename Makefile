@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast install lint format typecheck imports migrations-check fuzz ci bench clean
+.PHONY: run test test-fast install lint format typecheck imports migrations-check fuzz ci bench drill drill-docs clean
 
 run:
 	./scripts/run
@@ -67,6 +67,20 @@ bench: install
 	$(PY) -m bench.escalations --write-docs
 	$(PY) -m bench.console --write-docs
 	$(PY) -m bench.mcp --write-docs
+
+# The chaos drill (docs/drill.md) against a running Rebound (`make run`'s, unless DRILL_ARGS says --url and keys):
+# a fleet recovering through Rebound and a fleet of naive retries against identical faults, side by side, and
+# whether the goals are met; exits 1 when a correctness goal is missed. SCENARIO=full for the long one;
+# DRILL_ARGS="--seed N" repeats a run exactly, "--json PATH" writes the figures.
+SCENARIO ?= smoke
+DRILL_ARGS ?=
+
+drill: install
+	$(PY) manage.py drill --scenario $(SCENARIO) $(DRILL_ARGS)
+
+# docs/drill.md and its plot, from the full scenario run twice (the second run with what the first learned).
+drill-docs: install
+	$(PY) manage.py drill --scenario full --runs 2 --report docs/drill.md --plot docs/img/drill.png $(DRILL_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -1,6 +1,7 @@
 """The recovery app's admin pages, registered here in one visible place; each room's admin.py defines its own.
-The service page is composed here: the breakers' page with the decisions' inlines, since the breakers sit
-below the decisions and never import them."""
+The service page is composed here: the breakers' page with the decisions' inlines and what learning found, and
+the error pattern's page with what learning found, since the breakers and the errors sit below the decisions
+and learning and never import them."""
 
 from __future__ import annotations
 
@@ -18,19 +19,25 @@ from recovery.degradation import admin as degradation_admin
 from recovery.degradation.models import DegradationEvent, DegradationRule, DegradationState
 from recovery.errors import admin as error_admin
 from recovery.errors.models import ClassificationRule, ErrorEvent, ErrorPattern
+from recovery.learning import admin as learning_admin
+from recovery.learning.models import Effectiveness
 from recovery.retries import admin as retry_admin
 from recovery.retries.models import RetryJob
 from recovery.sagas import admin as saga_admin
 from recovery.sagas.models import Transaction, TransactionStep
 
 
-class FleetServiceAdmin(breaker_admin.BreakerServiceAdmin):
+class FleetServiceAdmin(learning_admin.ServiceFiguresMixin, breaker_admin.BreakerServiceAdmin):
     def more_inlines(self, request: HttpRequest) -> list[type[InlineModelAdmin]]:
         return decision_admin.service_inlines(request)  # operations, fallbacks, retry policies
 
 
+class LearnedPatternAdmin(learning_admin.PatternFiguresMixin, error_admin.ErrorPatternAdmin):
+    """The error pattern's page, with how each recovery action worked for it."""
+
+
 admin.site.register(ClassificationRule, error_admin.ClassificationRuleAdmin)
-admin.site.register(ErrorPattern, error_admin.ErrorPatternAdmin)
+admin.site.register(ErrorPattern, LearnedPatternAdmin)
 admin.site.register(ErrorEvent, error_admin.ErrorEventAdmin)
 admin.site.register(Service, FleetServiceAdmin)
 admin.site.register(BreakerTransition, breaker_admin.BreakerTransitionAdmin)
@@ -47,3 +54,4 @@ admin.site.register(Task, checkpoint_admin.TaskAdmin)
 admin.site.register(Checkpoint, checkpoint_admin.CheckpointAdmin)
 admin.site.register(Transaction, saga_admin.TransactionAdmin)
 admin.site.register(TransactionStep, saga_admin.TransactionStepAdmin)
+admin.site.register(Effectiveness, learning_admin.EffectivenessAdmin)

@@ -22,6 +22,7 @@ class RecoveryConfig(AppConfig):
         from recovery.degradation import tasks as degradation_tasks
         from recovery.errors import durability, intake, rules_cache
         from recovery.errors.models import ClassificationRule
+        from recovery.learning import selectors as learning_selectors
 
         breaker_signals.outcomes_recorded.connect(decision_services.on_outcomes, dispatch_uid="decisions")
         breaker_signals.transitions_committed.connect(
@@ -41,6 +42,7 @@ class RecoveryConfig(AppConfig):
             partial(budget.use_store, None),
             partial(fallbacks.use_results, None),
             durability.forget,
+            learning_selectors.forget,
         )
         # /readyz also asks whether the intake buffer's Redis persists what it accepts (docs/intake.md).
         probes.register_readiness_check("intake", intake.readiness)

@@ -92,3 +92,11 @@ transactions_total = Counter(
 compensations_total = Counter(
     "compensations_total", "Compensation attempts, by outcome (success, failure).", ["outcome"]
 )
+
+# --- error learning (issue 16) ------------------------------------------------------------------------------
+learning_results_total = Counter(
+    "learning_results_total",
+    "Results folded into the learning's effectiveness figures, by source (plan, retry_job, healing_run) and "
+    "outcome (succeeded, failed, unknown).",
+    ["source", "outcome"],
+)

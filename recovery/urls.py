@@ -8,6 +8,7 @@ from recovery.checkpoints import urls as checkpoint_urls
 from recovery.decisions import urls as decision_urls
 from recovery.degradation import urls as degradation_urls
 from recovery.errors import urls as error_urls
+from recovery.learning import urls as learning_urls
 from recovery.retries import urls as retry_urls
 from recovery.sagas import urls as saga_urls
 from recovery.status import urls as status_urls
@@ -21,4 +22,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     *checkpoint_urls.urlpatterns,
     *retry_urls.urlpatterns,
     *saga_urls.urlpatterns,
+    *learning_urls.urlpatterns,
 ]

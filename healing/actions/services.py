@@ -38,7 +38,7 @@ from core.audit.models import AuditEvent
 from core.audit.services import Actor
 from core.infra.conf import rebound
 from core.slugs import service_slug
-from healing.actions import builtins, metrics, params, policy, selectors, signals, webhook
+from healing.actions import builtins, learning, metrics, params, policy, selectors, signals, webhook
 from healing.actions.models import Approval, HealingAction, HealingHold, HealingRun, HealingRunTransition
 from healing.actions.outputs import ActionFailed, stored, text
 from healing.actions.selectors import VERIFICATION_FAILED, WORKER_LOST
@@ -762,6 +762,8 @@ def _move(
             also()
         if to_state in HealingRun.FINAL_STATES:
             _count_on_commit(run.action.name, to_state)
+            # The error learning hears of a run's result here, in the transaction that ended it: exactly once.
+            learning.fold_run(run, to_state, changes.get("finished_at") or now)
         _changed_on_commit(
             run.pk, run.action.name, run.service, from_state, to_state, text(reason, REASON_CHARS)
         )

@@ -1,6 +1,7 @@
 """get_recovery_options: what to do about a failed call. With the error: the plan (as POST /api/v1/recovery/plan,
 which records it) and every option; with only an error class: the options (as GET /api/v1/recovery/options).
-Both from recovery/decisions/api.py's services."""
+Both from recovery/decisions/api.py's services; and, either way, what recovery has learned of each action for
+the service and the error's class, and for the error's pattern (as GET /api/v1/learning answers them)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from recovery.decisions.schemas import (
 )
 from recovery.errors.schemas import ErrorIn
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
+from recovery.learning import api as learning_api
+from recovery.learning import selectors as learning_selectors
+from recovery.learning.schemas import LearningOut
 
 _PLAN = TypeAdapter(PlanIn)
 _OPTIONS = TypeAdapter(OptionsQuery)
@@ -40,6 +44,14 @@ class RecoveryOptionsOut(BaseModel):
     )
     options: OptionsOut = Field(
         description="Every option for the error's class now, each with why it is or is not available."
+    )
+    learned: LearningOut = Field(
+        description="What recovery has learned of each action: for this service and the error's class (scope "
+        "`service`) and, given an error, for its pattern (scope `pattern`). Per action: tries and successes "
+        "weighted toward recent results (half as much every half_life_days), the success rate with its 95 % "
+        "bounds, whether it is `trusted` (at least min_tries), the mean seconds to recover and, for retries "
+        "and waits, the delay that worked. The plan already uses them where its tree allows a choice; an "
+        "empty list: nothing learned yet."
     )
 
 
@@ -117,7 +129,8 @@ def get_recovery_options(
         kind=query.kind,
         cache_key=query.cache_key,
     )
-    return RecoveryOptionsOut(plan=None, options=OptionsOut.of(options))
+    learned = _learned(service=query.service, error_class=query.error_class.value, fingerprint="")
+    return RecoveryOptionsOut(plan=None, options=OptionsOut.of(options), learned=learned)
 
 
 def _plan(caller: callers.Caller, given: dict[str, Any]) -> RecoveryOptionsOut:
@@ -138,7 +151,24 @@ def _plan(caller: callers.Caller, given: dict[str, Any]) -> RecoveryOptionsOut:
         kind=planned.inputs.kind,
         cache_key=body.cache_key,
     )
-    return RecoveryOptionsOut(plan=PlanOut.of(planned), options=OptionsOut.of(options))
+    learned = _learned(
+        service=body.service,
+        error_class=planned.inputs.error_class,
+        fingerprint=planned.classified.fingerprint,
+    )
+    return RecoveryOptionsOut(plan=PlanOut.of(planned), options=OptionsOut.of(options), learned=learned)
+
+
+def _learned(*, service: str, error_class: str, fingerprint: str) -> LearningOut:
+    """The service's figures for the error's class (service scope), then the error's pattern's."""
+    rows = [
+        row
+        for row in learning_selectors.statistics(service=service, error_class=error_class)
+        if row.scope == "service"
+    ]
+    if fingerprint:
+        rows += learning_selectors.statistics(fingerprint=fingerprint)
+    return learning_api.learned(rows)
 
 
 def _error_service_named(error: InvalidInput) -> InvalidInput:

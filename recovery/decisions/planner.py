@@ -13,15 +13,22 @@ The tree, in order:
 5. rate_limit: wait for Retry-After while the policy's attempts and deadline last, else fall back.
 6. everything else: retry while the policy, its deadline, idempotency and the retry budget allow; then the first
    available fallback; then degrade (non-critical work, or the degradation level skips the service) or escalate.
+
+What was learned (`Inputs.learned`, recovery/learning) weighs in after steps 1 to 3, never in them: in steps 4 to 6
+the tree's decision stands unless another action the tree permits at that point has *proven* better for this
+error (its lower confidence bound above the decision's upper bound), and a retry's delay moves toward the delay
+at which retries of this error have worked, within the policy's bounds. Fatal errors are never retried, and a
+human is never skipped, however well something once worked (docs/recovery.md, "Learning in the tree").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
+from recovery.learning import stats
 
 RETRY, FALLBACK, WAIT, DEGRADE, ESCALATE, ABORT = "retry", "fallback", "wait", "degrade", "escalate", "abort"
 ACTIONS = (RETRY, FALLBACK, WAIT, DEGRADE, ESCALATE, ABORT)
@@ -41,6 +48,8 @@ class PolicyInput:
     retries_class: bool  # the policy retries this error class
     attempts_left: int  # after the attempt that just failed
     delay_s: float  # before the next attempt, by the policy (Retry-After honoured when it says so)
+    base_delay_s: float | None = None  # the policy's bounds on a delay: a learned delay stays within them
+    max_delay_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,22 @@ class OptionInput:
 
 
 @dataclass(frozen=True)
+class LearnedInput:
+    """What was learned of one action for this error (recovery.learning.selectors.for_planner), as plain
+    numbers so that the plan's `inputs` keep it and a decision can be replayed. `tries` and `successes` are
+    decayed weights (recent results weigh more); the bounds are their Wilson interval."""
+
+    action: str  # an action key (recovery/learning/stats.py): retry, wait, fallback:cache, ...
+    scope: str  # pattern (this error's pattern) or service (this service and error class)
+    tries: float
+    successes: float
+    lower_bound: float
+    upper_bound: float
+    trusted: bool  # enough tries to act on (LEARNING_MIN_TRIES)
+    delay_s: float | None = None  # retries and waits that worked: mean seconds after the first failure
+
+
+@dataclass(frozen=True)
 class Inputs:
     service: str
     operation: str
@@ -103,6 +128,8 @@ class Inputs:
     degradation_level: str = "normal"
     skipped_at_level: bool = False  # the degradation level says agents skip this service
     chain: tuple[OptionInput, ...] = field(default_factory=tuple)
+    learned: tuple[LearnedInput, ...] = ()
+    half_life_days: float = 7.0  # how the learned figures weigh time, for the reason's words
 
     @property
     def critical(self) -> bool:
@@ -144,10 +171,10 @@ def decide(i: Inputs) -> Decision:
             ABORT, f"a validation error ({i.kind}): the request itself must change; back to the caller"
         )
     if i.breaker.state in OPEN_STATES:
-        return _breaker_open(i)
+        return _with_learning(i, _breaker_open(i))
     if i.error_class == ErrorClass.RATE_LIMIT:
-        return _rate_limited(i)
-    return _retry_or_recover(i)
+        return _with_learning(i, _rate_limited(i))
+    return _with_learning(i, _retry_or_recover(i))
 
 
 def _human_words(i: Inputs) -> str:
@@ -162,9 +189,17 @@ def _where(i: Inputs) -> str:
     return f"{i.service}/{i.operation}" if i.operation else i.service
 
 
+def _breaker_words(i: Inputs) -> str:
+    return f"the breaker of {i.service} is {i.breaker.state.replace('_', ' ')}"
+
+
+def _breaker_wait_words(i: Inputs, delay: float) -> str:
+    until = "a trial call is let through" if i.breaker.state == "open" else "the operator's override ends"
+    return f"wait {seconds(delay)} until {until}"
+
+
 def _breaker_open(i: Inputs) -> Decision:
-    state = i.breaker.state.replace("_", " ")
-    why = f"the breaker of {i.service} is {state}"
+    why = _breaker_words(i)
     if i.breaker.open_for_s is None:
         why += " with no end set"
 
@@ -174,10 +209,9 @@ def _breaker_open(i: Inputs) -> Decision:
             return _degrade_or_escalate(i, why, chain_exhausted=True, refused="breaker")
         if refused is not None:
             return _degrade_or_escalate(i, f"{why}; {refused[1]}", chain_exhausted=True, refused=refused[0])
-        until = "a trial call is let through" if i.breaker.state == "open" else "the operator's override ends"
         return Decision(
             WAIT,
-            f"{why}: wait {seconds(i.breaker.open_for_s)} until {until}",
+            f"{why}: {_breaker_wait_words(i, i.breaker.open_for_s)}",
             delay_s=i.breaker.open_for_s,
             attempts_left=i.policy.attempts_left,
             chain_exhausted=True,
@@ -192,11 +226,9 @@ def _rate_limited(i: Inputs) -> Decision:
     # A rate-limited call was refused, not run: trying it again is safe even when it is not idempotent.
     refused = _refusal(i, delay, budget=False, idempotency=False)
     if refused is None:
-        source = "Retry-After" if i.retry_after_s else f"policy {i.policy.name}"
         return Decision(
             WAIT,
-            f"rate limited: wait {seconds(delay)} ({source}), then try again; "
-            f"{i.policy.attempts_left} attempt(s) left",
+            f"rate limited: {_rate_wait_words(i, delay)}",
             delay_s=delay,
             attempts_left=i.policy.attempts_left,
         )
@@ -205,13 +237,29 @@ def _rate_limited(i: Inputs) -> Decision:
     )
 
 
+def _rate_wait_words(i: Inputs, delay: float, source: str = "") -> str:
+    source = source or ("Retry-After" if i.retry_after_s else f"policy {i.policy.name}")
+    return f"wait {seconds(delay)} ({source}), then try again; {i.policy.attempts_left} attempt(s) left"
+
+
+def _error_words(i: Inputs) -> str:
+    return f"a {i.error_class} error ({i.kind})"
+
+
+def _retry_words(i: Inputs, delay: float, timing: str = "") -> str:
+    timing = f" ({timing})" if timing else ""
+    return (
+        f"retry in {seconds(delay)}{timing}, attempt {i.attempt + 1} of {i.policy.max_attempts} "
+        f"(policy {i.policy.name})"
+    )
+
+
 def _retry_or_recover(i: Inputs) -> Decision:
     refused = _refusal(i, i.policy.delay_s)
     if refused is None:
         return Decision(
             RETRY,
-            f"a {i.error_class} error ({i.kind}): retry in {seconds(i.policy.delay_s)}, attempt "
-            f"{i.attempt + 1} of {i.policy.max_attempts} (policy {i.policy.name})",
+            f"{_error_words(i)}: {_retry_words(i, i.policy.delay_s)}",
             delay_s=i.policy.delay_s,
             attempts_left=i.policy.attempts_left,
         )
@@ -355,6 +403,181 @@ def _degrade_or_escalate(
     )
 
 
+# --- What was learned: a proven better choice, and a retry's timing -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """An action the tree permits at this point, as the tree would decide it, and its learning key."""
+
+    key: str
+    decision: Decision
+
+
+def _learned(i: Inputs) -> dict[str, LearnedInput]:
+    return {f.action: f for f in i.learned}
+
+
+def action_key(decision: Decision) -> str | None:
+    """The learning key of a decision (recovery/learning/stats.py); None for the actions learning never picks."""
+    if decision.action in (RETRY, WAIT):
+        return decision.action
+    if decision.action == FALLBACK and decision.fallback is not None:
+        return _option_key(decision.fallback)
+    return None
+
+
+def _option_key(option: OptionInput) -> str:
+    return stats.fallback_key(option.kind, option.service, option.operation)
+
+
+def _candidates(i: Inputs) -> list[_Candidate]:
+    """What the tree permits in the branch `i` falls in (steps 4 to 6 only), each built as the tree would build
+    it: a retry the policy, deadline, idempotency and budget allow; a wait for a rate limit or an open breaker
+    with an end; each available fallback that is not a skip. Never degrade, escalate, abort or skip."""
+    out: list[_Candidate] = []
+    attempts_left: int | None
+    refused: str | None
+    if i.breaker.state in OPEN_STATES:
+        situation, attempts_left, refused = _breaker_words(i), None, "breaker"
+        end = i.breaker.open_for_s
+        if end is not None and _refusal(i, end, budget=False, idempotency=False) is None:
+            wait = Decision(
+                WAIT,
+                f"{situation}: {_breaker_wait_words(i, end)}",
+                delay_s=end,
+                attempts_left=i.policy.attempts_left,
+                retry_refused="breaker",
+            )
+            out.append(_Candidate(stats.WAIT, wait))
+    elif i.error_class == ErrorClass.RATE_LIMIT:
+        situation, attempts_left = "rate limited", i.policy.attempts_left
+        delay = i.retry_after_s if i.retry_after_s else i.policy.delay_s
+        refusal = _refusal(i, delay, budget=False, idempotency=False)
+        refused = refusal[0] if refusal else None
+        if refusal is None:
+            wait = Decision(
+                WAIT, f"{situation}: {_rate_wait_words(i, delay)}", delay_s=delay, attempts_left=attempts_left
+            )
+            out.append(_Candidate(stats.WAIT, wait))
+    else:
+        situation, attempts_left = _error_words(i), i.policy.attempts_left
+        refusal = _refusal(i, i.policy.delay_s)
+        refused = refusal[0] if refusal else None
+        if refusal is None:
+            retry = Decision(
+                RETRY,
+                f"{situation}: {_retry_words(i, i.policy.delay_s)}",
+                delay_s=i.policy.delay_s,
+                attempts_left=attempts_left,
+            )
+            out.append(_Candidate(stats.RETRY, retry))
+    for option in i.chain:
+        if option.available and option.kind != SKIP:
+            fallback = Decision(
+                FALLBACK,
+                f"{situation}: fall back to {describe_option(option)}",
+                fallback=option,
+                attempts_left=attempts_left,
+                retry_refused=refused,
+            )
+            out.append(_Candidate(_option_key(option), fallback))
+    return out
+
+
+def _with_learning(i: Inputs, tree: Decision) -> Decision:
+    """The tree's decision, or a candidate proven better by what was learned; then a retry's learned timing.
+
+    Proven better: a trusted candidate whose lower bound is above the upper bound of the tree's choice. The
+    tree's choice without figures has an upper bound of 1, so an untried default is never abandoned (its own
+    results will come); a candidate with too few tries is never chosen, however lucky."""
+    if not i.learned:
+        return tree
+    key = action_key(tree)
+    if key is None:
+        return tree  # degrade, escalate, abort: learning does not change them
+    learned = _learned(i)
+    current = learned.get(key)
+    best: tuple[_Candidate, LearnedInput] | None = None
+    for candidate in _candidates(i):
+        figure = learned.get(candidate.key)
+        if candidate.key == key or figure is None or not figure.trusted:
+            continue
+        if (
+            best is None or figure.lower_bound > best[1].lower_bound
+        ):  # ties: the tree's order (chain position)
+            best = candidate, figure
+    # The tree's choice without figures has an upper bound of 1, which no lower bound exceeds: it stands.
+    if best is not None and current is not None and best[1].lower_bound > current.upper_bound:
+        chosen, figure = best
+        return replace(
+            chosen.decision, reason=f"{chosen.decision.reason}: {_switch_words(i, figure, current)}"
+        )
+    decision = _timed(i, tree, current)
+    if current is not None and current.trusted:
+        decision = replace(decision, reason=f"{decision.reason}; learned: {_recovered(current, scoped=True)}")
+    return decision
+
+
+def _scope_words(scope: str) -> str:
+    return "this pattern" if scope == "pattern" else "this service and error class"
+
+
+def _whole(value: float) -> str:
+    return f"{round(value):d}"
+
+
+def _recovered(figure: LearnedInput, *, scoped: bool) -> str:
+    where = f" for {_scope_words(figure.scope)}" if scoped else ""
+    return (
+        f"{stats.words(figure.action)} recovered {_whole(figure.successes)} of {_whole(figure.tries)}{where}"
+    )
+
+
+def _half_life_words(i: Inputs) -> str:
+    days = f"{i.half_life_days:g} day{'' if i.half_life_days == 1 else 's'}"
+    return f"recent results weigh more: half-life {days}"
+
+
+def _switch_words(i: Inputs, chosen: LearnedInput, current: LearnedInput) -> str:
+    """e.g. "learned for this pattern, fallback to cache recovered 47 of 50 and retry 0 of 12 (...)"."""
+    theirs = f"{stats.words(current.action)} {_whole(current.successes)} of {_whole(current.tries)}"
+    if chosen.scope == current.scope:
+        figures = f"learned for {_scope_words(chosen.scope)}, {_recovered(chosen, scoped=False)} and {theirs}"
+    else:
+        figures = f"learned, {_recovered(chosen, scoped=True)} and {theirs} for {_scope_words(current.scope)}"
+    return f"{figures} ({_half_life_words(i)})"
+
+
+def _timed(i: Inputs, decision: Decision, figure: LearnedInput | None) -> Decision:
+    """A retry (or a rate limit's wait without Retry-After) at the delay at which this error's retries have
+    worked: learned delay minus the time already spent, within the policy's bounds, and only if the policy's
+    deadline still allows it. A server's Retry-After is never overridden."""
+    rate_wait = decision.action == WAIT and i.error_class == ErrorClass.RATE_LIMIT
+    if decision.action != RETRY and not (rate_wait and i.breaker.state not in OPEN_STATES):
+        return decision
+    low, high = i.policy.base_delay_s, i.policy.max_delay_s
+    if i.retry_after_s or figure is None or not figure.trusted or figure.delay_s is None:
+        return decision
+    if low is None or high is None:
+        return decision
+    suggested = round(min(max(figure.delay_s - (i.elapsed_s or 0.0), low), high), 3)
+    if decision.action == RETRY and _refusal(i, suggested) is not None:
+        return decision
+    if rate_wait and _refusal(i, suggested, budget=False, idempotency=False) is not None:
+        return decision
+    kind = "retries" if decision.action == RETRY else "waits"
+    timing = (
+        f"learned: {kind} of {_scope_words(figure.scope)} worked {seconds(figure.delay_s)} after the first "
+        f"failure; policy bounds {low:g}-{high:g} s"
+    )
+    if decision.action == RETRY:
+        reason = f"{_error_words(i)}: {_retry_words(i, suggested, timing)}"
+    else:
+        reason = f"rate limited: {_rate_wait_words(i, suggested, source=timing)}"
+    return replace(decision, reason=reason, delay_s=suggested)
+
+
 # --- Every option, with why it is or is not available now --------------------------------------------------
 
 
@@ -368,8 +591,9 @@ class Availability:
 
 
 def options(i: Inputs) -> list[Availability]:
-    """What the caller could do now and why each is or is not possible: the planner's inputs, laid out."""
-    return [
+    """What the caller could do now and why each is or is not possible: the planner's inputs, laid out, each
+    with what was learned of it when anything was."""
+    listed = [
         _retry_option(i),
         *[Availability(FALLBACK, o.available, o.why, fallback=o) for o in i.chain],
         _wait_option(i),
@@ -382,6 +606,23 @@ def options(i: Inputs) -> list[Availability]:
         ),
         Availability(ABORT, True, "return the error to the caller"),
     ]
+    if not i.learned:
+        return listed
+    learned = _learned(i)
+    return [_with_figure(a, learned) for a in listed]
+
+
+def _with_figure(option: Availability, learned: dict[str, LearnedInput]) -> Availability:
+    key = _option_key(option.fallback) if option.action == FALLBACK and option.fallback else option.action
+    figure = learned.get(key)
+    if figure is None:
+        return option
+    trust = "" if figure.trusted else ", too few to trust yet"
+    note = (
+        f"; learned: {_whole(figure.successes)} of {_whole(figure.tries)} recovered for "
+        f"{_scope_words(figure.scope)}{trust}"
+    )
+    return replace(option, why=option.why + note)
 
 
 def _retry_option(i: Inputs) -> Availability:

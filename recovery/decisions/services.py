@@ -7,6 +7,11 @@ FallbackInvocation row, and a chain found empty-handed is one too (kind "exhaust
 The retry budget is spent only when the answer is `retry`: the planner decides on a peek, then the spend is
 atomic (`budget.try_retry`); if another agent took the last retry in between, the planner decides again with
 the budget spent. No network I/O happens inside the transaction that writes the rows.
+
+Plans feed error learning (recovery/learning): every plan's result is folded once into the effectiveness
+figures of its action, in the transaction that sets the result (as it is answered, from the outcome that names
+it, or as `unknown` when none came), and a success that a later outcome says failed is taken back. What was
+learned for the error reaches the planner as `Inputs.learned`.
 """
 
 from __future__ import annotations
@@ -18,23 +23,27 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
-from django.db import connection, transaction
-from django.db.models import Count, FloatField
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, FloatField, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from core.audit.services import Actor
+from core.infra.conf import rebound
 from recovery import metrics
 from recovery.breakers import registry as breaker_registry
 from recovery.breakers.models import Service
 from recovery.breakers.services import fail_mode
 from recovery.decisions import budget, fallbacks, planner, policies, signals
 from recovery.decisions.models import FallbackInvocation, RecoveryPlan, RetryPolicy
-from recovery.decisions.planner import BudgetInput, Decision, Inputs, PolicyInput
+from recovery.decisions.planner import BudgetInput, Decision, Inputs, LearnedInput, PolicyInput
 from recovery.degradation import selectors as degradation_selectors
 from recovery.errors.classification import ErrorReport
 from recovery.errors.services import classify_report
 from recovery.errors.writes import Classified
+from recovery.learning import selectors as learning_selectors
+from recovery.learning import services as learning
+from recovery.learning import stats
 
 if TYPE_CHECKING:
     from recovery.breakers.services import OutcomeReport
@@ -113,6 +122,35 @@ def policy_input(
         retries_class=policies.retries(policy, error_class),
         attempts_left=policies.attempts_left(policy, attempt),
         delay_s=policies.delay_s(policy, attempt, retry_after_s=retry_after_s),
+        # The bounds a learned delay stays within: those policies.delay_s keeps to.
+        base_delay_s=policy.base_delay_s,
+        max_delay_s=min(policy.max_delay_s, float(rebound("MAX_RETRY_AFTER_S"))),
+    )
+
+
+def learned_inputs(*, fingerprint: str, service: str, error_class: str) -> tuple[LearnedInput, ...]:
+    """What was learned for this error, as the planner takes it. Learning is advice: when its figures cannot be
+    read the plan is made without them, as before there were any."""
+    try:
+        found = learning_selectors.for_planner(
+            fingerprint=fingerprint, service=service, error_class=error_class
+        )
+    except DatabaseError as error:
+        log.warning("learned figures unreadable for %s/%s, planning without: %s", service, error_class, error)
+        return ()
+    return tuple(
+        LearnedInput(
+            action=key,
+            scope=learned.scope,
+            tries=learned.figures.tries,
+            successes=learned.figures.successes,
+            lower_bound=learned.figures.lower_bound,
+            upper_bound=learned.figures.upper_bound,
+            trusted=learned.figures.trusted,
+            delay_s=learned.figures.delay_s,
+        )
+        for key, learned in sorted(found.items())
+        if stats.choosable(key)
     )
 
 
@@ -129,6 +167,7 @@ def gather(
     elapsed_s: float | None = None,
     has_idempotency_key: bool = False,
     cache_key: str = "",
+    fingerprint: str = "",
 ) -> tuple[Inputs, RetryPolicy]:
     """Everything the planner looks at, read now."""
     op = fallbacks.operation_of(service, operation)
@@ -155,6 +194,8 @@ def gather(
         degradation_level=level.level,
         skipped_at_level=degradation_selectors.skipped_at(level.level, service),
         chain=fallbacks.chain_status(service, operation, critical=critical, cache_key=cache_key),
+        learned=learned_inputs(fingerprint=fingerprint, service=service.name, error_class=error_class),
+        half_life_days=float(rebound("LEARNING_HALF_LIFE_DAYS")),
     )
     return inputs, policy
 
@@ -187,6 +228,7 @@ def make_plan(request: PlanRequest, *, actor: Actor) -> Planned:
         elapsed_s=request.elapsed_s,
         has_idempotency_key=bool(request.idempotency_key),
         cache_key=request.cache_key,
+        fingerprint=classified.fingerprint,
     )
     decision = planner.decide(inputs)
     if decision.action == planner.RETRY:
@@ -194,7 +236,7 @@ def make_plan(request: PlanRequest, *, actor: Actor) -> Planned:
         if not inputs.budget.allowed:
             # Another agent took the window's last retry since the peek: decide again, budget spent.
             decision = planner.decide(inputs)
-    plan = _write(request, service, policy, inputs, decision, actor)
+    plan = _write(request, service, policy, inputs, decision, actor, fingerprint=classified.fingerprint)
     return Planned(plan, decision, inputs, classified)
 
 
@@ -213,6 +255,8 @@ def _write(
     inputs: Inputs,
     decision: Decision,
     actor: Actor,
+    *,
+    fingerprint: str = "",
 ) -> RecoveryPlan:
     now = timezone.now()
     option = decision.fallback
@@ -228,6 +272,7 @@ def _write(
         error_class=inputs.error_class,
         severity=inputs.severity,
         kind=inputs.kind,
+        fingerprint=fingerprint,
         policy=policy if policy.pk else None,
         action=decision.action,
         delay_s=decision.delay_s,
@@ -245,6 +290,9 @@ def _write(
         if invocation is not None:
             invocation.plan = plan
             invocation.save()
+        if result:
+            # Resolved as it is answered: its result is known now, and folds now, with the plan (once).
+            learning.record([_learning_result(plan, result, now)])
         transaction.on_commit(lambda: _count(plan, invocation, decision))
         transaction.on_commit(lambda: _announce(plan, decision))
     return plan
@@ -361,27 +409,115 @@ def after_outcomes(reports: list[OutcomeReport], services: dict[str, Service], *
 def record_results(items: Iterable[tuple[str, bool]], *, actor: Actor) -> int:
     """Set each named plan's result from the outcome that followed it: compare-and-set from pending, so the
     first outcome decides and a later one changes nothing. An agent sets only its own plans' results; a plan id
-    that is unknown or another agent's is ignored."""
+    that is unknown or another agent's is ignored. A failure naming a plan that was resolved *succeeded* as it
+    was answered (a cached or static value, a skipped step) moves it to failed, once: the value handed over did
+    not get the work done after all. Each result set here folds into error learning, in the same transaction."""
     first: dict[str, bool] = {}
     for plan_id, success in items:
         first.setdefault(str(plan_id), success)
     if not first:
-        return 0
+        return 0  # the hot path: outcomes that name no plan cost nothing here
+    failures = [p for p, ok in first.items() if not ok]
     now = timezone.now()
-    changed = 0
-    for result, ids in (
-        (Result.SUCCEEDED, [p for p, ok in first.items() if ok]),
-        (Result.FAILED, [p for p, ok in first.items() if not ok]),
-    ):
-        if not ids:
-            continue
-        pending = RecoveryPlan.objects.filter(pk__in=ids, result=Result.PENDING)
-        if actor.agent is not None:
-            pending = pending.filter(agent=actor.agent)
-        changed += pending.update(result=result, result_at=now)
+    # Which plans this call moves, exactly: the candidates are read and row-locked (in pk order, so two batches
+    # cannot deadlock) in the transaction that updates them, so an outcome racing this one for the same plan
+    # waits, then finds it no longer pending, and each result is folded once. Portable (the ORM, no
+    # UPDATE ... RETURNING), at the cost of one SELECT beside the UPDATEs.
+    named = RecoveryPlan.objects.filter(pk__in=list(first)).filter(
+        Q(result=Result.PENDING) | Q(result=Result.SUCCEEDED, pk__in=failures)
+    )
+    if actor.agent is not None:
+        named = named.filter(agent=actor.agent)
+    with transaction.atomic():
+        rows = list(named.select_for_update().order_by("pk").only(*LEARNING_FIELDS))
+        pending = [p for p in rows if p.result == Result.PENDING]
+        undone = [p for p in rows if p.result == Result.SUCCEEDED and _resolved_on_answer(p)]
+        changed = 0
+        for result, group in (
+            (Result.SUCCEEDED, [p for p in pending if first[str(p.pk)]]),
+            (Result.FAILED, [p for p in pending if not first[str(p.pk)]]),
+        ):
+            if group:
+                changed += RecoveryPlan.objects.filter(
+                    pk__in=[p.pk for p in group], result=Result.PENDING
+                ).update(result=result, result_at=now)
+        learning.record(
+            [
+                _learning_result(p, Result.SUCCEEDED if first[str(p.pk)] else Result.FAILED, now)
+                for p in pending
+            ]
+        )
+        if undone:
+            changed += _undo_successes(undone, now)
     if changed:
         refresh_success_rate()
     return changed
+
+
+# The fields folding a plan's result needs (record_results and expire_plans read only these).
+LEARNING_FIELDS = (
+    "id",
+    "service",
+    "error_class",
+    "fingerprint",
+    "action",
+    "fallback",
+    "elapsed_s",
+    "delay_s",
+    "result",
+    "result_at",
+    "created_at",
+)
+
+
+def _resolved_on_answer(plan: RecoveryPlan) -> bool:
+    """A plan whose success was set as it was answered (a cached or static value handed over, a skip)."""
+    kind = (plan.fallback or {}).get("kind")
+    return plan.action == planner.DEGRADE or (plan.action == planner.FALLBACK and kind in FALLBACK_WITH_VALUE)
+
+
+def _undo_successes(plans: list[RecoveryPlan], now: datetime) -> int:
+    """succeeded -> failed for plans resolved on answer whose recovery the agent says failed (rows locked by the
+    caller), and their successes taken back from what was learned, as of when they were counted."""
+    moved = RecoveryPlan.objects.filter(pk__in=[p.pk for p in plans], result=Result.SUCCEEDED).update(
+        result=Result.FAILED, result_at=now
+    )
+    for plan in plans:
+        counted_at = plan.result_at or plan.created_at  # set together as it was answered
+        learning.retract_success(_learning_result(plan, Result.FAILED, now), originally_at=counted_at)
+    return moved
+
+
+def learning_key(action: str, fallback: dict[str, Any] | None) -> str:
+    """A plan's action as error learning keys it: retry, wait, degrade, escalate, abort, or fallback:<kind>..."""
+    if action == planner.FALLBACK and fallback:
+        return stats.fallback_key(
+            str(fallback.get("kind")), fallback.get("service"), fallback.get("operation")
+        )
+    return action
+
+
+def _learning_result(plan: RecoveryPlan, result: str, at: datetime) -> learning.Result:
+    """A plan's result as error learning folds it: a success with how long recovering took (0 for a plan
+    resolved on answer) and, for a retry or a wait, how long after the first failure it worked."""
+    succeeded = result == Result.SUCCEEDED
+    recover_s: float | None = None
+    after_s: float | None = None
+    if succeeded:
+        recover_s = max((at - plan.created_at).total_seconds(), 0.0)
+        if plan.action in (planner.RETRY, planner.WAIT):
+            after_s = (plan.elapsed_s or 0.0) + (plan.delay_s or 0.0)
+    return learning.Result(
+        action=learning_key(plan.action, plan.fallback),
+        service=plan.service,
+        error_class=plan.error_class,
+        fingerprint=plan.fingerprint,
+        outcome="succeeded" if succeeded else "failed" if result == Result.FAILED else "unknown",
+        at=at,
+        recover_s=recover_s,
+        recovered_after_s=after_s,
+        source="plan",
+    )
 
 
 def expire_plans(now: datetime | None = None, limit: int = EXPIRY_BATCH) -> int:
@@ -396,11 +532,17 @@ def expire_plans(now: datetime | None = None, limit: int = EXPIRY_BATCH) -> int:
         .filter(due_s__lt=cutoff.timestamp())
     )
     expired = 0
-    while ids := list(late.order_by().values_list("pk", flat=True)[:limit]):
-        expired += RecoveryPlan.objects.filter(pk__in=ids, result=Result.PENDING).update(
-            result=Result.UNKNOWN, result_at=now
-        )
-        if len(ids) < limit:
+    while True:
+        with transaction.atomic():
+            # Locked as they are read, so exactly the plans moved here fold as unknown; one an outcome holds
+            # right now is skipped (the outcome wins, and folds it).
+            plans = list(late.select_for_update(skip_locked=True).order_by().only(*LEARNING_FIELDS)[:limit])
+            if plans:
+                expired += RecoveryPlan.objects.filter(
+                    pk__in=[p.pk for p in plans], result=Result.PENDING
+                ).update(result=Result.UNKNOWN, result_at=now)
+                learning.record([_learning_result(p, Result.UNKNOWN, now) for p in plans])
+        if len(plans) < limit:
             break
     if expired:
         log.info("%d recovery plan(s) had no outcome in time: result unknown", expired)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db.models import Count, Max, Q, QuerySet
@@ -54,6 +55,12 @@ def pattern(pk: int) -> ErrorPattern:
     if found is None:
         raise NotFound(f"No error pattern {pk}.")
     return found
+
+
+def pattern_ids(fingerprints: Iterable[str]) -> dict[str, int]:
+    """The pattern id of each fingerprint that has a pattern, in one indexed query (no counts)."""
+    found = ErrorPattern.objects.filter(fingerprint__in=list(fingerprints)).values_list("fingerprint", "id")
+    return dict(found)
 
 
 def rule(pk: int) -> ClassificationRule:

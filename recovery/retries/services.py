@@ -41,9 +41,11 @@ from recovery.calls import services as call_services
 from recovery.calls.services import IDEMPOTENCY_KWARG, CallOutcome, accepts_idempotency_key
 from recovery.decisions import budget, policies
 from recovery.decisions.models import RetryPolicy
-from recovery.errors.classification import ErrorReport
+from recovery.errors.classification import ErrorReport, fingerprint, message_template
 from recovery.errors.services import classify_report
 from recovery.errors.writes import Classified
+from recovery.learning import services as learning
+from recovery.learning import stats as learning_stats
 from recovery.retries import selectors, signals
 from recovery.retries.models import RetryAttempt, RetryJob
 
@@ -119,6 +121,44 @@ def announce_finished(job: RetryJob, state: str, *, needs_human: bool) -> None:
 def _finished_on_commit(job: RetryJob, state: str, *, needs_human: bool) -> None:
     # Called inside the transaction that moved the job: the floor above hears of it once it is committed.
     transaction.on_commit(lambda: announce_finished(job, state, needs_human=needs_human))
+
+
+def _learn(job: RetryJob, state: str, now: datetime) -> None:
+    """Fold a job that just succeeded or failed into the error learning, inside the transaction that finished it
+    (so exactly once). A success after a failed attempt is a recovery by server-side retry, a failure one that
+    did not recover; a first-attempt success recovered nothing. The error is the first failed attempt's, its
+    fingerprint derived again from the attempt's stored fields as the classifier derives it."""
+    first = (
+        RetryAttempt.objects.filter(job=job, outcome=RetryAttempt.Outcome.FAILURE).order_by("number").first()
+    )
+    if first is None and state == State.SUCCEEDED:
+        return
+    succeeded = state == State.SUCCEEDED
+    pattern = ""
+    if first is not None:
+        report = ErrorReport(
+            service=job.service.name,
+            operation=job.operation,
+            type_name=first.error_type,
+            message=first.message,
+        )
+        pattern = fingerprint(report, first.error_class, message_template(first.message))
+    failed_at = (first.finished_at or first.started_at) if first is not None else None
+    learning.record(
+        [
+            learning.Result(
+                action=learning_stats.SERVER_RETRY,
+                service=job.service.name,
+                error_class=first.error_class if first is not None else "",
+                fingerprint=pattern,
+                outcome="succeeded" if succeeded else "failed",
+                at=now,
+                recover_s=(now - job.created_at).total_seconds() if succeeded else None,
+                recovered_after_s=(now - failed_at).total_seconds() if succeeded and failed_at else None,
+                source="retry_job",
+            )
+        ]
+    )
 
 
 # --- creating --------------------------------------------------------------------------------------------
@@ -392,6 +432,7 @@ def _postpone(job: RetryJob, number: int, task_id: str, wait_s: float, why: str)
                 },
             ):
                 _finished_on_commit(job, State.FAILED, needs_human=True)
+                _learn(job, State.FAILED, now)
         return "failed"
     fence = _fence()
     with transaction.atomic():
@@ -454,6 +495,7 @@ def _finish(
             _enqueue_on_commit(job.pk, number + 1, job_fields["fence"], decision.delay_s or 0)
         elif moved:
             _finished_on_commit(job, decision.state, needs_human=decision.state == State.FAILED)
+            _learn(job, decision.state, now)
         if number > 1:
             label = "success" if outcome.ok else "failure"
             transaction.on_commit(
@@ -608,6 +650,7 @@ def settle_lost_attempt(job: RetryJob, now: datetime) -> int:
             _enqueue_on_commit(job.pk, number + 1, fields["fence"])
         else:
             _finished_on_commit(job, State.FAILED, needs_human=True)
+            _learn(job, State.FAILED, now)
     log.warning("retry job %s: attempt %d lost with its worker: %s", job.pk, number, decision.why)
     return 1
 
