@@ -7,7 +7,10 @@ outcomes (recovery.breakers.signals.outcomes_recorded); resolved by the system w
 2. security: authentication or permission errors; the rule's repeat_level once `count` of them within
    `window_s`.
 3. data_integrity: errors a classification rule marks as constraint violations.
-4. repeated_pattern: more than `count` events of one pattern within `window_s`.
+4. repeated_pattern: more than `count` events of one pattern within `window_s` that Rebound is not handling:
+   the errors whose recovery plan worked or is still being followed are the recovery's, not a human's (a
+   transient error that retries fix, a dead dependency the fleet falls back from); errors reported without a
+   plan all count. A failing recovery shows itself through the plans (escalate, nothing left to fall back on).
 5. error_rate: a service's failed calls above `rate_percent` of at least `min_calls` over `window_s`.
 
 This is the intake's path: a batch that concerns no trigger costs set look-ups and the cached rules, plus, while
@@ -38,6 +41,7 @@ from healing.escalations.models import LEVEL_RANK, EscalationTrigger, TriggerKin
 from healing.escalations.services import Raise
 from recovery.breakers import selectors as breaker_selectors
 from recovery.breakers import traffic
+from recovery.decisions import selectors as decision_selectors
 from recovery.errors import selectors as error_selectors
 from recovery.errors.signals import Sighting
 from recovery.errors.taxonomy import ErrorClass, ErrorKind, Severity
@@ -62,6 +66,9 @@ _lock = threading.Lock()
 _raised: dict[str, tuple[float, str]] = {}  # key -> (monotonic time, level) of this process's last raise
 _folded: dict[str, int] = {}  # key -> errors of quiet repeats not yet counted into the escalation
 _rate_read: dict[str, float] = {}  # service -> monotonic time of this process's last rate evaluation
+# key -> monotonic time this process last found a repeated pattern handled by recovery plans: not counted again
+# for QUIET_S, so that a storm of recovered errors costs its counts once per QUIET_S, not once per batch
+_handled: dict[str, float] = {}
 _essential: tuple[float, frozenset[str]] = (0.0, frozenset())  # (expires, names)
 
 
@@ -72,6 +79,7 @@ def forget() -> None:
         _raised.clear()
         _folded.clear()
         _rate_read.clear()
+        _handled.clear()
         _essential = (0.0, frozenset())
 
 
@@ -178,11 +186,16 @@ def _repeated_patterns(sightings: list[Sighting]) -> None:
     since = timezone.now() - timedelta(seconds=window_s)
     for s in sightings:
         key = f"repeated_pattern:{s.fingerprint}"
-        if _quiet(key, rule.level):
+        if _quiet(key, rule.level) or _handled_lately(key):
             continue
         seen = _seen(s, since=since, at_most=count + 1)
         if seen <= count:
             continue
+        seen, handled = _unhandled(s, since=since, count=count, seen=seen)
+        if seen - handled <= count:
+            _remember_handled(key)
+            continue
+        handling = f", {handled} of them recovered or being recovered" if handled else ""
         _raise(
             s,
             TriggerKind.REPEATED_PATTERN,
@@ -190,9 +203,20 @@ def _repeated_patterns(sightings: list[Sighting]) -> None:
             rule.level,
             f"Repeated error in {s.service}: more than {count} in {_span(window_s)}: {s.message}",
             f"The same {s.error_class} error (severity {s.severity}) more than {count} times within "
-            f"{_span(window_s)} from {s.service}{_op(s)}.",
-            {"threshold": count, "window_s": window_s, "seen_at_least": seen},
+            f"{_span(window_s)} from {s.service}{_op(s)}{handling}.",
+            {"threshold": count, "window_s": window_s, "seen_at_least": seen, "handled": handled},
         )
+
+
+def _unhandled(s: Sighting, *, since: datetime, count: int, seen: int) -> tuple[int, int]:
+    """(events, handled): the pattern's events since then, and how many of them Rebound's recovery plans are
+    handling (succeeded or still followed). Events are counted past the threshold by the handled ones, so that a
+    storm of recovered errors with a few unrecovered ones still counts the unrecovered ones in full."""
+    handled = decision_selectors.recovering_plans(s.service, s.fingerprint, since=since)
+    if handled == 0:
+        return seen, 0
+    seen = error_selectors.pattern_event_count(s.pattern_id, since=since, at_most=count + 1 + handled)
+    return seen, min(handled, seen)
 
 
 def _seen(s: Sighting, *, since: datetime, at_most: int) -> int:
@@ -337,8 +361,19 @@ def _sweep_patterns(now: datetime) -> int:
             if escalation.pattern_id
             else 0
         )
+        handled = 0
+        if seen > count and escalation.pattern_id:
+            handled = decision_selectors.recovering_plans(
+                escalation.service, escalation.pattern.fingerprint, since=since
+            )
+            if handled:
+                events = error_selectors.pattern_event_count(
+                    escalation.pattern_id, since=since, until=now, at_most=count + 1 + handled
+                )
+                seen = events - min(handled, events)
         if seen <= count:
-            reason = f"the pattern came back to {seen} errors within {_span(window_s)} (at most {count})"
+            errors = "errors not recovered" if handled else "errors"
+            reason = f"the pattern came back to {seen} {errors} within {_span(window_s)} (at most {count})"
             resolved += escalations.auto_resolve([escalation.dedup_key], reason=reason)
     return resolved
 
@@ -368,6 +403,18 @@ def _quiet(key: str, level: str) -> bool:
         and time.monotonic() - last[0] < QUIET_S
         and LEVEL_RANK.get(last[1], -1) >= LEVEL_RANK.get(level, 0)
     )
+
+
+def _handled_lately(key: str) -> bool:
+    last = _handled.get(key)
+    return last is not None and time.monotonic() - last < QUIET_S
+
+
+def _remember_handled(key: str) -> None:
+    with _lock:
+        if len(_handled) >= MEMORY_MAX:
+            _handled.clear()
+        _handled[key] = time.monotonic()
 
 
 def _fold(key: str, count: int) -> None:

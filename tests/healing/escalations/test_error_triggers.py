@@ -226,6 +226,77 @@ def test_the_sweep_resolves_a_repeated_pattern_once_its_window_has_passed(report
     assert EscalationEvent.objects.filter(escalation=escalation, kind="resolved", actor="system").exists()
 
 
+def plan_for_timeouts(agent_client: Any, n: int) -> list[str]:
+    """n recovery plans asked for the TIMEOUT error, as an agent asks on each failed call: their ids."""
+    ids = []
+    for _ in range(n):
+        body = {
+            "service": "search",
+            "operation": "query",
+            "error": {k: TIMEOUT[k] for k in ("type", "message")},
+        }
+        answer = agent_client.post("/api/v1/recovery/plan", body, format="json")
+        assert answer.status_code == 200, answer.content
+        ids.append(answer.json()["plan_id"])
+    return ids
+
+
+def test_it_raises_nothing_for_a_repeated_pattern_whose_plans_recovered(
+    report: Report, agent_client: Any
+) -> None:
+    plans = plan_for_timeouts(agent_client, 8)
+    agent_client.post(
+        "/api/v1/outcomes",
+        {"outcomes": [{"service": "search", "success": True, "plan_id": p} for p in plans]},
+        format="json",
+    )
+    report(*[TIMEOUT] * 8)
+    assert pattern_of("search").total_count == 8
+    assert not Escalation.objects.exists()
+
+
+def test_it_raises_nothing_while_the_plans_are_still_followed(report: Report, agent_client: Any) -> None:
+    plan_for_timeouts(agent_client, 8)  # pending: the retries they asked for are under way
+    report(*[TIMEOUT] * 8)
+    assert not Escalation.objects.exists()
+
+
+def test_it_raises_a_repeated_pattern_whose_plans_failed(report: Report, agent_client: Any) -> None:
+    plans = plan_for_timeouts(agent_client, 6)
+    agent_client.post(
+        "/api/v1/outcomes",
+        {"outcomes": [{"service": "search", "success": False, "plan_id": p} for p in plans]},
+        format="json",
+    )
+    report(*[TIMEOUT] * 6)
+    escalation = Escalation.objects.get()
+    assert escalation.trigger == "repeated_pattern"
+    assert escalation.context["handled"] == 0
+
+
+def test_it_counts_the_unrecovered_errors_of_a_storm_in_full(report: Report, agent_client: Any) -> None:
+    plan_for_timeouts(agent_client, 4)  # four handled, eight reported: four not handled is not above five
+    report(*[TIMEOUT] * 8)
+    assert not Escalation.objects.exists()
+    error_triggers.forget()  # this process looks at a handled pattern again only QUIET_S later
+    report(*[TIMEOUT] * 2)  # ten reported, four handled: six not handled
+    escalation = Escalation.objects.get()
+    assert (escalation.context["handled"], escalation.context["seen_at_least"]) == (4, 10)
+    assert "4 of them recovered or being recovered" in escalation.summary
+
+
+def test_the_sweep_resolves_a_repeated_pattern_once_its_errors_are_being_recovered(
+    report: Report, agent_client: Any
+) -> None:
+    report(*[TIMEOUT] * 6)
+    assert Escalation.objects.get().state == "open"
+    plan_for_timeouts(agent_client, 6)
+    assert error_triggers.sweep_rates() == 1
+    escalation = Escalation.objects.get()
+    assert (escalation.state, escalation.auto_resolved) == ("resolved", True)
+    assert escalation.resolution.startswith("the pattern came back to 0 errors not recovered within 5 min")
+
+
 # --- 5. error_rate ----------------------------------------------------------------------------------------------
 
 
