@@ -50,19 +50,18 @@ from rebound_client import (
     RecoveryAbortedError,
 )
 
-# The longest wait a plan may ask of a step before the agent looks again. A half-open breaker whose trial slots
-# are taken tells a refused caller to come back when the oldest trial permit expires (the server's
-# BREAKER_TRIAL_PERMIT_TTL_SECONDS, 30 s by default), although the trials usually end, and the breaker closes,
-# within a second: a task must not sleep through that.
+# The longest wait a plan may ask of a step before the agent looks again: a guard against any long wait a task
+# could sleep through while the service is healthy (a half-open breaker's refusal is at most the service's
+# wait_duration_s, recovery/breakers/logic.trials_full_wait).
 MAX_PLAN_WAIT_S = 8.0
 RECHECK_S = 1.0
 MAX_ATTEMPTS = 10  # the SDK's cap on one step's calls, whatever the plans say
 # Plans a task waits out beyond the SDK's attempts: a breaker's refusal, which lets trial calls through soon.
 WAIT_ACTIONS = frozenset({"wait"})
-# How the planner's reason says that learning chose the action ("...: learned for this pattern, ...") or timed it
-# ("retry in 3.8 s (learned: ..."); a plain note on a decision that stood ("; learned: retry recovered 45 of 50")
-# is neither.
-LEARNED_MARKS = ("learned for ", "(learned:")
+# How the planner's reason says that learning chose the action ("...: learned for this pattern, ..." or, when
+# the two figures come from different scopes, "...: learned, fallback to x recovered ...") or timed it ("retry in
+# 3.8 s (learned: ..."); a plain note on a decision that stood ("; learned: retry recovered 45 of 50") is neither.
+LEARNED_MARKS = ("learned for ", ": learned, ", "(learned:")
 
 
 class Ended(Exception):

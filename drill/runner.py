@@ -3,10 +3,9 @@ the scenario, start the loopback server and both fleets' agent processes, wait f
 what they left into a RunData (drill/records.py) with the escalations Rebound raised meanwhile.
 
 Every process it starts it stops, on success, on an exception and on Ctrl-C. Rebound is set up through its REST
-API with the operator's key (services: criticality and breaker settings; escalations of an earlier run closed;
-breakers closed; learning forgotten). Fallback chains have no REST endpoint: they are written through the
-recovery services in this process when its database is the target's, and checked through the REST API either
-way; a chain the target lacks is said in the notes."""
+API with the operator's key only, so the drill runs against any Rebound (services: criticality and breaker
+settings; fallback chains, through PUT /api/v1/fallbacks/{service}; escalations of an earlier run closed;
+breakers closed; learning forgotten). A chain the target does not end up with is said in the notes."""
 
 from __future__ import annotations
 
@@ -26,13 +25,9 @@ from typing import Any
 
 import httpx
 
-from core.audit.models import AuditEvent
-from core.audit.services import Actor
 from drill import faults
 from drill.records import CallRecord, EscalationSeen, Outage, PlanSeen, RunData, TaskRecord
-from drill.scenario import Scenario, ServiceSpec
-from recovery.decisions import fallbacks as fallback_services
-from recovery.models import FallbackOption, Service
+from drill.scenario import Fallback, Scenario, ServiceSpec
 
 START_MARGIN_S = 3.0  # t0 is this far ahead of the start, so every process is up when the clock starts
 WAIT_MARGIN_S = 15.0  # past the scenario's deadline before stragglers are killed
@@ -214,60 +209,65 @@ def configure_service(rebound: Rebound, spec: ServiceSpec, say: Callable[[str], 
 def configure_chain(
     rebound: Rebound, spec: ServiceSpec, notes: list[str], say: Callable[[str], None]
 ) -> None:
-    """The chain through the recovery services in this process (no REST endpoint writes one), checked on the
-    target through GET /api/v1/fallbacks/{service}."""
+    """The scenario's chain for the service's operation, through PUT /api/v1/fallbacks/{service}: Rebound writes
+    (and audits) only the options that differ, so a second run changes nothing. Checked as GET answers it."""
     wanted = [_option_key(f.kind, f.target, f.value) for f in spec.fallbacks]
-    if _chain_on_target(rebound, spec) == wanted:
+    before = _chain_on_target(rebound, spec)
+    answer = rebound.op().put(f"/api/v1/fallbacks/{spec.name}", json=chain_body(spec))
+    # A Rebound from before the endpoint answers 405: its operators configure chains in its admin.
+    if answer.status_code == 405:
+        if before != wanted:
+            notes.append(
+                f"the fallback chain of {spec.name} is not configured on {rebound.url} (this Rebound has no "
+                "PUT /api/v1/fallbacks/{service}): configure it in the admin"
+            )
         return
-    try:
-        wrote = write_chain_here(spec)
-    except Exception as error:  # no database here, or another one: the check below says what the target has
-        wrote = False
-        say(f"fallback chain of {spec.name}: not written here ({type(error).__name__}: {error})")
-    if wrote:
+    after = _chain_keys(_ok(answer, f"writing the fallback chain of {spec.name}"))
+    if after != before:
         say(f"fallback chain of {spec.name}: written ({len(spec.fallbacks)} option(s))")
-    if _chain_on_target(rebound, spec) != wanted:
+    if after != wanted:
         notes.append(
-            f"the fallback chain of {spec.name} is not configured on {rebound.url} (Rebound has no REST endpoint "
-            "for fallback options, and this process's database is not the target's): configure it in the admin"
+            f"the fallback chain of {spec.name} on {rebound.url} is not the scenario's: options for every "
+            "operation of the service follow it there"
         )
+
+
+def chain_body(spec: ServiceSpec) -> dict[str, Any]:
+    """The PUT body of the service's chain: each option with the fields its kind has."""
+    return {
+        "operation": spec.operation,
+        "options": [_option_body(f) for f in spec.fallbacks],
+        "reason": SETUP_REASON,
+    }
+
+
+def _option_body(fallback: Fallback) -> dict[str, Any]:
+    body: dict[str, Any] = {"kind": fallback.kind, "description": "chaos drill"}
+    if fallback.kind == "service":
+        body["target_service"] = fallback.target
+    elif fallback.kind == "static":
+        body["static_value"] = fallback.value
+    elif fallback.kind == "cache":
+        body["max_age_s"] = fallback.max_age_s or 600.0
+    return body
 
 
 def _chain_on_target(rebound: Rebound, spec: ServiceSpec) -> list[tuple[str, str | None, str]]:
     answer = rebound.op().get(f"/api/v1/fallbacks/{spec.name}", params={"operation": spec.operation})
-    chain = _ok(answer, f"reading the fallback chain of {spec.name}").get("chain", [])
+    return _chain_keys(_ok(answer, f"reading the fallback chain of {spec.name}"))
+
+
+def _chain_keys(chain: dict[str, Any]) -> list[tuple[str, str | None, str]]:
+    """A chain as GET (and PUT) answer it, as the options to compare with the scenario's (skips left out)."""
     return [
-        _option_key(o["kind"], o.get("service"), o.get("value")) for o in chain if o.get("kind") != "skip"
+        _option_key(o["kind"], o.get("service"), o.get("value"))
+        for o in chain.get("chain", [])
+        if o.get("kind") != "skip"
     ]
 
 
 def _option_key(kind: str, target: str | None, value: Any) -> tuple[str, str | None, str]:
     return (kind, target if kind == "service" else None, json.dumps(value if kind == "static" else None))
-
-
-def write_chain_here(spec: ServiceSpec) -> bool:
-    """Replace the service's chain for its operation with the scenario's, in this process's database. False when
-    this database does not know the service (it is not the target's)."""
-    service = Service.objects.filter(name=spec.name).first()
-    if service is None:
-        return False
-    actor = Actor(source=AuditEvent.Source.CLI)
-    for old in FallbackOption.objects.filter(service=service, operation=spec.operation).order_by("-position"):
-        fallback_services.delete_option(old, actor=actor, reason=SETUP_REASON)
-    for position, option in enumerate(spec.fallbacks, start=1):
-        target = Service.objects.filter(name=option.target).first() if option.target else None
-        row = FallbackOption(
-            service=service,
-            operation=spec.operation,
-            position=position,
-            kind=option.kind,
-            target_service=target,
-            static_value=option.value if option.kind == "static" else None,
-            max_age_s=option.max_age_s or 600.0,
-            description="chaos drill",
-        )
-        fallback_services.save_option(row, actor=actor, reason=SETUP_REASON)
-    return True
 
 
 def close_escalations(rebound: Rebound, scenario: Scenario) -> int:

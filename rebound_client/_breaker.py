@@ -176,9 +176,14 @@ def permit(st: State, cfg: Config, now: int, permit_id: str) -> Result:
         st["trials"][permit_id] = now + cfg.trial_ttl_ms
         result.permit_id, result.reason = permit_id, "half-open: a trial call"
     else:
+        # As the server's logic.trials_full_wait: not until the soonest permit's TTL runs out (30 s by default,
+        # while a trial usually ends within a second), but after the base open wait at most, at least 1 ms.
         soonest = min(st["trials"].values())
-        result.allowed, result.retry_after_ms = False, max(1, soonest - now)
-        result.reason = f"half-open: all {cfg.half_open_max} trial permits are in use"
+        result.allowed, result.retry_after_ms = False, max(1, min(soonest - now, cfg.wait_ms))
+        result.reason = (
+            f"half-open: all {cfg.half_open_max} trial permits are in use: "
+            f"ask again in {result.retry_after_ms / 1000:g} s"
+        )
     return result
 
 

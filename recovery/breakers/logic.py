@@ -339,12 +339,32 @@ def permit(st: State, cfg: Config, now: int, permit_id: str) -> Result:
             st["trials"][permit_id] = now + cfg.trial_ttl_ms
             result.permit_id, result.reason = permit_id, "half-open: a trial call"
         else:
-            soonest = min(st["trials"].values())
-            result.allowed, result.retry_after_ms = False, max(1, soonest - now)
-            result.reason = f"half-open: all {cfg.half_open_max} trial permits are in use"
+            result.allowed, result.retry_after_ms = False, trials_full_wait(st, cfg, now)
+            result.reason = trials_full_reason(cfg, result.retry_after_ms)
     result.calls, result.failures = window_counts(st, cfg, now)
     result.consecutive, result.pending = st["consecutive"], len(st["pending"])
     return result
+
+
+def trials_full_wait(st: State, cfg: Config, now: int) -> int:
+    """How long a caller refused because every trial permit is taken should wait before it asks again.
+
+    Not until the soonest permit expires: that is the permit's TTL (BREAKER_TRIAL_PERMIT_TTL_SECONDS, 30 s by
+    default), a bound for a trial whose outcome never comes, while a trial call usually ends, and the breaker
+    closes, well within a second. The service's own base open wait (`wait_duration_s`, Config.wait_ms: not the
+    grown wait in st["wait_ms"]) is the longest it ever asks anyone to stay away from a dead service, so a refused
+    caller of a breaker that is already trying the service waits no longer than that; asking again early costs
+    one permit request to Rebound, not a call to the service. Never past the soonest expiry (a slot frees
+    then), and at least 1 ms. lua.PERMIT and the SDK's rebound_client/_breaker.py compute the same."""
+    soonest = min(st["trials"].values())
+    return max(1, min(soonest - now, cfg.wait_ms))
+
+
+def trials_full_reason(cfg: Config, retry_after_ms: int) -> str:
+    return (
+        f"half-open: all {cfg.half_open_max} trial permits are in use: "
+        f"ask again in {retry_after_ms / 1000:g} s"
+    )
 
 
 def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:

@@ -181,9 +181,12 @@ else
     if redis.call('ZCARD', TR) < cfg.homax then
       pid = ARGV[13]; redis.call('ZADD', TR, now + cfg.ttl, pid); reason = 'half-open: a trial call'
     else
+      -- logic.trials_full_wait: come back after the service's base open wait at most (a trial usually ends
+      -- well within it), never past the soonest permit's expiry (its TTL), at least 1 ms.
       local first = redis.call('ZRANGE', TR, 0, 0, 'WITHSCORES')
-      allowed = 0; retry = math.max(1, tonumber(first[2]) - now)
-      reason = 'half-open: all ' .. cfg.homax .. ' trial permits are in use'
+      allowed = 0; retry = math.max(1, math.min(tonumber(first[2]) - now, cfg.wait))
+      reason = string.format('half-open: all %d trial permits are in use: ask again in %g s', cfg.homax,
+        retry / 1000)
     end
   end
 end

@@ -1,5 +1,5 @@
-"""The recovery API: plans, options, fallback chains and retry policies. Views parse input, call one service or
-selector, and serialize the answer."""
+"""The recovery API: plans, options, fallback chains (read by all, replaced by operators) and retry policies.
+Views parse input, call one service or selector, and serialize the answer."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.access.permissions import AgentOrOperator
+from core.access.permissions import AgentOrOperator, ReadOrOperator
 from core.api.negotiation import JsonOnlyView
 from core.api.schemas import answers
 from core.api.validation import parse
 from core.audit.services import Actor
+from core.slugs import SLUG
 from recovery.breakers import selectors as breaker_selectors
 from recovery.decisions import fallbacks, policies, selectors, services
 from recovery.decisions.schemas import (
+    ChainIn,
     ChainOut,
     ChainQuery,
     OptionsOut,
@@ -33,6 +35,7 @@ from recovery.errors.taxonomy import ErrorClass, ErrorKind
 _PLAN = TypeAdapter(PlanIn)
 _OPTIONS = TypeAdapter(OptionsQuery)
 _CHAIN = TypeAdapter(ChainQuery)
+_CHAIN_IN = TypeAdapter(ChainIn)
 _RESOLVE = TypeAdapter(ResolveQuery)
 
 
@@ -247,13 +250,33 @@ CHAIN_EXAMPLE = {
 }
 
 
+CHAIN_SERVICE = OpenApiParameter(
+    "service",
+    {"type": "string", "pattern": SLUG, "maxLength": 100},
+    OpenApiParameter.PATH,
+    description="The service's name: a lower-case slug.",
+    examples=[OpenApiExample("A service", value="openai")],
+)
+CHAIN_REQUEST = {
+    "operation": "chat.completions",
+    "options": [
+        {"kind": "service", "target_service": "anthropic", "target_operation": "messages"},
+        {"kind": "cache", "max_age_s": 600, "warning": "an answer from up to 10 minutes ago"},
+        {"kind": "static", "static_value": {"summary": "unavailable"}, "description": "last resort"},
+    ],
+    "reason": "anthropic is our second provider since INC-42",
+}
+
+
 class FallbackChainView(APIView):
+    permission_classes = [ReadOrOperator]  # GET for every reader, PUT for operators
+
     @extend_schema(
         operation_id="fallback_chain",
         summary="A service's fallback chain, with each option's availability now",
         description="The options configured for the operation come first, then those for every operation. "
         "`exhausted` is true when none is available now.",
-        parameters=[OpenApiParameter("operation", str), OpenApiParameter("cache_key", str)],
+        parameters=[CHAIN_SERVICE, OpenApiParameter("operation", str), OpenApiParameter("cache_key", str)],
         responses=answers({200: ChainOut}, 400, 404),
         examples=[OpenApiExample("A chain", value=CHAIN_EXAMPLE, response_only=True)],
     )
@@ -263,6 +286,31 @@ class FallbackChainView(APIView):
             breaker_selectors.known_service(query.service), query.operation, query.cache_key
         )
         return Response(ChainOut.of(chain).model_dump())
+
+    @extend_schema(
+        operation_id="replace_fallback_chain",
+        summary="Replace a service's fallback chain for one operation (operators; audited)",
+        description="The options given, in order, become the chain of `operation` (empty: every operation) at "
+        "positions 1..n, in one transaction; an option that is already at its position is left as it is, so "
+        "sending the same chain again changes and audits nothing. Each field belongs to one kind: "
+        "`target_service` and `target_operation` to `service` (another known service, or another operation of "
+        "this one), `static_value` to `static`, `max_age_s` to `cache`. At most 20 options; a reason is "
+        "required. Answers the chain as GET answers it for that operation.",
+        request=ChainIn,
+        parameters=[CHAIN_SERVICE],
+        responses=answers({200: ChainOut}, 400, 403, 404, 413, 415),
+        examples=[
+            OpenApiExample("A chain of three", value=CHAIN_REQUEST, request_only=True),
+            OpenApiExample("The chain after", value=CHAIN_EXAMPLE, response_only=True),
+        ],
+    )
+    def put(self, request: Request, service: str) -> Response:
+        known = breaker_selectors.known_service(service)
+        body = parse(_CHAIN_IN, request.data if isinstance(request.data, dict) else None)
+        fallbacks.replace_chain(
+            known, body.operation, body.to_options(), actor=Actor.from_request(request), reason=body.reason
+        )
+        return Response(ChainOut.of(fallbacks.chain_now(known, body.operation)).model_dump())
 
 
 # --- Retry policies (read-only: operators edit them in the admin) -------------------------------------------

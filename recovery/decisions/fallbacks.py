@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,11 +31,12 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.cache import BaseCache, cache
+from django.db import transaction
 from django.db.models import Case, IntegerField, Value, When
 from django.utils import timezone
 
 from core.api.errors import InvalidInput
-from core.audit.services import Actor, audited_delete, audited_save
+from core.audit.services import Actor, audited_delete, audited_save, require_reason
 from core.infra import redisconn
 from core.infra.conf import rebound
 from recovery.breakers import registry as breaker_registry
@@ -405,7 +407,7 @@ def chain_now(service: Service, operation: str, cache_key: str = "") -> Chain:
     return Chain(service.name, operation, critical, options)
 
 
-# --- Operators' writes (the admin): audited ----------------------------------------------------------------
+# --- Operators' writes (the admin and PUT /fallbacks/{service}): audited ----------------------------------------------------------------
 
 OPTION_FIELDS = [
     "service",
@@ -445,3 +447,164 @@ def save_operation(operation: Operation, *, actor: Actor, reason: str) -> Operat
 
 def delete_operation(operation: Operation, *, actor: Actor, reason: str) -> None:
     audited_delete(operation, OPERATION_FIELDS, actor=actor, reason=reason, action="operation")
+
+
+# --- A whole chain at once (PUT /fallbacks/{service}) ---------------------------------------------------------
+
+MAX_CHAIN_OPTIONS = 20
+
+
+@dataclass(frozen=True)
+class ChainOption:
+    """One option of a chain an operator sends, before it is a row: the target named, not looked up."""
+
+    kind: str
+    target_service: str | None = None
+    target_operation: str = ""
+    static_value: Any = None
+    max_age_s: float | None = None
+    warning: str = ""
+    description: str = ""
+    enabled: bool = True
+
+
+# What makes two options the same option: a replacement leaves a row with these values as it is (and unaudited).
+_COMPARED = [
+    "kind",
+    "enabled",
+    "description",
+    "target_service_id",
+    "target_operation",
+    "max_age_s",
+    "warning",
+]
+
+
+def replace_chain(
+    service: Service, operation: str, options: Sequence[ChainOption], *, actor: Actor, reason: str
+) -> bool:
+    """Make the service's chain for `operation` ("" = every operation) exactly `options`, at positions 1..n, in
+    one transaction: a row whose position already holds the same option is left alone, one that differs is
+    updated in place, rows past the last position are deleted, each write audited through save_option and
+    delete_option. Answers whether anything changed: an identical chain writes nothing and audits nothing.
+
+    Every option is checked before anything is written; errors name the field as `options[i].field`."""
+    reason = require_reason(reason)
+    targets = _checked(service, operation, options)
+    with transaction.atomic():
+        # The service's row is the lock: two replacements of one chain run one after the other, so the second
+        # sees the first's rows (and never trips the unique position of a row the first just inserted).
+        Service.objects.select_for_update().filter(pk=service.pk).first()
+        stored = {
+            row.position: row
+            for row in FallbackOption.objects.select_for_update().filter(service=service, operation=operation)
+        }
+        changed = False
+        for position in sorted(p for p in stored if not 1 <= p <= len(options)):
+            delete_option(stored[position], actor=actor, reason=reason)
+            changed = True
+        for index, option in enumerate(options):
+            row = stored.get(index + 1) or FallbackOption(
+                service=service, operation=operation, position=index + 1
+            )
+            wanted = _filled(service, row, option, targets)
+            if row.pk is not None and _same(row, wanted):
+                continue
+            _save_at(index, wanted, actor=actor, reason=reason)
+            changed = True
+    return changed
+
+
+def _filled(
+    service: Service, row: FallbackOption, option: ChainOption, targets: dict[str, Service]
+) -> FallbackOption:
+    """The row with the option's values (a copy: the stored row stays as it is, for the comparison)."""
+    filled = FallbackOption(
+        pk=row.pk,
+        service=service,
+        operation=row.operation,
+        position=row.position,
+        kind=option.kind,
+        enabled=option.enabled,
+        description=option.description,
+        target_service=targets.get(option.target_service) if option.target_service else None,
+        target_operation=option.target_operation,
+        static_value=option.static_value,
+        max_age_s=option.max_age_s,
+        warning=option.warning,
+    )
+    # An update, not an insert: model validation must not find the stored row in its own unique position.
+    filled._state.adding = row.pk is None
+    return filled
+
+
+def _same(stored: FallbackOption, wanted: FallbackOption) -> bool:
+    if any(getattr(stored, name) != getattr(wanted, name) for name in _COMPARED):
+        return False
+    # As JSON, with sorted keys: PostgreSQL's jsonb keeps no key order, and Python says True == 1 == 1.0.
+    return _as_json(stored.static_value) == _as_json(wanted.static_value)
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _save_at(index: int, row: FallbackOption, *, actor: Actor, reason: str) -> None:
+    try:
+        save_option(row, actor=actor, reason=reason)
+    except InvalidInput as error:
+        # Model validation names the row's fields; the request names them inside the option it sent.
+        errors = [
+            {**e, "field": f"options[{index}].{e['field']}" if e["field"] != "body" else f"options[{index}]"}
+            for e in error.errors
+        ] or [{"field": f"options[{index}]", "message": error.message}]
+        raise InvalidInput(error.message, errors=errors) from error
+
+
+def _checked(service: Service, operation: str, options: Sequence[ChainOption]) -> dict[str, Service]:
+    """Every problem of every option at once (a 400 naming each field), or the target services by name."""
+    if len(options) > MAX_CHAIN_OPTIONS:
+        raise InvalidInput(f"A chain has at most {MAX_CHAIN_OPTIONS} options.", field="options")
+    names = {o.target_service for o in options if o.target_service}
+    targets = {s.name: s for s in Service.objects.filter(name__in=names)}
+    errors = [
+        {"field": f"options[{index}].{name}", "message": message}
+        for index, option in enumerate(options)
+        for name, message in _problems(service, operation, option, targets)
+    ]
+    if errors:
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        raise InvalidInput(f"Invalid fallback chain: {summary}", errors=errors)
+    return targets
+
+
+def _problems(
+    service: Service, operation: str, option: ChainOption, targets: dict[str, Service]
+) -> list[tuple[str, str]]:
+    """(field, message) for each thing wrong with one option. Each field belongs to one kind: a target to a
+    service option, a value to a static one, a maximum age to a cache one."""
+    if option.kind not in Kind.values:
+        return [("kind", f"unknown kind {option.kind!r}; one of {', '.join(Kind.values)}")]
+    found: list[tuple[str, str]] = []
+    if option.kind == Kind.SERVICE:
+        if not option.target_service:
+            found.append(("target_service", "a service option needs a target service"))
+        elif option.target_service not in targets:
+            found.append(("target_service", f"unknown service {option.target_service!r}"))
+        elif option.target_service == service.name and (option.target_operation or operation) == operation:
+            found.append(("target_service", "a service option must name another service or operation"))
+    else:
+        if option.target_service:
+            found.append(("target_service", "only a service option has a target service"))
+        if option.target_operation:
+            found.append(("target_operation", "only a service option has a target operation"))
+    if option.kind == Kind.STATIC and option.static_value is None:
+        found.append(("static_value", "a static option needs a value"))
+    if option.kind != Kind.STATIC and option.static_value is not None:
+        found.append(("static_value", "only a static option has a value"))
+    if option.max_age_s is not None:
+        if option.kind != Kind.CACHE:
+            found.append(("max_age_s", "only a cache option has a maximum age"))
+        elif not math.isfinite(option.max_age_s) or option.max_age_s < 0:
+            found.append(("max_age_s", "must be a finite number of seconds, at least 0"))
+    return found

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from core.slugs import SLUG, Slug
+from recovery.decisions.fallbacks import MAX_CHAIN_OPTIONS, ChainOption
 from recovery.decisions.services import PlanRequest
 from recovery.errors.schemas import ErrorIn, with_error_defaults
 from recovery.errors.taxonomy import ErrorClass, ErrorKind
@@ -117,6 +118,60 @@ class ChainQuery(BaseModel):
     service: Slug
     operation: Operation = ""
     cache_key: CacheKey = ""
+
+
+class ChainOptionIn(BaseModel):
+    """One option of a chain PUT sends. Each field belongs to one kind: `target_service` and `target_operation`
+    to `service`, `static_value` to `static`, `max_age_s` to `cache` (recovery/decisions/fallbacks.py checks
+    that, and that the target is another known service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: FallbackKind
+    target_service: Slug | None = Field(
+        default=None, description="A service option: the service called instead."
+    )
+    target_operation: Operation = Field(
+        default="", description="A service option: the target's operation; empty: the same operation."
+    )
+    static_value: Any = Field(default=None, description="A static option: the default answered (any JSON).")
+    max_age_s: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="A cache option: the oldest result accepted."
+    )
+    warning: Annotated[str, StringConstraints(max_length=300)] = Field(
+        default="", description="Said to the agent when the option is used."
+    )
+    description: Annotated[str, StringConstraints(max_length=2000)] = ""
+    enabled: bool = True
+
+    def to_option(self) -> ChainOption:
+        return ChainOption(
+            kind=self.kind,
+            target_service=self.target_service,
+            target_operation=self.target_operation,
+            static_value=self.static_value,
+            max_age_s=self.max_age_s,
+            warning=self.warning,
+            description=self.description,
+            enabled=self.enabled,
+        )
+
+
+class ChainIn(BaseModel):
+    """PUT /fallbacks/{service}: the whole chain of one operation, in the order its options are tried."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operation: Operation = Field(
+        default="", description="The operation the chain is for; empty: every operation."
+    )
+    options: list[ChainOptionIn] = Field(
+        max_length=MAX_CHAIN_OPTIONS, description="Tried in this order (positions 1..n); empty: no chain."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, strip_whitespace=True)]
+
+    def to_options(self) -> list[ChainOption]:
+        return [o.to_option() for o in self.options]
 
 
 class ResolveQuery(BaseModel):

@@ -78,6 +78,42 @@ def test_it_gives_the_servers_answers_for_the_same_sequence(settings: dict[str, 
         assert st_local == {key: st_server[key] for key in st_local}, (step, settings)
 
 
+@pytest.mark.parametrize(
+    ("wait_s", "elapsed_ms", "expected_ms", "says"),
+    [
+        (2, 100, 2000, "2"),  # the base open wait, not the trial permit's 30 s TTL
+        (30, 100, 29_900, "29.9"),  # never past the soonest permit's expiry
+        (0, 100, 1, "0.001"),  # at least 1 ms
+    ],
+)
+def test_it_tells_a_caller_refused_in_half_open_what_the_server_does(
+    wait_s: float, elapsed_ms: int, expected_ms: int, says: str
+) -> None:
+    settings = {"wait_duration_s": wait_s, "half_open_max_calls": 1}
+    cfg_local, cfg_server = sdk.Config.from_settings(settings), _server_config(settings)
+    st_local, st_server = sdk.new_state(), breaker_logic.new_state()
+    for st in (st_local, st_server):
+        st["state"] = sdk.HALF_OPEN
+    now = 1_000_000
+    assert sdk.permit(st_local, cfg_local, now, "t1").allowed
+    assert breaker_logic.permit(st_server, cfg_server, now, "t1").allowed
+    now += elapsed_ms
+    local = sdk.permit(st_local, cfg_local, now, "t2")
+    server = breaker_logic.permit(st_server, cfg_server, now, "t2")
+    assert (local.allowed, local.state, local.retry_after_ms) == (False, "half_open", expected_ms)
+    assert local.reason == f"half-open: all 1 trial permits are in use: ask again in {says} s"
+    assert (local.retry_after_ms, local.reason) == (server.retry_after_ms, server.reason)
+
+
+def test_a_local_breaker_taking_over_a_half_open_fleet_breaker_refuses_for_the_base_wait() -> None:
+    clock = [1_000_000]
+    cfg = sdk.Config.from_settings({"wait_duration_s": 1.5, "half_open_max_calls": 1})
+    breaker = sdk.LocalBreaker.starting_from(cfg, "half_open", 0, clock=lambda: clock[0])
+    assert breaker.permit().allowed
+    refused = breaker.permit()
+    assert (refused.allowed, refused.state, refused.retry_after_ms) == (False, "half_open", 1500)
+
+
 def test_settings_are_read_from_the_breaker_view_with_defaults_for_the_missing() -> None:
     cfg = sdk.Config.from_settings({"wait_duration_s": 2.5, "window_type": "time", "unknown": 1})
     assert cfg.wait_ms == 2500

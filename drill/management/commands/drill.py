@@ -5,6 +5,7 @@ drill/plot.py). Exits 1 when a correctness goal is missed, 2 on a usage error or
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -174,6 +175,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The runner's hundreds of requests to Rebound and the loopback server are not the report: httpx logs
+        # each at INFO.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         chosen = self._scenario(str(options["scenario"]))
         seed: int = options["seed"] if options["seed"] is not None else chosen.seed
         runs: int = options["runs"]

@@ -143,9 +143,62 @@ def test_it_half_opens_lazily_and_grants_exactly_h_trial_permits(
     assert store.permit(svc, CFG, "t2").permit_id == "t2"
     third = store.permit(svc, CFG, "t3")
     assert (third.allowed, third.permit_id, third.retry_after_ms) == (False, "", 500)
-    assert third.reason == "half-open: all 2 trial permits are in use"
+    assert third.reason == "half-open: all 2 trial permits are in use: ask again in 0.5 s"
     clock.now += 500  # unanswered trial permits expire and free their slots
     assert store.permit(svc, CFG, "t4").allowed is True
+
+
+def test_it_tells_a_caller_refused_in_half_open_to_ask_again_after_the_base_wait_not_the_permit_ttl(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    # A trial permit lives 30 s; the service's base open wait is 1 s: a refused caller comes back after 1 s.
+    cfg = breaker_logic.Config(**{**CFG.__dict__, "trial_ttl_ms": 30_000})
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL, cfg=cfg)
+    clock.now += 1000
+    store.permit(svc, cfg, "t1")
+    store.permit(svc, cfg, "t2")
+    clock.now += 100
+    refused = store.permit(svc, cfg, "t3")
+    assert (refused.allowed, refused.state, refused.permit_id, refused.retry_after_ms) == (
+        False,
+        "half_open",
+        "",
+        1000,
+    )
+    assert refused.reason == "half-open: all 2 trial permits are in use: ask again in 1 s"
+    assert store.peek(svc, cfg).trials_in_use == 2  # the refusal took no permit
+
+
+def test_it_never_tells_a_refused_caller_to_wait_past_the_soonest_trial_permit_expiry(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    cfg = breaker_logic.Config(**{**CFG.__dict__, "trial_ttl_ms": 30_000})
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL, cfg=cfg)
+    clock.now += 1000
+    store.permit(svc, cfg, "t1")
+    clock.now += 29_700
+    store.permit(svc, cfg, "t2")
+    refused = store.permit(svc, cfg, "t3")
+    assert (refused.allowed, refused.retry_after_ms) == (False, 300)  # t1 expires before the base wait ends
+    assert refused.reason == "half-open: all 2 trial permits are in use: ask again in 0.3 s"
+    clock.now += 300
+    assert store.permit(svc, cfg, "t4").allowed is True
+
+
+def test_it_asks_a_refused_caller_for_the_base_wait_not_the_grown_one(
+    store: BreakerStore, svc: Service, clock: Clock
+) -> None:
+    # After a failed trial the open wait grows (1 s times 2); the refusal's bound stays the service's base wait.
+    cfg = breaker_logic.Config(**{**CFG.__dict__, "trial_ttl_ms": 30_000})
+    feed(store, svc, FAIL, FAIL, FAIL, FAIL, cfg=cfg)
+    clock.now += 1000
+    store.permit(svc, cfg, "t1")
+    feed(store, svc, breaker_logic.Outcome(True, permit_id="t1"), cfg=cfg)
+    clock.now += 2000
+    store.permit(svc, cfg, "t2")
+    store.permit(svc, cfg, "t3")
+    refused = store.permit(svc, cfg, "t4")
+    assert (refused.allowed, refused.state, refused.retry_after_ms) == (False, "half_open", 1000)
 
 
 def test_it_frees_a_trial_permit_when_its_outcome_arrives(
