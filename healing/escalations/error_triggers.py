@@ -8,9 +8,10 @@ outcomes (recovery.breakers.signals.outcomes_recorded); resolved by the system w
    `window_s`.
 3. data_integrity: errors a classification rule marks as constraint violations.
 4. repeated_pattern: more than `count` events of one pattern within `window_s` that Rebound is not handling:
-   the errors whose recovery plan worked or is still being followed are the recovery's, not a human's (a
-   transient error that retries fix, a dead dependency the fleet falls back from); errors reported without a
-   plan all count. A failing recovery shows itself through the plans (escalate, nothing left to fall back on).
+   the errors whose recovery plan worked, is still being followed or failed with attempts left (the agent
+   asks again) are the recovery's, not a human's (a transient error that retries fix, a dead dependency the
+   fleet falls back from); errors reported without a plan all count. A failing recovery shows itself through
+   the plans (escalate, nothing left to fall back on).
 5. error_rate: a service's failed calls above `rate_percent` of at least `min_calls` over `window_s`.
 
 This is the intake's path: a batch that concerns no trigger costs set look-ups and the cached rules, plus, while

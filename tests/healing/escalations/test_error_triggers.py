@@ -226,19 +226,21 @@ def test_the_sweep_resolves_a_repeated_pattern_once_its_window_has_passed(report
     assert EscalationEvent.objects.filter(escalation=escalation, kind="resolved", actor="system").exists()
 
 
-def plan_for_timeouts(agent_client: Any, n: int) -> list[str]:
+def plan_for_timeouts(agent_client: Any, n: int, attempt: int = 1) -> list[str]:
     """n recovery plans asked for the TIMEOUT error, as an agent asks on each failed call: their ids."""
     ids = []
     for _ in range(n):
-        body = {
-            "service": "search",
-            "operation": "query",
-            "error": {k: TIMEOUT[k] for k in ("type", "message")},
-        }
+        error = {k: TIMEOUT[k] for k in ("type", "message")}
+        body = {"service": "search", "operation": "query", "error": error, "attempt": attempt}
         answer = agent_client.post("/api/v1/recovery/plan", body, format="json")
         assert answer.status_code == 200, answer.content
         ids.append(answer.json()["plan_id"])
     return ids
+
+
+def fail(agent_client: Any, plans: list[str]) -> None:
+    outcomes = [{"service": "search", "success": False, "plan_id": p} for p in plans]
+    agent_client.post("/api/v1/outcomes", {"outcomes": outcomes}, format="json")
 
 
 def test_it_raises_nothing_for_a_repeated_pattern_whose_plans_recovered(
@@ -261,16 +263,19 @@ def test_it_raises_nothing_while_the_plans_are_still_followed(report: Report, ag
     assert not Escalation.objects.exists()
 
 
-def test_it_raises_a_repeated_pattern_whose_plans_failed(report: Report, agent_client: Any) -> None:
-    plans = plan_for_timeouts(agent_client, 6)
-    agent_client.post(
-        "/api/v1/outcomes",
-        {"outcomes": [{"service": "search", "success": False, "plan_id": p} for p in plans]},
-        format="json",
-    )
+def test_it_leaves_to_recovery_the_retries_that_failed_with_attempts_left(
+    report: Report, agent_client: Any
+) -> None:
+    fail(agent_client, plan_for_timeouts(agent_client, 8))  # the agent asks again: one recovery going on
+    report(*[TIMEOUT] * 8)
+    assert not Escalation.objects.exists()
+
+
+def test_it_raises_a_repeated_pattern_whose_recovery_gave_up(report: Report, agent_client: Any) -> None:
+    plans = plan_for_timeouts(agent_client, 6, attempt=50)  # no attempt left, nothing to fall back on
+    fail(agent_client, plans)
     report(*[TIMEOUT] * 6)
-    escalation = Escalation.objects.get()
-    assert escalation.trigger == "repeated_pattern"
+    escalation = Escalation.objects.get(trigger="repeated_pattern")
     assert escalation.context["handled"] == 0
 
 
