@@ -59,12 +59,12 @@ def answer(
     if is_down(service, t_s):
         return Answer(None, down=True, why="down hard")
     if held_until_s is not None and t_s < held_until_s:
-        return Answer(UNAVAILABLE, why="held")
+        return Answer(f.transient_status, why="held")
     identity = (service.name, task_id, step, attempt)
     u = draw(seed, "fault", *identity)
     if u < f.transient_rate:
         hold = t_s + f.hold_s if f.hold_s > 0 else None
-        return Answer(UNAVAILABLE, hold_until_s=hold, why="transient")
+        return Answer(f.transient_status, hold_until_s=hold, why="transient")
     if u < f.transient_rate + f.rate_limit_rate:
         return Answer(RATE_LIMITED, retry_after_s=f.retry_after_s, why="rate limited")
     if draw(seed, "slow", *identity) < f.slow_rate:

@@ -66,8 +66,13 @@ class Faults(Strict):
     """What the loopback server does to this service's calls. The rates are drawn per call (task, step,
     attempt), in this order: transient 503, then 429; a call that passes may still be slow."""
 
-    transient_rate: Rate = 0.0  # 503 Service Unavailable
-    hold_s: Seconds = 0.0  # after a 503, the same task's calls to this service keep failing this long
+    transient_rate: Rate = 0.0  # 503 Service Unavailable (or `transient_status`)
+    # The status of those transient failures: 503, or 504 Gateway Timeout (a timeout, which Rebound's built-in
+    # policies retry with exponential backoff rather than at a fixed 2 s: room for a learned delay).
+    transient_status: Literal[503, 504] = 503
+    hold_s: Seconds = (
+        0.0  # after a transient failure, the same task's calls to this service keep failing this long
+    )
     rate_limit_rate: Rate = 0.0  # 429 with Retry-After
     retry_after_s: Annotated[float, Field(ge=0.1, le=60, allow_inf_nan=False)] = 1.0
     slow_rate: Rate = 0.0

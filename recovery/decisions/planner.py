@@ -562,6 +562,8 @@ def _timed(i: Inputs, decision: Decision, figure: LearnedInput | None) -> Decisi
     if low is None or high is None:
         return decision
     suggested = round(min(max(figure.delay_s - (i.elapsed_s or 0.0), low), high), 3)
+    if decision.delay_s is not None and abs(suggested - decision.delay_s) < 0.001:
+        return decision  # the policy's own delay already is the learned one (or its bounds leave no room)
     if decision.action == RETRY and _refusal(i, suggested) is not None:
         return decision
     if rate_wait and _refusal(i, suggested, budget=False, idempotency=False) is not None:

@@ -284,6 +284,15 @@ def test_it_keeps_a_learned_delay_within_the_policys_bounds(worked_after_s: floa
     assert decision.delay_s == delay_s
 
 
+def test_it_says_nothing_of_timing_when_the_policys_bounds_leave_no_room() -> None:
+    policy = replace(POLICY, base_delay_s=1.0, max_delay_s=1.0)  # a fixed policy: every retry after 1 s
+
+    decision = planner.decide(inputs(learned("retry", 45, 50, delay_s=3.8), policy=policy))
+
+    assert (decision.action, decision.delay_s) == ("retry", 1.0)
+    assert "worked" not in decision.reason
+
+
 def test_it_keeps_the_policys_delay_when_the_learned_one_would_pass_the_deadline() -> None:
     policy = replace(POLICY, deadline_s=10.0)
 
