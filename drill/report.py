@@ -473,6 +473,19 @@ def text(report: Report) -> str:
 # --- markdown (docs/drill.md) ----------------------------------------------------------------------------
 
 
+LEARNED_HEADER = ("service", "action", "plans", "a reason")
+
+
+def learned_plans(run: RunData) -> list[tuple[str, str, int, str]]:
+    """The rebound fleet's plans that learning chose or timed, per (service, action), each with its first reason."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for task in run.tasks:
+        for plan in task.plans:
+            if task.fleet == "rebound" and plan.learned:
+                found.setdefault((plan.service, plan.action), []).append(plan.reason)
+    return [(svc, action, len(reasons), reasons[0]) for (svc, action), reasons in sorted(found.items())]
+
+
 def markdown(report: Report, plot: str | None = None) -> str:
     """The page: what the drill does and how to repeat it, the fleets side by side, the goals, the plot (`plot`
     is its path relative to the page), the learning effect and the runner's notes."""
@@ -516,8 +529,10 @@ def markdown(report: Report, plot: str | None = None) -> str:
     lines += [*_table(FLEET_HEADER, _fleet_rows(last)), ""]
     lines += [
         "MTTR: from the moment the dead service answers again to the fleet's first successful call to it. "
-        "Manual interventions: for rebound the tasks escalated through the queue; for the naive fleet every "
-        "task it failed, which nobody is told about.",
+        "Manual interventions: for rebound the tasks escalated through the queue (the permanent failures, and "
+        "no recoverable task); for the naive fleet every task it failed, which nobody is told about. Mean task "
+        "time covers the tasks each fleet completed: the naive fleet's are mostly those that met no fault, the "
+        "rebound fleet's include those that waited out a rate limit, a hold or the breaker.",
         "",
         "## Goals",
         "",
@@ -552,6 +567,17 @@ def markdown(report: Report, plot: str | None = None) -> str:
             "",
         ]
         lines += [*_table(LEARNING_HEADER, _learning_rows(report.learning)), ""]
+        changed = learned_plans(last.data)
+        if changed:
+            lines += [
+                "The plans learning chose or timed in run 2, by service and action, with one reason as the "
+                "planner gave it:",
+                "",
+                *_table(
+                    LEARNED_HEADER, [[svc, action, str(n), f"`{why}`"] for svc, action, n, why in changed]
+                ),
+                "",
+            ]
     notes = [(i, n) for i, run in enumerate(report.runs, start=1) for n in run.data.notes]
     if notes:
         lines += ["## Notes from the runner", ""]

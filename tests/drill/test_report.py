@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 from drill import report
-from drill.records import Outage
+from drill.records import Outage, PlanSeen
 from tests.support.drill import call, escalation, good_run, plan, run_data, task
 
 
@@ -214,6 +214,16 @@ def test_it_reports_what_learning_changed_between_two_runs() -> None:
         "after": 1.0,
         "change": 0.0,
     }
+
+
+def test_it_lists_the_plans_learning_changed_by_service_and_action_with_a_reason() -> None:
+    timed = PlanSeen("p1", "ledger", "retry", reason="retry in 3 s (learned: ...)", learned=True)
+    stood = PlanSeen("p2", "ledger", "retry", reason="retry in 1 s", learned=False)
+    run = run_data([task("rebound", 0, plans=(timed, stood)), task("rebound", 1, plans=(timed,))])
+
+    assert report.learned_plans(run) == [("ledger", "retry", 2, "retry in 3 s (learned: ...)")]
+    page = report.markdown(report.build([good_run(), run], "cmd"))
+    assert "| ledger | retry | 2 | `retry in 3 s (learned: ...)` |" in page
 
 
 def test_it_fails_the_report_when_a_correctness_goal_of_the_first_of_two_runs_is_missed() -> None:
