@@ -363,13 +363,14 @@ def _sweep_patterns(now: datetime) -> int:
             else 0
         )
         handled = 0
-        if seen > count and escalation.pattern_id:
+        pattern = escalation.pattern if seen > count else None
+        if pattern is not None:
             handled = decision_selectors.recovering_plans(
-                escalation.service, escalation.pattern.fingerprint, since=since
+                escalation.service, pattern.fingerprint, since=since
             )
             if handled:
                 events = error_selectors.pattern_event_count(
-                    escalation.pattern_id, since=since, until=now, at_most=count + 1 + handled
+                    pattern.pk, since=since, until=now, at_most=count + 1 + handled
                 )
                 seen = events - min(handled, events)
         if seen <= count:

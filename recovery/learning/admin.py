@@ -4,7 +4,6 @@ errors and breakers rooms sit below learning and never import it)."""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
@@ -43,20 +42,7 @@ def _seconds(value: float | None) -> str:
 
 def figures_of(row: Effectiveness) -> stats.Figures:
     """One row's figures decayed to now, with the settings in force (the changelist's columns)."""
-    sums = stats.Sums(
-        tries=row.tries,
-        successes=row.successes,
-        recover_s_sum=row.recover_s_sum,
-        delay_s_sum=row.delay_s_sum,
-        delay_weight=row.delay_weight,
-        as_of_s=row.as_of_s,
-    )
-    return stats.figures(
-        sums,
-        now_s=time.time(),
-        half_life_s=float(rebound("LEARNING_HALF_LIFE_DAYS")) * stats.DAY_S,
-        min_tries=float(rebound("LEARNING_MIN_TRIES")),
-    )
+    return selectors.figures_of(row)
 
 
 def changelist_url(**filters: str) -> str:

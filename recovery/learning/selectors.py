@@ -50,6 +50,12 @@ def _settings() -> tuple[float, float]:
     return float(rebound("LEARNING_HALF_LIFE_DAYS")) * stats.DAY_S, float(rebound("LEARNING_MIN_TRIES"))
 
 
+def figures_of(row: Effectiveness, now_s: float | None = None) -> stats.Figures:
+    """One row's figures decayed to now (or `now_s`), with the settings in force (the admin's columns)."""
+    half_life_s, min_tries = _settings()
+    return _figures(row, time.time() if now_s is None else now_s, half_life_s, min_tries)
+
+
 def _figures(row: Effectiveness, now_s: float, half_life_s: float, min_tries: float) -> stats.Figures:
     sums = stats.Sums(
         tries=row.tries,
