@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from recovery.learning import stats
+
 
 class Effectiveness(models.Model):
     """How well one recovery action has worked for one error pattern, or for one service and error class.
@@ -72,3 +74,14 @@ class Effectiveness(models.Model):
             else f"{self.service}/{self.error_class}"
         )
         return f"{where}: {self.action}"
+
+    def sums(self) -> stats.Sums:
+        """The row's decayed sums, as stats.py folds and reads them."""
+        return stats.Sums(
+            tries=self.tries,
+            successes=self.successes,
+            recover_s_sum=self.recover_s_sum,
+            delay_s_sum=self.delay_s_sum,
+            delay_weight=self.delay_weight,
+            as_of_s=self.as_of_s,
+        )

@@ -57,15 +57,7 @@ def figures_of(row: Effectiveness, now_s: float | None = None) -> stats.Figures:
 
 
 def _figures(row: Effectiveness, now_s: float, half_life_s: float, min_tries: float) -> stats.Figures:
-    sums = stats.Sums(
-        tries=row.tries,
-        successes=row.successes,
-        recover_s_sum=row.recover_s_sum,
-        delay_s_sum=row.delay_s_sum,
-        delay_weight=row.delay_weight,
-        as_of_s=row.as_of_s,
-    )
-    return stats.figures(sums, now_s=now_s, half_life_s=half_life_s, min_tries=min_tries)
+    return stats.figures(row.sums(), now_s=now_s, half_life_s=half_life_s, min_tries=min_tries)
 
 
 def _row(row: Effectiveness, figures: stats.Figures) -> Row:

@@ -103,17 +103,6 @@ def _half_life_s() -> float:
     return float(rebound("LEARNING_HALF_LIFE_DAYS")) * stats.DAY_S
 
 
-def _sums(row: Effectiveness) -> stats.Sums:
-    return stats.Sums(
-        tries=row.tries,
-        successes=row.successes,
-        recover_s_sum=row.recover_s_sum,
-        delay_s_sum=row.delay_s_sum,
-        delay_weight=row.delay_weight,
-        as_of_s=row.as_of_s,
-    )
-
-
 def _sum_fields(sums: stats.Sums) -> dict[str, float]:
     return {
         "tries": sums.tries,
@@ -176,7 +165,7 @@ def _fold(key: _Key, result: Result, half_life_s: float) -> None:
             continue
         counts = _counts(result)
         changed = Effectiveness.objects.filter(pk=row.pk, version=row.version).update(
-            **_sum_fields(_folded(_sums(row), result, half_life_s)),
+            **_sum_fields(_folded(row.sums(), result, half_life_s)),
             total_tries=row.total_tries + counts["total_tries"],
             total_successes=row.total_successes + counts["total_successes"],
             total_unknown=row.total_unknown + counts["total_unknown"],
@@ -234,7 +223,7 @@ def _retract(key: _Key, result: Result, originally_at: datetime, half_life_s: fl
         if row is None:
             return False  # nothing was counted here (reset meanwhile): nothing to take back
         sums = stats.retract(
-            _sums(row),
+            row.sums(),
             at_s=result.at.timestamp(),
             originally_at_s=originally_at.timestamp(),
             half_life_s=half_life_s,
