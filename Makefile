@@ -17,16 +17,19 @@ install: $(VENV)/.rebound-dev
 
 # The whole suite. PostgreSQL and Redis on 127.0.0.1 are used when they answer; otherwise the tests that need
 # them are skipped and one line says so. CI sets REBOUND_REQUIRE_SERVICES=1 so that nothing is skipped.
-# The whole suite on two pytest-xdist workers (each with its own PostgreSQL database and Redis db, its processes
-# on ports of their own): the fast tests, then the slow ones (real processes, kill -9, long waits), a file per
-# worker at a time so that a module's shared processes stay in one worker. Most of a slow test is waiting.
+# The whole suite on pytest-xdist workers (each with its own PostgreSQL database and Redis db, its processes
+# on ports of their own): the fast tests, then the slow ones (real processes, kill -9, long waits, thread races),
+# a file per worker at a time so that a module's shared processes stay in one worker. Most of a slow test is
+# waiting. TEST_WORKERS and SLOW_WORKERS set the number of workers of each part (2 and 2: the machine's cores).
+TEST_WORKERS ?= 2
+SLOW_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
-	$(PY) -m pytest -m slow -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow -n $(SLOW_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The suite without the tests marked slow, on two workers: about two minutes here (2,174 tests).
+# The suite without the tests marked slow, on two workers.
 test-fast: install
-	$(PY) -m pytest -m "not slow" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -9,7 +9,7 @@ timed part only, its own CPU time and the CPU other people's processes took (ben
 
 Kinds (every one on a closed breaker, which the loop checks it stayed in):
   permit            RedisStore.permit(service, config, uuid4().hex): one Lua round trip per decision
-  record            RedisStore.record_many of 100 outcomes (2% failures): one pipeline per 100 decisions
+  record            RedisStore.record_many of 100 outcomes (2% failures): one script call carrying the 100 (bench/breaker_baseline_batch.lua is its baseline)
   evalsha           redis-py's evalsha of Rebound's permit script, without RedisStore (where the time goes)
   guarded           a guarded call as the SDK makes it: a permit, the no-op call, its outcome queued; the queue
                     flushed with record_many every 100 calls

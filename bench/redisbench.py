@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import redis
 
 BASELINE_SCRIPT = Path(__file__).resolve().parent / "breaker_baseline.lua"
+# The same for a batch: one call carrying a batch of outcomes, as RedisStore.record_many sends it.
+BATCH_BASELINE_SCRIPT = Path(__file__).resolve().parent / "breaker_baseline_batch.lua"
 
 INSTALL_HINT = (
     "redis-benchmark is not installed. It runs the baseline script from C.\n"

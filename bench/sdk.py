@@ -1,44 +1,41 @@
-"""SDK benchmarks (issue 4): the guard's overhead on a closed breaker, and how fast a trip reaches 20 clients.
+"""SDK benchmarks (issues 4 and 17): what a guarded call costs on a closed breaker, its outcome's delivery
+included, and how many outcomes per second one process delivers to the fleet's breakers without dropping one.
 
-    .venv/bin/python -m bench.sdk [--rounds 3] [--seconds 2] [--clients 20] [--trials 30] [--write-docs]
+    .venv/bin/python -m bench.sdk [--rounds 3] [--seconds 1] [--rates 25000,50000,100000,200000]
+                                  [--delivery-seconds 5] [--write-docs]
 
-1. Guard overhead, in one process, one call after another on a closed breaker: a plain call of a no-op (the
-   floor), pybreaker in memory (the baseline: goal at most 2x its cost), pybreaker with CircuitRedisStorage
-   (the issue-3 peer: goal at least 5x its guarded calls per second), and the SDK's guard as a decorator and as
-   a `with` block, its live view connected to a production gunicorn. Each kind in a fresh process per round;
-   medians of the rounds. (bench/sdk_loops.py says exactly what is timed.)
-2. Propagation: N SDK clients, each in its own process, connected to the same gunicorn; the breaker of a fresh
-   service is tripped by failures reported through `POST /api/v1/outcomes`; each client prints the moment its
-   view flipped. Latency from the transition's creation on the server (its `at`) and from the moment the
-   tripping request returned, over every client and trial: p50, p99, max. Goal: p99 at most 1 s.
+1. Guard cost, in one process, one call after another on a closed breaker: a plain call of a no-op (the floor),
+   pybreaker in memory (the baseline: goal at most 2x its cost), pybreaker with CircuitRedisStorage (the peer
+   that shares its state through Redis), and the SDK's guard as a decorator and as a `with` block, its live
+   view connected to a production gunicorn: the bare decision, and the calls plus the flush that delivers their
+   outcomes, in the same timed span. Each kind in a fresh process per round; medians of the rounds.
+2. Delivery: the default client (its flusher thread sending while the calls go on) making calls at each of
+   `--rates` per second, then as fast as one thread can: outcomes delivered, dropped (oldest first, counted) and
+   the server's own count of them (its per-minute traffic counters in Redis), which must equal what the client
+   says it delivered. Goal: every outcome delivered at 50,000 calls/s.
+(How fast a trip reaches the SDKs is bench/propagation.py's.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import queue
-import random
 import signal
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
-import httpx
 import redis
 
 from bench import cpu, report, sdk_loops, server
-from bench.sdk_report import Findings, LoopRun, Trial
+from bench.sdk_report import Findings, LoopRun
 
 DB_NAME = "rebound_bench_sdk"
 GUARD_SERVICE = "bench-sdk-guard"
-PROP_PREFIX = "bench-prop-"
 # The order of one round: each SDK kind between the baselines it is compared with.
-ORDER = ["plain", "pybreaker_memory", "sdk_decorator", "sdk_guard", "pybreaker_redis", "sustained"]
+ORDER = ["plain", "pybreaker_memory", "sdk_decorator", "sdk_guard", "pybreaker_redis"]
 SERVERS = ("redis-server",)
 
 
@@ -47,20 +44,14 @@ class Options:
     rounds: int
     seconds: float
     warmup: float
-    clients: int
-    trials: int
+    rates: tuple[int, ...]
+    delivery_seconds: float
     workers: int
     threads: int
     write_docs: bool
     pg_admin_url: str
     db_name: str
     keep_workdir: bool
-
-
-@dataclass
-class Client:
-    process: subprocess.Popen[str]
-    ready: threading.Event = field(default_factory=threading.Event)
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -70,21 +61,33 @@ def parse_args(argv: list[str]) -> Options:
     )
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds of calls per loop")
     parser.add_argument("--warmup", type=float, default=1.0, help="untimed seconds before each loop")
-    parser.add_argument("--clients", type=int, default=20, help="SDK client processes for the propagation")
-    parser.add_argument("--trials", type=int, default=30, help="breakers tripped, one after another")
+    parser.add_argument(
+        "--rates",
+        default="25000,50000,100000,200000",
+        help="calls per second of the paced delivery runs, comma-separated",
+    )
+    parser.add_argument(
+        "--delivery-seconds", type=float, default=5.0, help="seconds of calls per delivery run"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, one per core)")
     parser.add_argument("--threads", type=int, default=32, help="threads per worker (long-polls hold one)")
     server.add_stack_options(parser, DB_NAME)
     a = parser.parse_args(argv)
-    if min(a.rounds, a.clients, a.trials, a.workers, a.threads) < 1 or a.seconds <= 0 or a.warmup < 0:
-        parser.error("rounds, clients, trials, workers and threads must be at least 1; seconds above 0")
+    try:
+        rates = tuple(sorted(int(r) for r in a.rates.split(",") if r.strip()))
+    except ValueError:
+        parser.error("--rates: whole numbers of calls per second, comma-separated")
+    if min(a.rounds, a.workers, a.threads) < 1 or min(a.seconds, a.delivery_seconds) <= 0 or a.warmup < 0:
+        parser.error("rounds, workers and threads must be at least 1; seconds above 0")
+    if not rates or min(rates) < 1:
+        parser.error("--rates: at least one rate, each at least 1")
     server.check_db_name(parser, a.db, DB_NAME)
     return Options(
         a.rounds,
         a.seconds,
         a.warmup,
-        a.clients,
-        a.trials,
+        rates,
+        a.delivery_seconds,
         a.workers,
         a.threads,
         a.write_docs,
@@ -108,8 +111,13 @@ def prepare(stack: server.Stack, opts: Options) -> str:
     stack.env["GUNICORN_THREADS"] = str(opts.threads)
     server.manage(stack, "migrate", "--noinput")
     # Registered beforehand with the defaults (count window of 20, 10 calls minimum, 50%, 5 consecutive), so
-    # that every client's first snapshot holds them all.
-    names = [GUARD_SERVICE, *(f"{PROP_PREFIX}{n}" for n in range(1, opts.trials + 1))]
+    # that every client's first snapshot holds them all; each delivery run has a service of its own, so that
+    # the server's count of its outcomes is its alone.
+    names = [GUARD_SERVICE] + [
+        delivery_service(kind, rate, number)
+        for number in range(1, opts.rounds + 1)
+        for kind, rate in delivery_runs(opts)
+    ]
     server.manage(stack, "shell", "-c", CREATE_SERVICES.format(names=names))
     redis.Redis.from_url(stack.redis_url).flushdb()  # db 13 is the benchmarks'
     return server.create_agent_key(stack, "bench-sdk-agent")
@@ -118,14 +126,42 @@ def prepare(stack: server.Stack, opts: Options) -> str:
 # --- 1. the guard's overhead -----------------------------------------------------------------------------
 
 
-def run_loop(stack: server.Stack, key: str, kind: str, opts: Options, tag: str) -> LoopRun:
+def delivery_runs(opts: Options) -> list[tuple[str, int]]:
+    return [*(("paced", rate) for rate in opts.rates), ("sustained", 0)]
+
+
+def delivery_service(kind: str, rate: int, number: int) -> str:
+    return f"bench-sdk-{kind}-{rate}-r{number}" if rate else f"bench-sdk-{kind}-r{number}"
+
+
+def server_count(stack: server.Stack, service: str) -> int:
+    """The outcomes of `service` the server counted: its per-minute traffic counters in Redis (every outcome
+    the server accepted, a run's successes each)."""
+    client = redis.Redis.from_url(stack.redis_url)
+    total = 0
+    for key in client.scan_iter(f"rebound:traffic:{{{service}}}:*"):
+        value: Any = client.hget(key, "c")
+        total += int(value or 0)
+    return total
+
+
+def run_loop(
+    stack: server.Stack,
+    key: str,
+    kind: str,
+    opts: Options,
+    tag: str,
+    service: str = GUARD_SERVICE,
+    rate: int = 0,
+) -> LoopRun:
+    seconds = opts.delivery_seconds if kind in sdk_loops.DELIVERY else opts.seconds
     command = [
         server.PYTHON,
         "-m",
         "bench.sdk_loops",
         kind,
         "--seconds",
-        str(opts.seconds),
+        str(seconds),
         "--warmup",
         str(opts.warmup),
         "--url",
@@ -133,9 +169,11 @@ def run_loop(stack: server.Stack, key: str, kind: str, opts: Options, tag: str) 
         "--key",
         key,
         "--service",
-        GUARD_SERVICE,
+        service,
         "--tag",
         tag,
+        "--rate",
+        str(rate or 1),
     ]
     before = cpu.sample(SERVERS)
     done = subprocess.run(
@@ -148,134 +186,42 @@ def run_loop(stack: server.Stack, key: str, kind: str, opts: Options, tag: str) 
             f"bench.sdk_loops {kind} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
         )
     raw = json.loads(line[len(sdk_loops.MARKER) :])
-    return LoopRun.from_json(raw, other)
+    counted = server_count(stack, service) if kind in sdk_loops.DELIVERY else -1
+    return LoopRun.from_json(raw, other, counted)
 
 
 def guard_rounds(stack: server.Stack, key: str, opts: Options, started: datetime) -> list[dict[str, LoopRun]]:
     rounds = []
     for number in range(1, opts.rounds + 1):
-        print(f"guard round {number}/{opts.rounds}", flush=True)
+        print(f"round {number}/{opts.rounds}", flush=True)
         runs: dict[str, LoopRun] = {}
+        tag = f"{started:%H%M%S}-{number}"
         for kind in ORDER:
-            run = runs[kind] = run_loop(stack, key, kind, opts, f"{started:%H%M%S}-{number}")
-            extra = f", background {run.background_us_per_outcome:.2f} µs/outcome" if run.sent else ""
+            run = runs[kind] = run_loop(stack, key, kind, opts, tag)
+            extra = (
+                f", with delivery {run.us_per_call_delivered:.3f} µs/call ({run.sent:,} delivered)"
+                if run.sent
+                else ""
+            )
             print(
                 f"  {Findings.NAMES[kind][:58]:<58} {run.us_per_call:8.3f} µs/call{extra}"
                 f"  (other: {run.other_cpu_pct:.0f}% CPU){'  ' + run.problem if run.problem else ''}",
                 flush=True,
             )
+        for kind, rate in delivery_runs(opts):
+            service = delivery_service(kind, rate, number)
+            run = runs[Findings.delivery_name(kind, rate)] = run_loop(
+                stack, key, kind, opts, tag, service, rate
+            )
+            print(
+                f"  {kind} {rate or 'unpaced':>7}: {run.per_s:>11,.0f} calls/s, {run.sent_in_loop / run.seconds:>9,.0f}"
+                f" delivered/s in the loop, {run.dropped:,} dropped, server counted {run.server_counted:,} of "
+                f"{run.delivered_total:,} delivered  (other: {run.other_cpu_pct:.0f}% CPU)"
+                f"{'  ' + run.problem if run.problem else ''}",
+                flush=True,
+            )
         rounds.append(runs)
     return rounds
-
-
-# --- 2. propagation --------------------------------------------------------------------------------------
-
-
-def start_clients(
-    stack: server.Stack, key: str, count: int, flips: queue.Queue[tuple[str, ...]]
-) -> list[Client]:
-    clients = []
-    for index in range(count):
-        process = subprocess.Popen(
-            [
-                server.PYTHON,
-                "-m",
-                "bench.sdk_client",
-                "--url",
-                stack.base_url,
-                "--key",
-                key,
-                "--index",
-                str(index),
-                "--prefix",
-                PROP_PREFIX,
-            ],
-            cwd=server.ROOT,
-            env=stack.env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        client = Client(process)
-        threading.Thread(target=_read, args=(client, flips), daemon=True).start()
-        clients.append(client)
-    deadline = time.monotonic() + 120
-    for client in clients:
-        if not client.ready.wait(max(0.0, deadline - time.monotonic())):
-            raise RuntimeError("an SDK client did not connect within 120 s")
-    return clients
-
-
-def _read(client: Client, flips: queue.Queue[tuple[str, ...]]) -> None:
-    stream: IO[str] | None = client.process.stdout
-    assert stream is not None
-    for line in stream:
-        parts = line.split()
-        if parts[:1] == ["READY"]:
-            client.ready.set()
-        elif parts[:1] == ["FLIP"]:
-            flips.put(tuple(parts[1:]))
-
-
-def stop_clients(clients: list[Client]) -> None:
-    for client in clients:
-        if client.process.stdin is not None:
-            client.process.stdin.close()
-    for client in clients:
-        try:
-            client.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            client.process.kill()
-
-
-def trip(http: httpx.Client, name: str) -> tuple[float, float, int]:
-    """Five failures in one request (the default trips on five consecutive): (the transition's `at` on the
-    server, when the request returned, the transition's id)."""
-    body = {"outcomes": [{"service": name, "operation": "run", "success": False} for _ in range(5)]}
-    answer = http.post("/api/v1/outcomes", json=body)
-    returned = time.time()
-    answer.raise_for_status()
-    transitions = [r["transition"] for r in answer.json()["results"] if r.get("transition")]
-    if len(transitions) != 1 or transitions[0]["to_state"] != "open":
-        raise RuntimeError(f"{name} did not trip exactly once: {transitions}")
-    at = datetime.fromisoformat(transitions[0]["at"]).timestamp()
-    return at, returned, int(transitions[0]["id"])
-
-
-def propagation(stack: server.Stack, key: str, opts: Options) -> tuple[list[Trial], str]:
-    flips: queue.Queue[tuple[str, ...]] = queue.Queue()
-    print(f"propagation: starting {opts.clients} SDK client processes …", flush=True)
-    clients = start_clients(stack, key, opts.clients, flips)
-    trials: list[Trial] = []
-    try:
-        time.sleep(2)  # every client in its long-poll
-        with httpx.Client(
-            base_url=stack.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        ) as http:
-            for number in range(1, opts.trials + 1):
-                name = f"{PROP_PREFIX}{number}"
-                at, returned, event_id = trip(http, name)
-                seen: dict[int, tuple[float, str, int]] = {}
-                deadline = time.monotonic() + 10
-                while len(seen) < opts.clients and time.monotonic() < deadline:
-                    try:
-                        index, service, when, source, seen_id = flips.get(timeout=0.1)
-                    except queue.Empty:
-                        continue
-                    if service == name:
-                        seen[int(index)] = (float(when), source, int(seen_id))
-                trial = Trial(name, at, returned, event_id, seen, opts.clients)
-                trials.append(trial)
-                print(
-                    f"  trial {number:>3}: {len(seen)}/{opts.clients} clients, from the transition: "
-                    f"max {trial.max_from_at * 1000:.0f} ms",
-                    flush=True,
-                )
-                time.sleep(random.uniform(0.3, 1.0))  # not in step with anything the clients do
-    finally:
-        stop_clients(clients)
-    return trials, "processes"
 
 
 # --- main ------------------------------------------------------------------------------------------------
@@ -305,16 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         with server.gunicorn(stack):
             print(f"gunicorn on {stack.base_url}, {opts.workers} gthread workers x {opts.threads} threads")
             rounds = guard_rounds(stack, key, opts, started)
-            trials, how = propagation(stack, key, opts)
-        findings = Findings(
-            opts=opts,
-            started=started,
-            rounds=rounds,
-            trials=trials,
-            clients_as=how,
-            environment=_environment(stack),
-        )
-    blocks = [findings.guard_table(), findings.propagation_table(), findings.verdict()]
+        findings = Findings(opts=opts, started=started, rounds=rounds, environment=_environment(stack))
+    blocks = [findings.guard_table(), findings.delivery_table(), findings.verdict()]
     return report.finish(
         "sdk", findings, [*blocks, "Correctness:\n" + findings.correctness()], write_docs=opts.write_docs
     )

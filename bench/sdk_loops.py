@@ -1,16 +1,21 @@
 """In-process loops of the SDK benchmark: a plain call, pybreaker (in memory and with CircuitRedisStorage), and
 the SDK's guard with its live view connected to a real gunicorn. One kind per fresh process.
 
-    python -m bench.sdk_loops KIND --seconds S --warmup S --url URL --key KEY --service NAME --tag TAG
+    python -m bench.sdk_loops KIND --seconds S --warmup S --url URL --key KEY --service NAME --tag TAG [--rate R]
 
 bench/sdk.py runs each as a child with the server's environment (Redis db 13), reads the one JSON line it
-prints, and measures around it how much CPU other people's processes took. Every kind makes the same no-op call in chunks of calls made back to back from one thread, each chunk
-timed on its own; only the chunks count. Between two chunks the SDK kinds wait (untimed) until the client has
-sent every queued outcome: the figure is what a guarded call costs its caller while the fleet keeps up with
-its outcomes, not a loop that fills the bounded buffer faster than any server could empty it (`sustained`
-measures that, apart). The sending happens there, in the loop's thread, so that a chunk's time is the callers'
-cost alone; its CPU time, and the background threads' (the live view; the flusher for `sustained`), read from
-/proc, are reported per outcome sent.
+prints, and measures around it how much CPU other people's processes took. Every kind makes the same no-op call.
+
+The timed kinds make their calls in chunks of calls back to back from one thread. For the SDK two spans are
+timed per chunk: the calls alone (the bare decision: a dict lookup, the call, a deque append) and the calls
+plus `client.flush()`, which encodes their outcomes and sends them to the server and waits for its answer (the
+guarded call's whole price, its delivery included, in the caller's own thread). The thread's CPU time is taken
+over both spans too, and the background threads' (the live view's long-poll) from /proc.
+
+The delivery kinds run the default client (its flusher thread sending as the calls go on), for `--seconds`:
+`paced` makes calls at `--rate` per second (in 5 ms slots), `sustained` as fast as it can; both report what
+was delivered (accepted by the server), dropped (oldest first, by the full buffer) and left queued, and the
+most the buffer held.
 
 Kinds:
   plain             noop(): the floor
@@ -18,7 +23,8 @@ Kinds:
   pybreaker_redis   the same with state_storage=CircuitRedisStorage(STATE_CLOSED, redis, namespace=<run>)
   sdk_decorator     @client.with_circuit_breaker(service) on noop, then called
   sdk_guard         with client.guard(service): noop()
-  sustained         sdk_decorator in one continuous loop, no pauses: calls/s, outcomes sent/s, dropped
+  paced             sdk_decorator at --rate calls/s with the default client
+  sustained         sdk_decorator in one continuous loop, no pauses, with the default client
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "BENCH_LOOP "
-KINDS = ("plain", "pybreaker_memory", "pybreaker_redis", "sdk_decorator", "sdk_guard", "sustained")
+KINDS = ("plain", "pybreaker_memory", "pybreaker_redis", "sdk_decorator", "sdk_guard", "paced", "sustained")
+DELIVERY = ("paced", "sustained")  # the default client, its flusher thread sending
+SLOT_S = 0.005  # a paced loop's slot: its calls back to back, then a sleep until the next
 CHUNK = 5_000  # calls timed together (the clock's cost spread over them)
 REDIS_CHUNK = 200  # pybreaker with Redis is ~100x slower: smaller chunks, the same number of clock reads
 
@@ -60,7 +68,6 @@ class Loop:
         self.kind = kind
         self.size = CHUNK
         self.client: Any = None
-        self.flush_cpu = 0.0
         self.check: Callable[[], str] = lambda: ""
         self.chunk = self._build(kind, args)
 
@@ -102,12 +109,12 @@ class Loop:
     def _sdk(self, kind: str, args: argparse.Namespace) -> Callable[[], None]:
         from rebound_client import Client
 
-        if kind == "sustained":
+        if kind in DELIVERY:
             client = Client(args.url, args.key)  # the defaults: the flusher thread sends as the calls go on
         else:
-            # The flusher sends between chunks, in this thread (settle(), untimed, its CPU counted apart): the
-            # chunk's time is the callers' cost alone, not smeared with the sending's, which is reported per
-            # outcome next to it. The calls do exactly the same work either way.
+            # The outcomes are sent by flush() after each chunk, in this thread (settle(), timed as the delivery
+            # span): no flusher thread competes with the calls, so each span is measured on its own. The calls
+            # do exactly the same work with any setting.
             client = Client(args.url, args.key, flush_at=CHUNK * 2, flush_interval_s=3600)
         self.client = client
         if not client.connected:
@@ -147,13 +154,11 @@ class Loop:
         return chunk
 
     def settle(self) -> None:
-        """The paced SDK kinds: send every queued outcome now (untimed; its CPU is counted in `flush_cpu`)."""
-        if self.client is None or self.kind == "sustained":
+        """The chunked SDK kinds: send every queued outcome now, in this thread (the delivery span)."""
+        if self.client is None or self.kind in DELIVERY:
             return
-        started = time.thread_time()
         if not self.client.flush(timeout_s=30):
             raise SystemExit("the outcomes could not be sent")
-        self.flush_cpu += time.thread_time() - started
 
     def background_threads(self) -> list[int]:
         if self.client is None:
@@ -162,6 +167,8 @@ class Loop:
 
 
 def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    if kind in DELIVERY:
+        return deliver(kind, args)
     loop = Loop(kind, args)
     end = time.monotonic() + args.warmup
     while time.monotonic() < end:
@@ -170,17 +177,19 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     background = loop.background_threads()
     stats_before = loop.client.stats() if loop.client is not None else {}
     bg_before = sum(thread_cpu_s(t) for t in background)
-    loop.flush_cpu = 0.0
-    calls, timed, caller_cpu = 0, 0.0, 0.0
+    calls, timed, caller_cpu, delivered_s, delivered_cpu = 0, 0.0, 0.0, 0.0, 0.0
     perf_counter, thread_time = time.perf_counter, time.thread_time
     wall_started = time.monotonic()
     while timed < args.seconds and time.monotonic() - wall_started < args.seconds * 30:
         cpu_started, started = thread_time(), perf_counter()
         loop.chunk()
-        timed += perf_counter() - started
-        caller_cpu += thread_time() - cpu_started
-        calls += loop.size
+        called, called_cpu = perf_counter(), thread_time()
         loop.settle()
+        timed += called - started
+        caller_cpu += called_cpu - cpu_started
+        delivered_s += perf_counter() - started
+        delivered_cpu += thread_time() - cpu_started
+        calls += loop.size
     result: dict[str, Any] = {
         "kind": kind,
         "calls": calls,
@@ -190,16 +199,79 @@ def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "problem": loop.check(),
     }
     if loop.client is not None:
-        if kind == "sustained":
-            result["sent_in_loop"] = loop.client.stats()["sent"] - stats_before["sent"]
-        loop.client.flush(timeout_s=60)
         stats = loop.client.stats()
-        threads_cpu = sum(thread_cpu_s(t) for t in background) - bg_before
-        result["background_cpu_seconds"] = threads_cpu + loop.flush_cpu
-        result["sent"] = stats["sent"] - stats_before["sent"]
+        result["delivered_seconds"] = delivered_s
+        result["delivered_cpu_seconds"] = delivered_cpu
+        result["background_cpu_seconds"] = sum(thread_cpu_s(t) for t in background) - bg_before
+        result["sent"] = stats["delivered"] - stats_before["delivered"]
         result["dropped"] = stats["dropped"] - stats_before["dropped"]
+        result["delivered_total"] = stats["delivered"]
         result["threads"] = threading.active_count()
         loop.client.close()
+    return result
+
+
+def deliver(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The default client, its flusher thread sending while the calls go on: paced at `args.rate` calls/s, or
+    as fast as one thread calls (`sustained`). What was delivered, dropped, and left queued when the calls
+    stopped; every outcome is then flushed, so that the server's count can be checked against the client's."""
+    loop = Loop(kind, args)
+    client = loop.client
+    guarded = client.with_circuit_breaker(args.service)(noop)
+    per_slot = max(1, round(args.rate * SLOT_S)) if kind == "paced" else CHUNK
+    # The warm-up is paced (at the run's rate, or at 20,000/s before the unpaced run): it must drop nothing.
+    warm = per_slot if kind == "paced" else 100
+    end = time.monotonic() + args.warmup
+    while time.monotonic() < end:
+        for _ in range(warm):
+            guarded()
+        time.sleep(SLOT_S)
+    client.flush(timeout_s=60)
+    before = client.stats()
+    calls, most_queued, late_slots = 0, 0, 0
+    buffer = client._core.buffer
+    started = time.perf_counter()
+    next_slot = started
+    while True:
+        now = time.perf_counter()
+        if now - started >= args.seconds:
+            break
+        for _ in range(per_slot):
+            guarded()
+        calls += per_slot
+        most_queued = max(most_queued, len(buffer))
+        if kind == "paced":
+            next_slot += SLOT_S
+            wait = next_slot - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                late_slots += 1
+    seconds = time.perf_counter() - started
+    stopped = client.stats()
+    flushed = client.flush(timeout_s=60)
+    after = client.stats()
+    result = {
+        "kind": kind,
+        "rate": args.rate if kind == "paced" else 0,
+        "calls": calls,
+        "seconds": seconds,
+        "caller_cpu_seconds": 0.0,
+        "wall_seconds": seconds,
+        "problem": loop.check() + ("" if flushed else "; the outcomes could not all be sent after the loop"),
+        "sent_in_loop": stopped["delivered"] - before["delivered"],
+        "queued_at_stop": stopped["buffered"],
+        "most_queued": most_queued,
+        "late_slots": late_slots,
+        "sent": after["delivered"] - before["delivered"],
+        "dropped": after["dropped"] - before["dropped"],
+        "dropped_total": after["dropped"],
+        "dropped_reported": after["dropped_reported"],
+        "delivered_total": after["delivered"],
+        "compact": client._encoder.compact,  # False: the server refused runs, single outcomes were sent
+        "threads": threading.active_count(),
+    }
+    client.close()
     return result
 
 
@@ -212,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default="")
     parser.add_argument("--service", default="bench-sdk-guard")
     parser.add_argument("--tag", default=str(os.getpid()))
+    parser.add_argument("--rate", type=float, default=50_000.0, help="paced: calls per second")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     print(MARKER + json.dumps(measure(args.kind, args)), flush=True)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import sys
 from dataclasses import asdict, dataclass
@@ -17,9 +16,10 @@ if TYPE_CHECKING:
     from bench.sdk import Options
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OVERHEAD_GOAL = 2.0  # the SDK guard's cost per call over pybreaker in memory: at most
-PEER_GOAL = 5.0  # guarded calls per process over pybreaker with CircuitRedisStorage: at least (issue 3)
-PROPAGATION_GOAL_S = 1.0  # p99 from the trip to every client's view: at most
+OVERHEAD_GOAL = 2.0  # the SDK guard's bare decision per call over pybreaker in memory: at most
+PEER_GOAL = 5.0  # pybreaker with CircuitRedisStorage per call over the SDK's call with its delivery: at least
+DELIVERY_GOAL = 50_000  # calls/s one process makes with every outcome delivered (issue 17, goal 4)
+PACE_TOLERANCE = 0.95  # a paced run counts for its rate if it made at least this share of the calls asked
 NOISY_CPU_PCT = 10.0
 
 
@@ -40,21 +40,25 @@ class LoopRun:
     sent: int = 0
     dropped: int = 0
     sent_in_loop: int = 0
+    delivered_seconds: float = 0.0
+    delivered_cpu_seconds: float = 0.0
+    delivered_total: int = 0
+    server_counted: int = -1  # the server's own count of the run's outcomes (-1: not read)
+    rate: float = 0.0
+    queued_at_stop: int = 0
+    most_queued: int = 0
+    late_slots: int = 0
+    dropped_total: int = 0
+    dropped_reported: int = 0
+    compact: bool = True  # False: the server refused runs (older than the compact form), single outcomes sent
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any], other_cpu_pct: float) -> LoopRun:
+    def from_json(cls, raw: dict[str, Any], other_cpu_pct: float, server_counted: int = -1) -> LoopRun:
+        names = set(cls.__dataclass_fields__) - {"other_cpu_pct", "server_counted"}
         return cls(
-            kind=raw["kind"],
-            calls=raw["calls"],
-            seconds=raw["seconds"],
-            caller_cpu_seconds=raw["caller_cpu_seconds"],
-            wall_seconds=raw["wall_seconds"],
+            **{k: v for k, v in raw.items() if k in names},
             other_cpu_pct=other_cpu_pct,
-            problem=raw["problem"],
-            background_cpu_seconds=raw.get("background_cpu_seconds", 0.0),
-            sent=raw.get("sent", 0),
-            dropped=raw.get("dropped", 0),
-            sent_in_loop=raw.get("sent_in_loop", 0),
+            server_counted=server_counted,
         )
 
     @property
@@ -62,42 +66,34 @@ class LoopRun:
         return 1e6 * self.seconds / self.calls if self.calls else 0.0
 
     @property
+    def us_per_call_delivered(self) -> float:
+        """The calls and the flush that delivered their outcomes, in one span, per call (wall time)."""
+        return 1e6 * self.delivered_seconds / self.calls if self.calls else 0.0
+
+    @property
+    def cpu_us_delivered(self) -> float:
+        return 1e6 * self.delivered_cpu_seconds / self.calls if self.calls else 0.0
+
+    @property
     def per_s(self) -> float:
         return self.calls / self.seconds if self.seconds else 0.0
 
     @property
-    def caller_cpu_us(self) -> float:
-        return 1e6 * self.caller_cpu_seconds / self.calls if self.calls else 0.0
+    def delivered_per_s(self) -> float:
+        return self.sent_in_loop / self.seconds if self.seconds else 0.0
 
     @property
     def background_us_per_outcome(self) -> float:
         return 1e6 * self.background_cpu_seconds / self.sent if self.sent else 0.0
 
-
-@dataclass(frozen=True)
-class Trial:
-    service: str
-    at: float  # the transition's created_at on the server (epoch seconds)
-    returned: float  # when the tripping request returned to the benchmark
-    event_id: int
-    seen: dict[int, tuple[float, str, int]]  # client index -> (when its view flipped, source, event id)
-    expected: int
+    @property
+    def paced_ok(self) -> bool:
+        """The run made the calls its rate asked for (one thread on a shared machine may fall behind)."""
+        return not self.rate or self.per_s >= PACE_TOLERANCE * self.rate
 
     @property
-    def from_at(self) -> list[float]:
-        return [when - self.at for when, _, _ in self.seen.values()]
-
-    @property
-    def from_return(self) -> list[float]:
-        return [when - self.returned for when, _, _ in self.seen.values()]
-
-    @property
-    def max_from_at(self) -> float:
-        return max(self.from_at, default=math.inf)
-
-    @property
-    def missing(self) -> int:
-        return self.expected - len(self.seen)
+    def lossless(self) -> bool:
+        return self.dropped == 0 and self.server_counted == self.delivered_total
 
 
 @dataclass
@@ -105,8 +101,6 @@ class Findings:
     opts: Options
     started: datetime
     rounds: list[dict[str, LoopRun]]
-    trials: list[Trial]
-    clients_as: str
     environment: dict[str, str]
 
     NAMES: ClassVar[dict[str, str]] = {
@@ -114,14 +108,27 @@ class Findings:
         "pybreaker_memory": "pybreaker, in-memory storage (baseline)",
         "sdk_decorator": "Rebound SDK: @client.with_circuit_breaker, live view",
         "sdk_guard": "Rebound SDK: with client.guard(...), live view",
-        "pybreaker_redis": "pybreaker + CircuitRedisStorage (issue-3 peer)",
-        "sustained": "Rebound SDK decorator, continuous (no pauses)",
+        "pybreaker_redis": "pybreaker + CircuitRedisStorage (shared state in Redis)",
     }
+    GUARD_KINDS: ClassVar[tuple[str, ...]] = (
+        "plain",
+        "pybreaker_memory",
+        "sdk_decorator",
+        "sdk_guard",
+        "pybreaker_redis",
+    )
+
+    @staticmethod
+    def delivery_name(kind: str, rate: int) -> str:
+        return f"paced-{rate}" if kind == "paced" else kind
 
     # --- figures -----------------------------------------------------------------------------------------
 
+    def runs(self, kind: str) -> list[LoopRun]:
+        return [r[kind] for r in self.rounds]
+
     def median_us(self, kind: str) -> float:
-        return report.median(r[kind].us_per_call for r in self.rounds)
+        return report.median(run.us_per_call for run in self.runs(kind))
 
     def ratios(self, ours: str, base: str) -> list[float]:
         return [r[ours].us_per_call / r[base].us_per_call for r in self.rounds]
@@ -130,85 +137,84 @@ class Findings:
         # The median of per-round ratios: each pairs two runs seconds apart, which cancels slow drift.
         return report.median(self.ratios(ours, base))
 
-    def total_ratio(self, ours: str) -> float:
-        """The caller's cost plus the background threads' CPU per outcome, over pybreaker in memory."""
+    def delivered_ratio(self, ours: str) -> float:
+        """The SDK's call with its delivery (wall, calls + flush) over pybreaker in memory."""
         return report.median(
-            (r[ours].us_per_call + r[ours].background_us_per_outcome) / r["pybreaker_memory"].us_per_call
-            for r in self.rounds
+            r[ours].us_per_call_delivered / r["pybreaker_memory"].us_per_call for r in self.rounds
         )
 
     def peer_ratio(self, ours: str = "sdk_decorator") -> float:
-        return report.median(r["pybreaker_redis"].us_per_call / r[ours].us_per_call for r in self.rounds)
-
-    def delivered_per_s(self) -> float:
-        return report.median(r["sustained"].sent_in_loop / r["sustained"].seconds for r in self.rounds)
-
-    def delivered_peer_ratio(self) -> float:
+        """pybreaker with Redis per call over the SDK's call with its delivery: like with like, each call's
+        outcome in the shared state."""
         return report.median(
-            (r["sustained"].sent_in_loop / r["sustained"].seconds) / r["pybreaker_redis"].per_s
-            for r in self.rounds
+            r["pybreaker_redis"].us_per_call / r[ours].us_per_call_delivered for r in self.rounds
         )
 
-    @property
-    def from_at(self) -> list[float]:
-        return [v for t in self.trials for v in t.from_at]
+    def delivery_kinds(self) -> list[str]:
+        return [self.delivery_name("paced", rate) for rate in self.opts.rates] + ["sustained"]
 
-    @property
-    def from_return(self) -> list[float]:
-        return [v for t in self.trials for v in t.from_return]
+    def lossless_up_to(self) -> int:
+        """The highest paced rate at which every round delivered every outcome (0: none)."""
+        best = 0
+        for rate in self.opts.rates:
+            runs = self.runs(self.delivery_name("paced", rate))
+            if all(run.lossless and run.paced_ok for run in runs):
+                best = rate
+            else:
+                break
+        return best
 
-    @property
-    def p99(self) -> float:
-        return report.percentile(self.from_at, 99)
-
-    @property
-    def missing(self) -> int:
-        return sum(t.missing for t in self.trials)
+    def first_drops(self) -> str:
+        for rate in self.opts.rates:
+            runs = self.runs(self.delivery_name("paced", rate))
+            if any(run.dropped for run in runs):
+                return f"{rate:,} calls/s"
+        sustained = self.runs("sustained")
+        if any(run.dropped for run in sustained):
+            return f"past the highest paced rate, unpaced ({report.median(r.per_s for r in sustained):,.0f} calls/s)"
+        return "nowhere in these runs"
 
     # --- text --------------------------------------------------------------------------------------------
 
     def guard_table(self) -> str:
         lines = [
-            "| measurement | µs per call | calls/s | / pybreaker in memory | caller CPU µs per call "
-            "| sending CPU µs per outcome | call + sending, / pybreaker | other CPU |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| measurement | µs per call (decision) | calls/s | / pybreaker in memory | µs per call with delivery "
+            "| caller CPU µs per call with delivery | view thread CPU µs per outcome | delivered / dropped | other CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for kind in (
-            "plain",
-            "pybreaker_memory",
-            "sdk_decorator",
-            "sdk_guard",
-            "pybreaker_redis",
-            "sustained",
-        ):
-            runs = [r[kind] for r in self.rounds]
+        for kind in self.GUARD_KINDS:
+            runs = self.runs(kind)
             us = report.median(run.us_per_call for run in runs)
-            cpu_us = report.median(run.caller_cpu_us for run in runs)
-            sdk = kind.startswith("sdk") or kind == "sustained"
-            background = f"{report.median(run.background_us_per_outcome for run in runs):.2f}" if sdk else "-"
-            total = f"{self.total_ratio(kind):.2f}" if sdk else "-"
+            sdk = kind.startswith("sdk")
+            delivered = f"{report.median(run.us_per_call_delivered for run in runs):.3f}" if sdk else "-"
+            cpu = f"{report.median(run.cpu_us_delivered for run in runs):.3f}" if sdk else "-"
+            background = f"{report.median(run.background_us_per_outcome for run in runs):.3f}" if sdk else "-"
+            counts = f"{sum(r.sent for r in runs):,} / {sum(r.dropped for r in runs)}" if sdk else "-"
             lines.append(
                 f"| {self.NAMES[kind]} | {us:.3f} | {1e6 / us:,.0f} | {self.ratio(kind, 'pybreaker_memory'):.2f} "
-                f"| {cpu_us:.3f} | {background} | {total} | {max(run.other_cpu_pct for run in runs):.0f}% |"
+                f"| {delivered} | {cpu} | {background} | {counts} | {max(r.other_cpu_pct for r in runs):.0f}% |"
             )
         return "\n".join(lines)
 
-    def propagation_table(self) -> str:
-        def row(name: str, values: list[float]) -> str:
-            ms = [1000 * v for v in values]
-            return (
-                f"| {name} | {len(ms)} | {report.percentile(ms, 50):.0f} | {report.percentile(ms, 99):.0f} | "
-                f"{max(ms, default=math.nan):.0f} | {min(ms, default=math.nan):.0f} |"
+    def delivery_table(self) -> str:
+        lines = [
+            "| calls | calls/s made | outcomes delivered/s while calling | dropped | most queued "
+            "| delivered (client) | counted (server) | other CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for kind in self.delivery_kinds():
+            runs = self.runs(kind)
+            name = (
+                f"paced at {runs[0].rate:,.0f}/s" if runs[0].rate else "unpaced (as fast as one thread calls)"
             )
-
-        return "\n".join(
-            [
-                "| latency to each client's view | samples | p50 ms | p99 ms | max ms | min ms |",
-                "| --- | ---: | ---: | ---: | ---: | ---: |",
-                row("from the transition's creation on the server (`at`)", self.from_at),
-                row("from the moment the tripping request returned", self.from_return),
-            ]
-        )
+            lines.append(
+                f"| {name} | {report.median(r.per_s for r in runs):,.0f} "
+                f"| {report.median(r.delivered_per_s for r in runs):,.0f} "
+                f"| {', '.join(f'{r.dropped:,}' for r in runs)} | {max(r.most_queued for r in runs):,} "
+                f"| {sum(r.delivered_total for r in runs):,} | {sum(r.server_counted for r in runs):,} "
+                f"| {max(r.other_cpu_pct for r in runs):.0f}% |"
+            )
+        return "\n".join(lines)
 
     def verdict(self) -> str:
         dec, guard = (
@@ -217,28 +223,30 @@ class Findings:
         )
         per_round = ", ".join(f"{v:.2f}" for v in self.ratios("sdk_decorator", "pybreaker_memory"))
         peer = self.peer_ratio()
-        sustained = report.median(r["sustained"].per_s for r in self.rounds)
-        pyredis = report.median(r["pybreaker_redis"].per_s for r in self.rounds)
-        dropped = report.median(r["sustained"].dropped for r in self.rounds)
+        sdk_delivered = report.median(r.us_per_call_delivered for r in self.runs("sdk_decorator"))
+        pyredis = self.median_us("pybreaker_redis")
+        up_to = self.lossless_up_to()
+        sustained = self.runs("sustained")
         return "\n".join(
             [
-                f"1. Guard overhead, SDK decorator / pybreaker in memory: **{dec:.2f}** (goal ≤ {OVERHEAD_GOAL:g}: "
-                f"**{_state(dec <= OVERHEAD_GOAL)}**; per round: {per_round}); as a `with` block: **{guard:.2f}** "
-                f"({_state(guard <= OVERHEAD_GOAL)}). With the CPU of sending each call's outcome to the fleet added "
-                f"(encoding, the batched request): {self.total_ratio('sdk_decorator'):.2f} and "
-                f"{self.total_ratio('sdk_guard'):.2f}.",
-                f"2. Guarded calls per process, SDK / pybreaker with `CircuitRedisStorage` (issue 3's peer goal): "
-                f"**{peer:,.0f}x** ({1e6 / self.median_us('sdk_decorator'):,.0f}/s against {pyredis:,.0f}/s; "
-                f"goal ≥ {PEER_GOAL:g}x: **{_state(peer >= PEER_GOAL)}**). Sustained, with no pause for the "
-                f"fleet to take the outcomes in: {sustained:,.0f} calls/s, of which "
-                f"{self.delivered_per_s():,.0f} outcomes/s reached the server "
-                f"({self.delivered_peer_ratio():,.1f}x pybreaker's guarded calls; the rest, median "
-                f"{dropped:,.0f} a run, were dropped oldest first from the bounded buffer, and counted).",
-                f"3. Propagation to {self.opts.clients} SDK clients ({self.clients_as}), {len(self.trials)} trips: "
-                f"p99 **{self.p99 * 1000:.0f} ms** from the transition's creation (goal ≤ "
-                f"{PROPAGATION_GOAL_S * 1000:.0f} ms: **{_state(self.p99 <= PROPAGATION_GOAL_S and not self.missing)}**"
-                f"); p50 {report.percentile(self.from_at, 50) * 1000:.0f} ms, max "
-                f"{max(self.from_at, default=math.nan) * 1000:.0f} ms.",
+                f"1. Guard overhead, the bare decision, SDK decorator / pybreaker in memory: **{dec:.2f}** (goal ≤ "
+                f"{OVERHEAD_GOAL:g}: **{_state(dec <= OVERHEAD_GOAL)}**; per round: {per_round}); as a `with` block: "
+                f"**{guard:.2f}** ({_state(guard <= OVERHEAD_GOAL)}). With each call's delivery in the same span "
+                f"(the calls and the flush that sends their outcomes and waits for the server's answer): "
+                f"{self.delivered_ratio('sdk_decorator'):.2f} and {self.delivered_ratio('sdk_guard'):.2f}.",
+                f"2. Like with like, every call's outcome in the fleet's shared state: pybreaker with "
+                f"`CircuitRedisStorage` costs **{peer:,.1f}x** the SDK's guarded call with its delivery "
+                f"({pyredis:.2f} µs against {sdk_delivered:.3f} µs a call; goal ≥ {PEER_GOAL:g}x: "
+                f"**{_state(peer >= PEER_GOAL)}**). pybreaker reads the state from Redis and writes its counter back "
+                "at every call (two round trips) and decides from it; the SDK decides from its live view of the "
+                "fleet's breakers and sends the outcomes in batches, which the server applies to the fleet's breaker.",
+                f"3. Delivery: every outcome delivered and counted by the server up to **{up_to:,} calls/s** "
+                f"(goal ≥ {DELIVERY_GOAL:,}: **{_state(up_to >= DELIVERY_GOAL)}**); drops start at "
+                f"{self.first_drops()}. Unpaced, one thread made {report.median(r.per_s for r in sustained):,.0f} "
+                f"calls/s, of which {report.median(r.delivered_per_s for r in sustained):,.0f} outcomes/s were "
+                f"delivered while it called (dropped per run: {', '.join(f'{r.dropped:,}' for r in sustained)}, "
+                "oldest first, each counted in `stats()['dropped']` and told to the server, which counts it in "
+                "`sdk_outcomes_dropped_total`).",
             ]
         )
 
@@ -257,31 +265,40 @@ class Findings:
                 not problems,
             )
         )
-        paced = [
+        chunked = [
             (r[k].calls, r[k].sent, r[k].dropped) for r in self.rounds for k in ("sdk_decorator", "sdk_guard")
         ]
         items.append(
             (
-                "Paced SDK loops: every outcome of the timed calls reached the server, none dropped ("
+                "Chunked SDK loops: every outcome of the timed calls was delivered, none dropped ("
                 + ", ".join(
-                    f"{calls:,} calls / {sent:,} sent / {dropped} dropped" for calls, sent, dropped in paced
+                    f"{calls:,} calls / {sent:,} delivered / {dropped} dropped"
+                    for calls, sent, dropped in chunked
                 )
                 + ")",
-                all(sent == calls and dropped == 0 for calls, sent, dropped in paced),
+                all(sent == calls and dropped == 0 for calls, sent, dropped in chunked),
             )
         )
-        sources: dict[str, int] = {}
-        wrong_ids = 0
-        for trial in self.trials:
-            for _, source, seen_id in trial.seen.values():
-                sources[source] = sources.get(source, 0) + 1
-                wrong_ids += seen_id != trial.event_id
+        delivery = [r[k] for r in self.rounds for k in self.delivery_kinds()]
         items.append(
             (
-                f"Propagation: every client saw every trip ({self.missing} missing of "
-                f"{sum(t.expected for t in self.trials)}), each through the transition the trip wrote "
-                f"({wrong_ids} with another id; sources: {', '.join(f'{k} {v}' for k, v in sorted(sources.items()))})",
-                self.missing == 0 and wrong_ids == 0,
+                "Delivery runs: the server counted exactly the outcomes each client says it delivered ("
+                + ", ".join(f"{run.server_counted:,}/{run.delivered_total:,}" for run in delivery)
+                + ")",
+                all(run.server_counted == run.delivered_total for run in delivery),
+            )
+        )
+        items.append(
+            (
+                "Delivery runs: every dropped outcome was told to the server ("
+                + ", ".join(f"{run.dropped_reported:,}/{run.dropped_total:,}" for run in delivery)
+                + (
+                    ""
+                    if all(run.compact for run in delivery)
+                    else "; the server refused runs and drop counts"
+                )
+                + ")",
+                all(run.dropped_reported == run.dropped_total for run in delivery),
             )
         )
         return items
@@ -298,62 +315,54 @@ class Findings:
     def section(self) -> str:
         e, o = self.environment, self.opts
         command = "python -m bench.sdk " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        rates = ", ".join(f"{rate:,}" for rate in o.rates)
         return f"""
-## The Python SDK (issue 4)
+## The Python SDK (issues 4 and 17)
 
-Two questions, each against a baseline measured in the same run: what the SDK's guard costs a call on a
-closed breaker, next to pybreaker in memory (and to pybreaker with `CircuitRedisStorage`, issue 3's peer), while
-the breaker state is the fleet's; and how long a trip takes to reach {o.clients} SDK clients.
+Two questions, each against a baseline measured in the same run: what a guarded call on a closed breaker costs,
+its outcome's delivery to the fleet included, next to pybreaker in memory and to pybreaker with
+`CircuitRedisStorage`; and how many outcomes a second one process delivers to the fleet's breakers without
+dropping one. (How fast a trip reaches the SDKs: the propagation section.)
 
 {self.verdict()}
 
-### The guard's overhead
+### A guarded call's cost
 
 {self.guard_table()}
 
-"µs per call" is the wall time of the calls divided by their number (median of the {o.rounds} rounds), each
-call a no-op, one after another from one thread; "/ pybreaker in memory" the median of the per-round ratios.
-"Caller CPU" is the calling thread's own CPU time per call. "Sending CPU" is what reporting an outcome costs
-besides the call: encoding it and sending it in a batch (`client.flush()`, timed apart, see below) plus the
-SDK's background threads (the live view's long-poll; for the continuous row, the flusher thread, which there
-overlaps the calls), per outcome sent, read from /proc. "Call + sending" adds it to the call's cost: the
-whole CPU price of a guarded call, against pybreaker's. "Other CPU" is the most that processes outside the
-benchmark took of the cores during a run (`bench/cpu.py`); above {NOISY_CPU_PCT:.0f}% a run is noisy.
+"µs per call (decision)" is the wall time of the calls alone divided by their number (median of the {o.rounds}
+rounds): each a no-op, one after another from one thread; "/ pybreaker in memory" the median of the per-round
+ratios. "With delivery" times the same calls and the `client.flush()` after them in one span: the outcomes
+encoded (the compact form: each service's plain successes as runs), sent, and the server's answer awaited, so it
+includes the server's time to apply them to the fleet's breaker. "Caller CPU" is the calling thread's own CPU
+over that span. "View thread" is the live view's long-poll, per outcome delivered, read from /proc. "Other CPU"
+is the most that processes outside the benchmark took of the cores during a run (`bench/cpu.py`); above
+{NOISY_CPU_PCT:.0f}% a run is noisy.
 
 What each row is (`bench/sdk_loops.py`, a fresh process per row and round, {o.warmup:g} s of warm-up, then
 calls in chunks of 5,000 (200 for Redis) until {o.seconds:g} s of them are timed):
-- pybreaker: `CircuitBreaker(fail_max=5, reset_timeout=30)` and `.call(noop)`; with Redis, the same with
-  `state_storage=CircuitRedisStorage(STATE_CLOSED, redis.Redis(db 13), namespace=<per run>)`: a GET of the
-  state and a SET of the failure counter per call.
+- pybreaker: `CircuitBreaker(fail_max=5, reset_timeout=30)` and `.call(noop)`: decides from its own memory and
+  sends nothing. With Redis, the same with `state_storage=CircuitRedisStorage(STATE_CLOSED, redis.Redis(db 13),
+  namespace=<per run>)`: every call reads the state and writes the failure counter (two round trips), so every
+  process sharing the namespace decides from every call's outcome.
 - The SDK: `Client(url, key)` against the benchmark's gunicorn, its live view connected (the snapshot, then the
   long-poll); the breaker `bench-sdk-guard` closed (the defaults: count window of 20, 10 calls, 50%, 5 in a
-  row). `@client.with_circuit_breaker(service)` on the no-op, or `with client.guard(service): noop()`. Each call
-  looks the service up in the view, calls, and appends its outcome to the buffer. After each chunk the loop
-  sends every queued outcome (`client.flush()`: batches of 2,000, untimed, its CPU counted as sending), so
-  that the fleet takes in everything the calls produce, as for a paced agent, and so that the two costs are
-  measured apart rather than smeared into each other (the client is made with `flush_at` above the chunk and
-  no timed flushes for this; the calls do the same work with any setting). Every outcome reaches the server
-  (checked below); the server takes in about 60,000 outcomes/s from 8 connections (bench.breakers), about a
-  fifth of that from one client sending one batch at a time here.
-- "continuous": the decorator with the default client (the flusher thread sending at 1,000 queued and every
-  0.2 s) in one loop with no pauses, for the issue-3 comparison of guarded calls per process: the calls outrun
-  the server's intake, the bounded buffer (50,000) drops its oldest outcomes and counts them; "reached the
-  server" counts only the outcomes sent while the loop ran, and the flusher's CPU is in the wall time.
+  row). `@client.with_circuit_breaker(service)` on the no-op, or `with client.guard(service): noop()`: a dict
+  lookup in the view, the call, a deque append. After each chunk, `client.flush()` in the same thread (the
+  client made with `flush_at` above the chunk and no timed flushes, so that no flusher thread competes).
 
-### Propagation: a trip to every client's view
+### Delivery: outcomes per second without a drop
 
-{self.propagation_table()}
+{self.delivery_table()}
 
-{o.clients} clients, each `Client(url, key, on_change=...)` in a Python process of its own (`bench/sdk_client.py`:
-{self.clients_as}, not threads, so that no client shares a GIL with another or with the benchmark), all connected to the
-same gunicorn ({o.workers} gthread workers x {o.threads} threads: each long-poll holds a thread). For each of
-{len(self.trials)} trips a fresh service's breaker (the defaults: five consecutive failures) is tripped by one
-`POST /api/v1/outcomes` of five failures; its answer carries the transition (id and `at`, its creation on the
-server, a few milliseconds before it commits). Each client prints the moment (`time.time()`, the same machine's
-clock as the server's) its view saw the breaker open; the latency is that minus `at`, and minus the moment the
-tripping request returned (negative when a client saw it before the tripping client had its answer). Trips are
-0.3 to 1 s apart, at random. The path: the commit, the publish on `rebound:breaker-transitions`, each waiting
-long-poll woken and reading the transition table, the answer, the client applying it.
+The default client (`Client(url, key)`: the flusher thread sends when 1,000 outcomes are queued and every 0.2 s,
+up to 50,000 outcomes a request as runs; the buffer holds 50,000 and drops the oldest past that), calling the
+decorated no-op for {o.delivery_seconds:g} s per run: paced at {rates} calls/s (the calls of each 5 ms slot back
+to back, then a sleep until the next slot), then as fast as one thread calls. "Delivered/s while calling" counts
+the outcomes the server accepted while the calls went on; "most queued" is the buffer's high-water mark; after
+the calls every queued outcome is flushed, and "counted (server)" is the server's own count of the run's service
+(its per-minute traffic counters in Redis, a run's successes each), which must equal what the client says it
+delivered. A paced run counts for its rate if one thread made at least {PACE_TOLERANCE:.0%} of the calls asked.
 
 ### How it was measured
 
@@ -363,9 +372,9 @@ long-poll woken and reading the transition table, the answer, the client applyin
   httpx {e.get("py_httpx")}, redis-py {e.get("py_redis")}, pybreaker {e.get("py_pybreaker")}.
 - Server: `gunicorn -c config/gunicorn.conf.py config.wsgi`, {o.workers} gthread workers x {o.threads} threads,
   `REBOUND_MODE=production` (PostgreSQL database `{o.db_name}`, created fresh and migrated; Redis db 13, emptied
-  first; `LOG_LEVEL=WARNING`). The services are registered before anything starts.
-- Everything (the loops, the {o.clients} clients, gunicorn, PostgreSQL, Redis) shares the same cores, so the
-  absolute figures move with the machine; the ratios are the result.
+  first; `LOG_LEVEL=WARNING`). The services are registered before anything starts, one per delivery run.
+- Everything (the loops, gunicorn, PostgreSQL, Redis) shares the same cores, so the absolute figures move with
+  the machine; the ratios and the counts are the result.
 
 ### Correctness
 
@@ -389,7 +398,6 @@ long-poll woken and reading the transition table, the answer, the client applyin
             "options": asdict(self.opts),
             "environment": self.environment,
             "rounds": [{k: asdict(v) for k, v in r.items()} for r in self.rounds],
-            "trials": [asdict(t) for t in self.trials],
         }
         path.write_text(json.dumps(data, indent=2, default=str))
         return path

@@ -294,3 +294,72 @@ def wait_for_other_benchmarks(modules: tuple[str, ...] = (), timeout_s: float = 
         time.sleep(10)
     if others:
         raise SystemExit(f"other benchmark processes {others} are still running; not starting")
+
+
+# --- a quiet PostgreSQL before a timed run ----------------------------------------------------------------
+
+QUIET_TIMEOUT_S = 60.0
+# Autovacuum and autoanalyze workers (of any database: they share the cores) and any VACUUM in progress.
+_BUSY = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')
+     + (SELECT count(*) FROM pg_stat_progress_vacuum)
+"""
+
+
+def wait_for_quiet_postgres(
+    pg_admin_url: str, timeout_s: float = QUIET_TIMEOUT_S, interval_s: float = 0.5
+) -> tuple[float, bool]:
+    """Wait until no autovacuum/autoanalyze worker or VACUUM runs, at most timeout_s: a vacuum of the table the
+    last target filled takes a core from the next timed run. Returns (seconds waited, quiet at the end); says
+    so when it waited at all."""
+    started = time.monotonic()
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(_BUSY).fetchone()
+            busy = int(row[0]) if row else 0
+            waited = time.monotonic() - started
+            if not busy or waited >= timeout_s:
+                break
+            time.sleep(interval_s)
+    if waited >= interval_s:
+        state = "quiet" if not busy else f"still {busy} vacuum worker(s) running, going on"
+        print(f"  waited {waited:.1f} s for PostgreSQL's autovacuum ({state})", flush=True)
+    return waited, not busy
+
+
+# --- a Redis of the benchmark's own, persisting as production's does ----------------------------------------
+
+
+@contextlib.contextmanager
+def own_redis(stack: Stack, appendonly: bool = True) -> Iterator[str]:
+    """Start a redis-server of the benchmark's own on a free port, with AOF (`appendfsync everysec`) as
+    docker-compose runs it, point the stack at it (db 13) and stop it afterwards. The intake buffers only in a
+    Redis that persists writes: on a shared Redis without AOF it would write every report in the request."""
+    folder = stack.workdir / "redis"
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    command += ["--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"]
+    log = (stack.workdir / "redis.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    previous, stack.redis_url = stack.redis_url, f"redis://127.0.0.1:{port}/13"
+    try:
+        _wait_for_redis(port, process)
+        yield stack.redis_url
+    finally:
+        stack.redis_url = previous
+        _stop(process)
+        log.close()
+
+
+def _wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"redis-server exited with {process.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"redis-server did not answer on port {port} within {timeout_s:.0f} s")

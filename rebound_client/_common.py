@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from rebound_client._breaker import LocalBreaker
-from rebound_client._core import REFUSE, CallState, Change, Core, Decision, Encoder
+from rebound_client._core import REFUSE, Body, CallState, Change, Core, Decision, Encoder
 from rebound_client._describe import describe
 from rebound_client.errors import CircuitOpenError, ReboundAPIError, ReboundUnavailableError
 
@@ -138,6 +139,19 @@ def key_for(cache_key: CacheKey, args: tuple[Any, ...], kwargs: Mapping[str, Any
 
 
 Items = list[tuple[Any, ...]]
+PLAIN_FOR_S = 600.0  # how long a client sends single outcomes after a server refused runs
+
+
+def _knows_no_runs(body: Any) -> bool:
+    """Whether a 400 refused a batch for its runs (`successes`, `durations_ms`) or its `dropped` count as fields
+    the server does not know: a server older than the compact form."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return any(
+        isinstance(e, dict)
+        and str(e.get("field", "")).rsplit(".", 1)[-1] in ("successes", "durations_ms", "dropped")
+        and "xtra" in str(e.get("message", ""))
+        for e in errors or []
+    )
 
 
 class ClientBase(Generic[TransportT]):
@@ -199,6 +213,8 @@ class ClientBase(Generic[TransportT]):
         self._items = self._core.buffer.items
         self._flush_at = self._core.buffer.check_at
         self._encoder = Encoder(settings.max_batch)
+        # Outcomes one flush takes from the buffer: sent as runs, tens of thousands fit in a request or two.
+        self._take = settings.max_batch * 25
 
     def state(self, service: str) -> str:
         """The breaker's state as this process sees it now."""
@@ -210,15 +226,28 @@ class ClientBase(Generic[TransportT]):
         return self._core.connected
 
     def stats(self) -> dict[str, Any]:
+        """What became of this client's outcomes: `delivered` (accepted by the server, also `sent`), `queued`
+        (in the buffer), `in_flight` (in a request not answered yet), `buffered` (the two), `dropped` (let go,
+        oldest first, by the full buffer), `dropped_reported` (of those, told to the server, which counts them in
+        `sdk_outcomes_dropped_total`), `rejected` (refused by the server as invalid); and the view's state."""
         core = self._core
+        queued, in_flight = len(core.buffer), core.in_flight
         return {
             "connected": core.connected,
-            "buffered": len(core.buffer) + core.in_flight,
+            "delivered": core.sent,
             "sent": core.sent,
+            "queued": queued,
+            "in_flight": in_flight,
+            "buffered": queued + in_flight,
             "dropped": core.buffer.dropped,
+            "dropped_reported": core.drops_told,
             "rejected": core.rejected,
             "last_event_id": core.last_event_id,
         }
+
+    def _bodies(self, items: Items) -> list[Body]:
+        """The requests a batch needs; the first tells the server of the drops it has not heard of yet."""
+        return self._encoder.bodies(items, self._core.buffer.dropped - self._core.drops_told)
 
     # --- before a call on the slow path ------------------------------------------------------------------
 
@@ -274,15 +303,25 @@ class ClientBase(Generic[TransportT]):
         if error.status_code in (401, 403):
             log.error("rebound_client: outcomes refused: %s", error)
             return items
+        if self._encoder.compact and error.status_code == 400 and _knows_no_runs(error.body):
+            log.warning(
+                "rebound_client: Rebound does not take runs of outcomes (an older server): one outcome per item "
+                "for the next %.0f s",
+                PLAIN_FOR_S,
+            )
+            self._encoder.plain_until = time.monotonic() + PLAIN_FOR_S
+            return None  # sent again, in halves, each as single outcomes
         if len(items) > 1:
             return None
         self._core.rejected += 1
         log.error("rebound_client: an outcome was refused and dropped: %s", error)
         return []
 
-    def _sent(self, items: Items, response: httpx.Response) -> set[str]:
-        """Count a batch the server accepted; the services whose details to fetch (a transition happened)."""
+    def _sent(self, items: Items, response: httpx.Response, dropped: int = 0) -> set[str]:
+        """Count a batch the server accepted (and the drops it told of); the services whose details to fetch (a
+        transition happened)."""
         self._core.sent += len(items)
+        self._core.drops_told += dropped
         results = transitions_in(response)
         return self._core.apply_outcome_answers(results) if results else set()
 

@@ -146,6 +146,7 @@ class Core:
         self.rejected = 0  # outcomes the server refused as invalid (dropped, logged)
         self.sent = 0  # outcomes the server accepted
         self.in_flight = 0  # outcomes taken from the buffer by a flush that has not finished
+        self.drops_told = 0  # dropped outcomes the server has been told of (with an accepted batch)
         self._lock = threading.RLock()
 
     # --- names -------------------------------------------------------------------------------------------
@@ -454,34 +455,61 @@ def _timestamp(value: object) -> float | None:
 # An outcome in the buffer is a tuple: (service, operation, duration_s) for a plain success (the hot path
 # builds nothing else), or (service, operation, duration_s, success, error, permit_id, plan_id, cache) where
 # cache is (key, result) or None.
+#
+# A batch is sent in the compact form of POST /api/v1/outcomes: the outcomes of each service in the order they
+# happened, consecutive plain successes of one operation as one run item ({"service", "operation", "successes": k,
+# "durations_ms": [...]}), any other outcome as itself. The server applies a run to the breaker at once, with
+# the same result as its successes one by one, so one request carries tens of thousands of outcomes.
+
+RUN_MAX = 20_000  # successes in one run item: its text (about 8 bytes a duration) stays well within a body
+Body = tuple[bytes, list[tuple[Any, ...]], int]  # the request body, the outcomes in it, the drops it reports
 
 
 class Encoder:
-    """Outcome tuples to request bodies of at most `max_items` outcomes and about `max_bytes` bytes."""
+    """Outcome tuples to request bodies of at most `max_items` items (runs or outcomes) and about `max_bytes`
+    bytes."""
 
     def __init__(self, max_items: int, max_bytes: int = 512 * 1024) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._formats: dict[tuple[str, str], str] = {}
+        self._heads: dict[tuple[str, str], str] = {}
         self._not_json: set[tuple[str, str]] = set()  # results not cached (not JSON), told once each
+        # A server that does not know runs (older than this SDK) refused one: one outcome per item until then
+        # (time.monotonic()), then runs are tried again (the server may have been upgraded meanwhile).
+        self.plain_until = 0.0
 
-    def _format(self, service: str, operation: str) -> str:
-        """A plain success of this service and operation as a %-format of its duration in ms."""
-        if len(self._formats) > 10_000:
-            self._formats.clear()
-        head = json.dumps(
-            {"service": service, "operation": operation, "success": True}, separators=(",", ":")
-        )
-        fmt = self._formats[(service, operation)] = head[:-1].replace("%", "%%") + ',"duration_ms":%.3f}'
-        return fmt
+    @property
+    def compact(self) -> bool:
+        return self.plain_until <= time.monotonic()
+
+    def plain(self, item: tuple[Any, ...]) -> str:
+        """One outcome as itself, a plain success too (for a server that does not know runs)."""
+        if len(item) == 3:
+            head = self._head(item[0], item[1]).removesuffix('"successes":')
+            return f'{head}"success":true,"duration_ms":{_duration_ms(item[2]):.3f}}}'
+        return self.one(item)
+
+    def _head(self, service: str, operation: str) -> str:
+        """A run item's text up to its count."""
+        head = self._heads.get((service, operation))
+        if head is None:
+            if len(self._heads) > 10_000:
+                self._heads.clear()
+            text = json.dumps({"service": service, "operation": operation}, separators=(",", ":"))
+            head = self._heads[(service, operation)] = text[:-1] + ',"successes":'
+        return head
+
+    def run(self, service: str, operation: str, durations: list[float]) -> str:
+        """A run of plain successes, each duration in ms."""
+        ms = ",".join(["%.3f" % (d * 1000) for d in durations])
+        if "n" in ms or "-" in ms:  # nan, inf or a negative duration: never from perf_counter, but never sent
+            ms = ",".join([f"{_duration_ms(d):.3f}" for d in durations])
+        return f'{self._head(service, operation)}{len(durations)},"durations_ms":[{ms}]}}'
 
     def one(self, item: tuple[Any, ...]) -> str:
-        duration_ms = item[2] * 1000
-        if not math.isfinite(duration_ms) or duration_ms < 0:
-            duration_ms = 0.0
+        duration_ms = _duration_ms(item[2])
         if len(item) == 3:
-            fmt = self._formats.get((item[0], item[1])) or self._format(item[0], item[1])
-            return str(fmt % duration_ms)
+            return self.run(item[0], item[1], [item[2]])
         service, operation, _, success, error, permit_id, plan_id, cache = item
         body: dict[str, Any] = {
             "service": service,
@@ -512,32 +540,61 @@ class Encoder:
                 body["cache_key"], body["result"] = cache
         return json.dumps(body, separators=(",", ":"), default=str)
 
-    def texts(self, batch: list[tuple[Any, ...]]) -> list[str]:
-        formats, one = self._formats, self.one
-        try:
-            # The common case, made cheap: plain successes of services and operations seen before.
-            return [formats[(i[0], i[1])] % (i[2] * 1000) if len(i) == 3 else one(i) for i in batch]
-        except KeyError:
-            return [one(i) for i in batch]
+    def parts(self, batch: list[tuple[Any, ...]]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The items of a batch as text, each with the outcomes it carries: by service (first seen first), each
+        service's in the order they happened, consecutive plain successes of one operation as one run."""
+        if not self.compact:
+            return [(self.plain(item), [item]) for item in batch]
+        groups: dict[str, list[list[Any]]] = {}
+        for item in batch:
+            parts = groups.get(item[0])
+            if parts is None:
+                parts = groups[item[0]] = []
+            if len(item) == 3:
+                last = parts[-1] if parts else None
+                # A run is [operation, durations, items]; any other outcome [None, None, [item]].
+                if last is not None and last[0] == item[1] and len(last[2]) < RUN_MAX:
+                    last[1].append(item[2])
+                    last[2].append(item)
+                    continue
+                parts.append([item[1], [item[2]], [item]])
+            else:
+                parts.append([None, None, [item]])
+        out = []
+        for service, parts in groups.items():
+            for operation, durations, items in parts:
+                text = self.one(items[0]) if operation is None else self.run(service, operation, durations)
+                out.append((text, items))
+        return out
 
-    def bodies(self, batch: list[tuple[Any, ...]]) -> list[tuple[bytes, list[tuple[Any, ...]]]]:
-        """(request body, the outcomes in it) for each request the batch needs."""
-        texts = self.texts(batch)
-        out: list[tuple[bytes, list[tuple[Any, ...]]]] = []
-        for start in range(0, len(batch), self.max_items):
-            chunk = texts[start : start + self.max_items]
-            if sum(map(len, chunk)) + len(chunk) <= self.max_bytes:
-                out.append((_wrap(chunk), batch[start : start + len(chunk)]))
-                continue
-            first, size = 0, 0
-            for offset, text in enumerate(chunk):
-                if offset > first and size + len(text) > self.max_bytes:
-                    out.append((_wrap(chunk[first:offset]), batch[start + first : start + offset]))
-                    first, size = offset, 0
-                size += len(text) + 1
-            out.append((_wrap(chunk[first:]), batch[start + first : start + len(chunk)]))
+    def bodies(self, batch: list[tuple[Any, ...]], dropped: int = 0) -> list[Body]:
+        """(request body, the outcomes in it, the drops it reports) for each request the batch needs; the first
+        body reports `dropped`, the outcomes this client dropped and has not told the server of yet (a server that
+        does not know runs does not know that either)."""
+        dropped = dropped if self.compact else 0
+        out: list[Body] = []
+        texts: list[str] = []
+        carried: list[tuple[Any, ...]] = []
+        size = 0
+        for text, items in self.parts(batch):
+            if texts and (len(texts) >= self.max_items or size + len(text) + 1 > self.max_bytes):
+                told = 0 if out else dropped
+                out.append((_wrap(texts, told), carried, told))
+                texts, carried, size = [], [], 0
+            texts.append(text)
+            carried.extend(items)
+            size += len(text) + 1
+        if texts:
+            told = 0 if out else dropped
+            out.append((_wrap(texts, told), carried, told))
         return out
 
 
-def _wrap(parts: list[str]) -> bytes:
-    return ('{"outcomes":[' + ",".join(parts) + "]}").encode()
+def _duration_ms(seconds: float) -> float:
+    duration_ms = seconds * 1000
+    return duration_ms if math.isfinite(duration_ms) and duration_ms >= 0 else 0.0
+
+
+def _wrap(parts: list[str], dropped: int = 0) -> bytes:
+    tail = f',"dropped":{dropped}}}' if dropped else "}"
+    return ('{"outcomes":[' + ",".join(parts) + "]" + tail).encode()

@@ -473,7 +473,7 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
             while len(buffer):
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                batch = buffer.take(self.settings.max_batch * 4)
+                batch = buffer.take(self._take)
                 self._core.in_flight = len(batch)
                 try:
                     left = await self._send_items(batch)
@@ -485,14 +485,14 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
         return True
 
     async def _send_items(self, items: Items) -> Items:
-        bodies = self._encoder.bodies(items)
-        for index, (body, part) in enumerate(bodies):
-            left = await self._send(body, part)
+        bodies = self._bodies(items)
+        for index, (body, part, dropped) in enumerate(bodies):
+            left = await self._send(body, part, dropped)
             if left:
-                return left + [item for _, rest in bodies[index + 1 :] for item in rest]
+                return left + [item for _, rest, _ in bodies[index + 1 :] for item in rest]
         return []
 
-    async def _send(self, body: bytes, items: Items) -> Items:
+    async def _send(self, body: bytes, items: Items, dropped: int = 0) -> Items:
         http = self._flush_http
         assert http is not None
         try:
@@ -509,7 +509,7 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
             middle = len(items) // 2
             left = await self._send_items(items[:middle])
             return left + items[middle:] if left else await self._send_items(items[middle:])
-        await self._details(self._sent(items, response), http)
+        await self._details(self._sent(items, response, dropped), http)
         return []
 
 

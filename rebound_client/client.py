@@ -495,7 +495,7 @@ class Client(ClientBase[httpx.BaseTransport]):
             while len(buffer):
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                batch = buffer.take(self.settings.max_batch * 4)
+                batch = buffer.take(self._take)
                 self._core.in_flight = len(batch)
                 try:
                     left = self._send_items(batch)
@@ -508,14 +508,14 @@ class Client(ClientBase[httpx.BaseTransport]):
 
     def _send_items(self, items: Items) -> Items:
         """Send outcomes in as many requests as they need; returns those not sent (Rebound unreachable)."""
-        bodies = self._encoder.bodies(items)
-        for index, (body, part) in enumerate(bodies):
-            left = self._send(body, part)
+        bodies = self._bodies(items)
+        for index, (body, part, dropped) in enumerate(bodies):
+            left = self._send(body, part, dropped)
             if left:
-                return left + [item for _, rest in bodies[index + 1 :] for item in rest]
+                return left + [item for _, rest, _ in bodies[index + 1 :] for item in rest]
         return []
 
-    def _send(self, body: bytes, items: Items) -> Items:
+    def _send(self, body: bytes, items: Items, dropped: int = 0) -> Items:
         try:
             response = self._flush_http.post(
                 "/api/v1/outcomes", content=body, headers={"Content-Type": "application/json"}
@@ -531,5 +531,5 @@ class Client(ClientBase[httpx.BaseTransport]):
             middle = len(items) // 2
             left = self._send_items(items[:middle])
             return left + items[middle:] if left else self._send_items(items[middle:])
-        self._details(self._sent(items, response), self._flush_http)
+        self._details(self._sent(items, response, dropped), self._flush_http)
         return []

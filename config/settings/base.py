@@ -48,6 +48,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the agents' two busiest calls, in their plain case, skip the rest of this list and DRF's dispatch
+    # (and count the same metrics); every other request passes with one comparison (core/api/hotlane.py).
+    "core.api.hotlane.HotLaneMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "core.infra.middleware.RequestIdMiddleware",
     "core.infra.middleware.ApiEdgeMiddleware",

@@ -157,6 +157,16 @@ def verify(plaintext: str) -> tuple[Principal, ApiKey]:
     return principal, api_key
 
 
+def cached_principal(plaintext: str) -> Principal | None:
+    """The principal of a key this process verified within API_KEY_CACHE_SECONDS, or None: then only verify()
+    may decide (a look-up, a refusal, an outage's grace). For the hot lane (core/api/hotlane.py), which serves a
+    request only when this answers and leaves every other case to the full stack."""
+    cached = _cache.get(keys.hash_key(plaintext))
+    if cached is not None and cached.expires > time.monotonic():
+        return cached.principal
+    return None
+
+
 def _remember_verified(digest: str, principal: Principal, api_key: ApiKey, now: float) -> None:
     ttl = float(rebound("API_KEY_CACHE_SECONDS"))
     grace = float(rebound("API_KEY_STALE_GRACE_SECONDS"))

@@ -31,6 +31,13 @@ def is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or request.path == "/api"
 
 
+def request_id_of(request: HttpRequest) -> str:
+    """The caller's X-Request-ID if it is safe to log, else a new one (what RequestIdMiddleware does, from META
+    directly: the hot lane, core/api/hotlane.py)."""
+    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    return given if _SAFE_ID.match(given) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -15,8 +15,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.access.permissions import AgentOrOperator, IsOperator, ReadOrOperator
-from core.api import idempotency
-from core.api.errors import InvalidInput
+from core.api import hotlane, idempotency
+from core.api.hotlane import Caller
 from core.api.negotiation import JsonOnlyView
 from core.api.schemas import answers
 from core.api.validation import parse
@@ -27,6 +27,7 @@ from recovery.breakers import selectors, services, waits
 from recovery.breakers.schemas import (
     MAX_ID,
     MAX_WAIT_S,
+    OUTCOMES_EXAMPLE,
     SSE_TRANSITION_EVENT,
     BreakerEventsOut,
     BreakerList,
@@ -34,25 +35,16 @@ from recovery.breakers.schemas import (
     BreakerSnapshotOut,
     EventsQuery,
     OutcomeAnswer,
-    OutcomeBatchIn,
-    OutcomeBatchOutDict,
-    OutcomeIn,
-    OutcomeReportIn,
+    OutcomesReportIn,
     OverrideIn,
     PermitOut,
     PermitOutDict,
     ServiceList,
     ServiceOut,
     ServicePatchIn,
-    TransitionOut,
 )
-from recovery.errors.classification import retry_after_from_headers
 from recovery.errors.idempotency import idempotent
-from recovery.errors.schemas import ErrorIn
 
-_OUTCOME = TypeAdapter(OutcomeIn)
-_OUTCOMES = TypeAdapter(list[OutcomeIn])
-_BATCH = TypeAdapter(OutcomeBatchIn)
 _OVERRIDE = TypeAdapter(OverrideIn)
 _SERVICE_PATCH = TypeAdapter(ServicePatchIn)
 _EVENTS = TypeAdapter(EventsQuery)
@@ -120,16 +112,26 @@ class PermitView(JsonOnlyView):
         examples=PERMIT_EXAMPLES,
     )
     def post(self, request: Request, service: str) -> Response:
-        answer = services.request_permit(service_slug(service), actor=Actor.from_request(request))
-        body: PermitOutDict = {  # PermitOut as a plain dict: the hot path
-            "service": answer.service,
-            "allowed": answer.allowed,
-            "state": answer.state,
-            "retry_after_s": answer.retry_after_s,
-            "permit_id": answer.permit_id,
-            "reason": answer.reason,
-        }
-        return Response(body)
+        code, body = request_permit(request, service)
+        return Response(body, status=code)
+
+
+def request_permit(request: Caller, service: str) -> tuple[int, PermitOutDict]:
+    """POST /breakers/{service}/permit's work and answer, for PermitView and for the hot lane."""
+    answer = services.request_permit(service_slug(service), actor=Actor.from_request(request))
+    body: PermitOutDict = {  # PermitOut as a plain dict: the hot path
+        "service": answer.service,
+        "allowed": answer.allowed,
+        "state": answer.state,
+        "retry_after_s": answer.retry_after_s,
+        "permit_id": answer.permit_id,
+        "reason": answer.reason,
+    }
+    return 200, body
+
+
+# Plain permits (a bearer key) skip the middleware chain and DRF's dispatch (core/api/hotlane.py).
+hotlane.route("v1:breaker-permit", PermitView, request_permit, json_body=False, params=("service",))
 
 
 OUTCOME_ANSWER: dict[str, Any] = {
@@ -157,7 +159,7 @@ class OutcomesView(JsonOnlyView):
         "(`retry_after_capped`). One outcome is answered with one result; a list or a batch with "
         '`{"results": [...]}`, one per outcome in order. With an `Idempotency-Key`, a repeat (a client '
         "retrying after a lost connection) is answered with the first answer and counted once.",
-        request=OutcomeReportIn,
+        request=OutcomesReportIn,
         parameters=[idempotency.PARAMETER, idempotency.replayed_header(200)],
         responses=answers(
             {200: OutcomeAnswer},
@@ -199,6 +201,11 @@ class OutcomesView(JsonOnlyView):
                 request_only=True,
             ),
             OpenApiExample(
+                "A batch from the SDK: runs of successes between failures, and what it dropped",
+                value=OUTCOMES_EXAMPLE,
+                request_only=True,
+            ),
+            OpenApiExample(
                 "Answer",
                 value=OUTCOME_ANSWER,
                 response_only=True,
@@ -214,51 +221,7 @@ class OutcomesView(JsonOnlyView):
         return idempotent(request, "outcomes", lambda: self._record(request))
 
     def _record(self, request: Request) -> Response:
-        items, is_batch = _parse_outcomes(request.data)
-        reports = [
-            services.OutcomeReport(
-                i.service,
-                i.operation,
-                i.success,
-                i.duration_ms,
-                i.error.to_report() if i.error else None,
-                i.permit_id,
-                plan_id=str(i.plan_id) if i.plan_id else "",
-                cache_key=i.cache_key,
-                result=i.result,
-                has_result="result" in i.model_fields_set,
-                asked_retry_after_s=_asked_retry_after(i.error),
-            )
-            for i in items
-        ]
-        results = services.record_outcomes(reports, actor=Actor.from_request(request))
-        if not is_batch:
-            return Response(results[0])
-        body: OutcomeBatchOutDict = {"results": results}
-        return Response(body)
-
-
-def _asked_retry_after(error: ErrorIn | None) -> float | None:
-    """The Retry-After an outcome's error gave, before any cap (the error's own report keeps the capped one)."""
-    if error is None:
-        return None
-    given = error.retry_after
-    return given if isinstance(given, float) else retry_after_from_headers(error.headers)
-
-
-def _parse_outcomes(data: object) -> tuple[list[OutcomeIn], bool]:
-    if isinstance(data, list):
-        items = parse(_OUTCOMES, data)
-    elif isinstance(data, dict) and "outcomes" in data:
-        items = parse(_BATCH, data).outcomes
-    elif isinstance(data, dict):
-        return [parse(_OUTCOME, data)], False
-    else:
-        raise InvalidInput("The body must be an outcome object or a list of them.", field="body")
-    limit = rebound("OUTCOMES_BATCH_MAX")
-    if not items or len(items) > limit:
-        raise InvalidInput(f"A batch holds 1 to {limit} outcomes; this one has {len(items)}.", field="body")
-    return items, True
+        return Response(services.report_outcomes(request.data, actor=Actor.from_request(request)))
 
 
 BREAKER_EXAMPLE: dict[str, Any] = {
@@ -531,9 +494,7 @@ class BreakerEventsView(APIView):
         query = _events_query(request)
         after = query.after
         wait = min(query.wait, rebound("BREAKER_EVENTS_MAX_WAIT_SECONDS"))
-        events = [TransitionOut.of(row) for row in waits.wait_for(after, wait)]
-        answer = BreakerEventsOut(events=events, last_id=events[-1].id if events else after)
-        return Response(answer.model_dump())
+        return Response(waits.events(after, wait))
 
 
 class EventStreamRenderer(BaseRenderer):

@@ -54,6 +54,7 @@ class Outcome:
     retry_after_ms: int = 0  # a rate limit's Retry-After (already capped at Config.cap_ms)
     frozen: bool = False  # an operator override is in force: record, never transition
     asked_s: float = 0.0  # the Retry-After the error asked for, in seconds, when it was over the cap (0: not)
+    count: int = 1  # a run of this many identical outcomes, in a row (record_run)
 
 
 @dataclass(frozen=True)
@@ -381,6 +382,79 @@ def record(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
     result.calls, result.failures = window_counts(st, cfg, now)
     result.pending = len(st["pending"])
     return result
+
+
+def record_run(st: State, cfg: Config, now: int, outcome: Outcome) -> Result:
+    """A run of `outcome.count` identical outcomes, one after another: the state after the last, with every
+    transition the run made, in order, exactly as `count` record() calls leave it (tests/recovery/breakers/
+    test_runs.py holds it to that). A run of plain outcomes costs O(1) steps but for the few where a transition
+    is possible (see _run_safe); lua.RECORD_MANY's record_run does the same steps."""
+    result = record(st, cfg, now, outcome)
+    left = outcome.count - 1
+    plain = not (outcome.permit_id or outcome.ignored or outcome.retry_after_ms > 0)
+    while left > 0:
+        if plain:
+            frozen = outcome.frozen or bool(override_in_force(st, now))
+            n = _run_safe(st, cfg, now, left, outcome.failure, frozen)
+            if n:
+                _apply_safe(st, cfg, now, n, outcome.failure, frozen)
+                left -= n
+        if left:
+            step = record(st, cfg, now, outcome)
+            step.transitions[:0], step.facts[:0] = result.transitions, result.facts
+            result = step
+            left -= 1
+    result.state, result.consecutive = st["state"], st["consecutive"]
+    result.calls, result.failures = window_counts(st, cfg, now)
+    result.pending = len(st["pending"])
+    return result
+
+
+def _run_safe(st: State, cfg: Config, now: int, left: int, failure: bool, frozen: bool) -> int:
+    """How many more of a run of plain outcomes can be applied at once, none of them able to make a transition
+    (0: the next one goes through record()). With `now` fixed, advance() has nothing left to do after the run's
+    first outcome unless an open breaker's wait is already over. An open breaker ignores stragglers; frozen
+    outcomes only fill the window; a half-open breaker moves at its success threshold or its first failure; a
+    closed one trips on a success only with the window at minimum_calls and its rate at the threshold: a success
+    never raises the rate, so once the window holds minimum_calls at a rate under the threshold no later success
+    trips it, and before it holds them none can. Failures on a closed breaker go one at a time."""
+    if st["state"] == OPEN:
+        return left if now < st["open_until"] else 0
+    if frozen:
+        return left
+    if st["state"] == HALF_OPEN:
+        return 0 if failure else max(0, min(left, cfg.success_threshold - st["ho_ok"] - 1))
+    if failure:
+        return 0
+    if cfg.window_type == "count" and cfg.minimum_calls > cfg.window_size:
+        return left
+    calls, failures = window_counts(st, cfg, now)
+    if calls < cfg.minimum_calls:
+        return min(left, cfg.minimum_calls - calls - 1)
+    return left if 100.0 * failures / calls < cfg.threshold else 0
+
+
+def _apply_safe(st: State, cfg: Config, now: int, n: int, failure: bool, frozen: bool) -> None:
+    """What n record() calls do when _run_safe says none of them makes a transition."""
+    if st["state"] == OPEN:
+        return
+    if st["state"] == HALF_OPEN and not frozen:
+        st["ho_ok"] += n  # successes only: toward closing, never into the window
+        return
+    _fit_window(st, cfg, now)
+    if cfg.window_type == "count":
+        value = 1 if failure else 0
+        st["win"] = (
+            st["win"] + [value] * min(n, cfg.window_size)
+            if n < cfg.window_size
+            else [value] * cfg.window_size
+        )
+        _fit_window(st, cfg, now)
+    else:
+        bucket = st["win"].setdefault(str(now // 1000), [0, 0])
+        bucket[0] += n
+        bucket[1] += n if failure else 0
+    st["consecutive"] = st["consecutive"] + n if failure else 0
 
 
 def rate_limit_reason(retry_after_ms: int, asked_s: float) -> str:

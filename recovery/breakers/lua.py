@@ -199,12 +199,13 @@ return {shown, allowed, retry, pid, reason, c, f, consecutive, forced, redis.cal
 )
 
 # One outcome: permit_id, failure, ignored, retry_after_ms (capped), frozen, and the Retry-After asked for (in
-# seconds) when it was over the cap. RECORD_MANY applies the step to n outcomes of one service in order (ARGV[13] = n, then six
-# values per outcome), reading and writing the state once: a batch of outcomes costs one script call per service
-# instead of one per outcome.
+# seconds) when it was over the cap. record_one adds the transitions it makes to `trans` (its caller empties it).
+# record_run applies a run of k identical outcomes in order, with the very same result as k record_one calls, in
+# O(1) Redis commands for the common runs (successes or stragglers; see push_many and run_safe) rather than O(k).
+# RECORD_MANY applies runs of one service in order (ARGV[13] = n, then seven values per run: the six above and
+# the run's length), reading and writing the state once: a batch costs one script call per service.
 RECORD_STEP = r"""
 local function record_one(pid, failure, ignored, ra, frozen, asked, cap)
-  trans = {}
   if override_now() ~= '' then frozen = true end
   advance()
   if pid ~= '' then redis.call('ZREM', TR, pid) end
@@ -259,6 +260,91 @@ local function record_one(pid, failure, ignored, ra, frozen, asked, cap)
   local c, f = counts()
   return c, f
 end
+-- n identical plain outcomes pushed into the window at once (what n push() calls leave): the count window drops
+-- what falls out of it with one LRANGE and one LTRIM, the time window's second takes n in one HINCRBY.
+local function push_many(n, failed)
+  fit_window()
+  local v = failed and '1' or '0'
+  if wtype == 'count' then
+    local keep = n
+    if n >= cfg.wsize then
+      redis.call('DEL', WL); wlen = 0; wf = 0; keep = cfg.wsize
+    else
+      local excess = wlen + n - cfg.wsize
+      if excess > 0 then
+        for _, x in ipairs(redis.call('LRANGE', WL, 0, excess - 1)) do
+          if x == '1' then wf = math.max(0, wf - 1) end
+        end
+        redis.call('LTRIM', WL, excess, -1); wlen = wlen - excess
+      end
+    end
+    local left = keep
+    while left > 0 do
+      local chunk, vals = math.min(left, 4000), {}
+      for i = 1, chunk do vals[i] = v end
+      wlen = redis.call('RPUSH', WL, unpack(vals)); left = left - chunk
+    end
+    if failed then wf = wf + keep end
+  else
+    local sec = tostring(math.floor(now / 1000))
+    redis.call('HINCRBY', WH, sec .. 'c', n)
+    if failed then redis.call('HINCRBY', WH, sec .. 'f', n) end
+  end
+end
+-- How many of a run of plain outcomes (no permit, not ignored, no Retry-After) can be applied at once, knowing
+-- that none of them can make a transition. After the run's first step (record_one), `now` being fixed, advance()
+-- has nothing left to do unless an open breaker's wait is already over. Then: an open breaker ignores stragglers;
+-- frozen outcomes (an override in force) only fill the window; a half-open breaker moves at its success
+-- threshold or its first failure; a closed one trips on a success only if the window is at minimum_calls with
+-- its rate at the threshold: a success never raises the rate, so once the window holds minimum_calls at a rate
+-- under the threshold no later success trips it, and before it holds minimum_calls none can. Failures on a
+-- closed breaker go one at a time (each may trip it). 0: apply the next one with record_one.
+local function run_safe(left, failure, frozen)
+  if state == 'open' then
+    if now < open_until then return left end
+    return 0
+  end
+  if frozen then return left end
+  if state == 'half_open' then
+    if failure then return 0 end
+    return math.max(0, math.min(left, cfg.hosucc - ho_ok - 1))
+  end
+  if failure then return 0 end
+  if wtype == 'count' and cfg.minc > cfg.wsize then return left end
+  local c, f = counts()
+  if c < cfg.minc then return math.min(left, cfg.minc - c - 1) end
+  if 100.0 * f / c < cfg.threshold then return left end
+  return 0
+end
+-- What n record_one calls do when run_safe says none of them makes a transition.
+local function apply_safe(n, failure, frozen)
+  if state == 'open' then return end
+  if state == 'half_open' and not frozen then
+    ho_ok = ho_ok + n  -- successes only (see run_safe): toward closing, never into the window
+    return
+  end
+  push_many(n, failure)
+  if failure then consecutive = consecutive + n else consecutive = 0 end
+end
+local function record_run(k, pid, failure, ignored, ra, frozen, asked, cap)
+  if k <= 1 or pid ~= '' or ignored or ra > 0 then
+    local c, f
+    for _ = 1, math.max(k, 1) do c, f = record_one(pid, failure, ignored, ra, frozen, asked, cap) end
+    return c, f
+  end
+  local left = k
+  local checked = false
+  while left > 0 do
+    if checked then
+      local still = frozen or override_now() ~= ''
+      local n = run_safe(left, failure, still)
+      if n > 0 then apply_safe(n, failure, still); left = left - n end
+    end
+    if left > 0 then record_one(pid, failure, ignored, ra, frozen, asked, cap); left = left - 1 end
+    checked = true
+  end
+  return counts()
+end
 """
 
 # The single-outcome form: bench/breakers.py runs it under redis-benchmark for comparison. ARGV[18]: the cap,
@@ -269,6 +355,7 @@ RECORD = (
     + r"""
 local cap = tonumber(ARGV[18]) or 86400000
 if not load(cap) then return {'rebuild'} end
+trans = {}
 local c, f = record_one(ARGV[13], ARGV[14] == '1', ARGV[15] == '1', tonumber(ARGV[16]), ARGV[17] == '1',
   tonumber(ARGV[19]) or 0, cap)
 save()
@@ -279,20 +366,21 @@ return {shown, 1, 0, '', '', c, f, consecutive, forced, redis.call('LLEN', P), n
 """
 )
 
-# Returns now and the number of pending transitions, then per outcome: state, calls, failures, consecutive, the
-# override in force, the number of transitions, then ten values for each.
+# Returns now and the number of pending transitions, then per run: state, calls, failures, consecutive, the
+# override in force, the number of transitions the run made, then ten values for each.
 RECORD_MANY = (
     PRELUDE
     + RECORD_STEP
     + r"""
 local n = tonumber(ARGV[13])
-local cap = tonumber(ARGV[14 + 6 * n]) or 86400000
+local cap = tonumber(ARGV[14 + 7 * n]) or 86400000
 if not load(cap) then return {'rebuild'} end
 local out = {}
 for i = 0, n - 1 do
-  local b = 14 + 6 * i
-  local c, f = record_one(ARGV[b], ARGV[b + 1] == '1', ARGV[b + 2] == '1', tonumber(ARGV[b + 3]),
-    ARGV[b + 4] == '1', tonumber(ARGV[b + 5]) or 0, cap)
+  local b = 14 + 7 * i
+  trans = {}
+  local c, f = record_run(tonumber(ARGV[b + 6]) or 1, ARGV[b], ARGV[b + 1] == '1', ARGV[b + 2] == '1',
+    tonumber(ARGV[b + 3]), ARGV[b + 4] == '1', tonumber(ARGV[b + 5]) or 0, cap)
   out[#out + 1] = state; out[#out + 1] = c; out[#out + 1] = f; out[#out + 1] = consecutive
   out[#out + 1] = override_now(); out[#out + 1] = #trans / 10
   for _, v in ipairs(trans) do out[#out + 1] = v end

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 from uuid import UUID
@@ -13,14 +15,20 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     RootModel,
     StringConstraints,
+    Tag,
+    TypeAdapter,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from core.api.errors import InvalidInput
+from core.api.validation import parse
 from core.infra.conf import rebound
 from core.slugs import Slug
 from recovery.breakers.models import BreakerTransition, Service
@@ -132,6 +140,62 @@ class OutcomeIn(BaseModel):
         return self
 
 
+# The most successes one run item carries (the compact form): a body holds at most OUTCOMES_BATCH_MAX items.
+MAX_RUN = 1_000_000
+Duration = Annotated[float, Field(ge=0, le=MAX_DURATION_MS, allow_inf_nan=False)]
+
+
+class OutcomeRunIn(BaseModel):
+    """A run of plain successes of one service and operation, in the order they happened: the compact form an
+    SDK sends for its guarded calls. It counts into the breaker exactly as the same successes sent one by one
+    (one after another, where it stands among the batch's other outcomes of that service), at the cost of one."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "service": "github-mcp",
+                    "operation": "search_issues",
+                    "successes": 3,
+                    "durations_ms": [182, 95.5, 240],
+                },
+                {"service": "openai", "successes": 1200},
+            ]
+        },
+    )
+
+    service: Slug
+    operation: Annotated[str, StringConstraints(max_length=200)] = ""
+    successes: int = Field(ge=1, le=MAX_RUN, description="How many calls succeeded in a row: 1 to 1,000,000.")
+    durations_ms: list[Duration] | None = Field(
+        default=None,
+        description="Each call's duration in ms (0 to 86,400,000), in order, one per success: with the service's "
+        "`slow_call_ms` set, the slow ones count as failures where they stand. Left out: none was slow.",
+    )
+
+    @field_validator("durations_ms")
+    @classmethod
+    def _one_duration_each(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        successes = info.data.get("successes")
+        if value is not None and isinstance(successes, int) and len(value) != successes:
+            raise ValueError(f"{len(value)} durations for {successes} successes: one each, in order")
+        return value
+
+
+def _item_kind(value: Any) -> str:
+    """A run carries `successes`; anything else is read as one outcome (and refused as one, naming its field)."""
+    if isinstance(value, dict):
+        return "run" if "successes" in value else "outcome"
+    return "run" if isinstance(value, OutcomeRunIn) else "outcome"
+
+
+# One item of a list or a batch: an outcome, or a run of successes.
+OutcomeItem = Annotated[
+    Annotated[OutcomeIn, Tag("outcome")] | Annotated[OutcomeRunIn, Tag("run")], Discriminator(_item_kind)
+]
+
+
 class OutcomeBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     outcomes: list[OutcomeIn]
@@ -139,6 +203,41 @@ class OutcomeBatchIn(BaseModel):
 
 class OutcomeReportIn(RootModel[OutcomeIn | list[OutcomeIn] | OutcomeBatchIn]):
     """One outcome, a list of them, or `{"outcomes": [...]}`."""
+
+
+# A batch of the compact form, for the schema's examples (here and in the view's).
+OUTCOMES_EXAMPLE: dict[str, Any] = {
+    "outcomes": [
+        {"service": "openai", "operation": "chat", "successes": 3, "durations_ms": [812, 640, 1210]},
+        {
+            "service": "openai",
+            "operation": "chat",
+            "success": False,
+            "duration_ms": 30000,
+            "error": {"type": "httpx.ReadTimeout", "message": "timed out"},
+        },
+        {"service": "openai", "operation": "chat", "successes": 2, "durations_ms": [700, 655]},
+    ],
+    "dropped": 0,
+}
+
+
+class OutcomesIn(BaseModel):
+    """A batch: outcomes and runs of successes, in order, and what the sender dropped."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [OUTCOMES_EXAMPLE]})
+    outcomes: list[OutcomeItem]
+    dropped: int = Field(
+        default=0,
+        ge=0,
+        le=2**53,
+        description="Outcomes the sender dropped (its buffer was full) since its last accepted batch: counted in "
+        "`sdk_outcomes_dropped_total`.",
+    )
+
+
+class OutcomesReportIn(RootModel[OutcomeIn | list[OutcomeItem] | OutcomesIn]):
+    """One outcome; a list of outcomes and runs of successes; or `{"outcomes": [...], "dropped": n}`."""
 
 
 class TransitionOut(BaseModel):
@@ -485,3 +584,45 @@ SSE_TRANSITION_EVENT: dict[str, Any] = {
         },
     },
 }
+
+
+# --- parsing a body of outcomes ------------------------------------------------------------------------------
+
+_OUTCOME_ADAPTER = TypeAdapter(OutcomeIn)
+_ITEMS_ADAPTER = TypeAdapter(list[OutcomeItem])
+_BATCH_ADAPTER = TypeAdapter(OutcomesIn)
+# The tag pydantic puts in an item's error path ("outcomes[3].run.successes"): the field is named without it.
+_ITEM_TAG = re.compile(r"(\[\d+\])\.(?:run|outcome)(?=\.|$)")
+
+
+@dataclass(frozen=True)
+class ParsedOutcomes:
+    items: list[OutcomeIn | OutcomeRunIn]
+    is_batch: bool  # a list or {"outcomes": [...]}: answered with {"results": [...]}
+    dropped: int = 0
+
+
+def _parsed(adapter: TypeAdapter[Any], data: Any) -> Any:
+    try:
+        return parse(adapter, data)
+    except InvalidInput as error:
+        errors = [{**e, "field": _ITEM_TAG.sub(r"\1", e["field"])} for e in error.errors]
+        raise InvalidInput(_ITEM_TAG.sub(r"\1", error.message), errors=errors) from None
+
+
+def parse_outcome_body(data: object, limit: int) -> ParsedOutcomes:
+    """POST /outcomes' body, validated whole: one outcome, a list of outcomes and runs, or `{"outcomes": [...]}`
+    (with `dropped`); a list or a batch holds 1 to `limit` items (OUTCOMES_BATCH_MAX). Anything else is a 400
+    naming the field."""
+    if isinstance(data, list):
+        items, dropped = _parsed(_ITEMS_ADAPTER, data), 0
+    elif isinstance(data, dict) and "outcomes" in data:
+        batch = _parsed(_BATCH_ADAPTER, data)
+        items, dropped = batch.outcomes, batch.dropped
+    elif isinstance(data, dict):
+        return ParsedOutcomes([parse(_OUTCOME_ADAPTER, data)], is_batch=False)
+    else:
+        raise InvalidInput("The body must be an outcome object or a list of them.", field="body")
+    if not items or len(items) > limit:
+        raise InvalidInput(f"A batch holds 1 to {limit} outcomes; this one has {len(items)}.", field="body")
+    return ParsedOutcomes(items, is_batch=True, dropped=dropped)

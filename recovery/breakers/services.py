@@ -8,9 +8,10 @@ import logging
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from itertools import chain, repeat
+from typing import Any, cast
 
 import redis
 from django.conf import settings
@@ -26,12 +27,21 @@ from core.infra.conf import rebound
 from core.slugs import service_slug
 from recovery import metrics
 from recovery.breakers import logic, registry, signals, traffic
+from recovery.breakers import metrics as breaker_metrics
 from recovery.breakers.models import SETTINGS_FIELDS, BreakerTransition, Service
-from recovery.breakers.schemas import OutcomeOutDict, TransitionOut
+from recovery.breakers.schemas import (
+    OutcomeBatchOutDict,
+    OutcomeIn,
+    OutcomeOutDict,
+    OutcomeRunIn,
+    TransitionOut,
+    parse_outcome_body,
+)
 from recovery.breakers.store import Peek, current_store
 from recovery.errors import intake
-from recovery.errors.classification import ErrorReport
+from recovery.errors.classification import ErrorReport, retry_after_from_headers
 from recovery.errors.models import ErrorEvent
+from recovery.errors.schemas import ErrorIn
 from recovery.errors.services import Classified, Recorded, record_errors
 from recovery.errors.taxonomy import ErrorClass
 
@@ -126,6 +136,9 @@ class OutcomeReport:
     # The Retry-After the error gave, before the error's own cap: whether the breaker's wait was cut to
     # MAX_RETRY_AFTER_S is told in the answer (None: as in `error`).
     asked_retry_after_s: float | None = None
+    # A run of this many identical outcomes in a row (a run of successes of the compact form, cut where slow
+    # calls start or end): counted as many times, applied to the breaker at once.
+    count: int = 1
 
 
 def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[OutcomeOutDict]:
@@ -139,7 +152,8 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
     for i, report in enumerate(reports):
         service = services[report.service]
         cfg = registry.config_of(service)
-        items.append((service, cfg, _as_outcome(report, cfg, verdicts.get(i))))
+        outcome = _as_outcome(report, cfg, verdicts.get(i))
+        items.append((service, cfg, replace(outcome, count=report.count) if report.count > 1 else outcome))
     try:
         results: list[logic.Result | None] = list(current_store().record_many(items))
     except redis.RedisError as error:
@@ -175,10 +189,98 @@ def record_outcomes(reports: list[OutcomeReport], *, actor: Actor) -> list[Outco
         )
     # Calls and failures per minute, which a service's error rate is read from (before the signal: the error
     # rate trigger listens to it).
-    traffic.count((r.service, not r.success) for r in reports)
-    # The recovery side (budget calls, cached results, plan results) listens above: see signals.py.
+    traffic.count_runs((r.service, not r.success, r.count) for r in reports)
+    # The recovery side (budget calls, cached results, plan results) listens above: see signals.py. Its
+    # receivers count one call per report, so a run is handed over as that many (references to one report).
+    if any(r.count > 1 for r in reports):
+        reports = list(chain.from_iterable(repeat(replace(r, count=1), r.count) for r in reports))
     signals.outcomes_recorded.send(sender=OutcomeReport, reports=reports, services=services, actor=actor)
     return answers
+
+
+def report_outcomes(data: object, *, actor: Actor) -> OutcomeOutDict | OutcomeBatchOutDict:
+    """POST /outcomes: a body of any form the API takes (one outcome, a list, `{"outcomes": [...]}` with runs
+    of successes among them, and the sender's count of dropped outcomes), validated whole before anything is
+    counted (400 naming the field), then counted. One outcome is answered with one result; a list or a batch
+    with one result per item, a run's being the state after its last success and the last transition it made."""
+    parsed = parse_outcome_body(data, int(rebound("OUTCOMES_BATCH_MAX")))
+    if parsed.dropped:
+        breaker_metrics.sdk_outcomes_dropped_total.inc(parsed.dropped)
+    reports, spans = _reports(parsed.items)
+    results = record_outcomes(reports, actor=actor)
+    if not parsed.is_batch:
+        return results[0]
+    return {"results": [_run_answer(results[start:end]) for start, end in spans]}
+
+
+def _reports(items: list[OutcomeIn | OutcomeRunIn]) -> tuple[list[OutcomeReport], list[tuple[int, int]]]:
+    """The reports the items make, and for each item the span of them that is its own: a run of successes is
+    cut into runs of fast and of slow calls (by its service's `slow_call_ms`), one report each."""
+    reports: list[OutcomeReport] = []
+    spans = []
+    for item in items:
+        start = len(reports)
+        if isinstance(item, OutcomeRunIn):
+            reports += _run_reports(item)
+        else:
+            reports.append(_report(item))
+        spans.append((start, len(reports)))
+    return reports, spans
+
+
+def _report(item: OutcomeIn) -> OutcomeReport:
+    return OutcomeReport(
+        item.service,
+        item.operation,
+        item.success,
+        item.duration_ms,
+        item.error.to_report() if item.error else None,
+        item.permit_id,
+        plan_id=str(item.plan_id) if item.plan_id else "",
+        cache_key=item.cache_key,
+        result=item.result,
+        has_result="result" in item.model_fields_set,
+        asked_retry_after_s=_asked_retry_after(item.error),
+    )
+
+
+def _asked_retry_after(error: ErrorIn | None) -> float | None:
+    """The Retry-After an outcome's error gave, before any cap (the error's own report keeps the capped one)."""
+    if error is None:
+        return None
+    given = error.retry_after
+    return given if isinstance(given, float) else retry_after_from_headers(error.headers)
+
+
+def _run_reports(run: OutcomeRunIn) -> list[OutcomeReport]:
+    """A run of successes as runs of the same slowness: one report without a slow-call setting or durations,
+    else one per stretch of fast or slow calls, whose duration is the stretch's longest (slow exactly when each
+    of its calls is)."""
+    slow_ms = registry.config_of(registry.get(run.service)).slow_ms
+    durations = run.durations_ms
+    if not slow_ms or not durations:
+        longest = max(durations) if durations else None
+        return [OutcomeReport(run.service, run.operation, True, longest, None, "", count=run.successes)]
+    reports, start = [], 0
+    for end in range(1, len(durations) + 1):
+        if end == len(durations) or (durations[end] >= slow_ms) != (durations[start] >= slow_ms):
+            longest = max(durations[start:end])
+            reports.append(
+                OutcomeReport(run.service, run.operation, True, longest, None, "", count=end - start)
+            )
+            start = end
+    return reports
+
+
+def _run_answer(answers: list[OutcomeOutDict]) -> OutcomeOutDict:
+    """One item's answer from those of its reports (one, or a run's stretches): the state after the last, the
+    last transition any of them made."""
+    if len(answers) == 1:
+        return answers[0]
+    last = dict(answers[-1])
+    last["transition"] = next((a["transition"] for a in reversed(answers) if a["transition"]), None)
+    last["counted"] = any(a["counted"] for a in answers)
+    return cast(OutcomeOutDict, last)
 
 
 def _as_outcome(report: OutcomeReport, cfg: logic.Config, classified: Classified | None) -> logic.Outcome:
@@ -475,15 +577,20 @@ def _facts(entry: dict[str, Any]) -> logic.Facts:
 
 
 def announce(rows: list[BreakerTransition]) -> None:
-    """Count and publish committed transitions. Publishing is best effort: long-poll readers use the table."""
+    """Publish and count committed transitions. Publishing comes first, because every waiting agent is woken by
+    it and the rest can wait a millisecond; it is best effort: long-poll readers fall back to the table."""
     if not rows:
         return
+    _publish(rows)
     for row in rows:
         metrics.breaker_transitions_total.labels(
             service=row.service.name, from_state=row.from_state, to_state=row.to_state
         ).inc()
     # The degradation levels follow the breakers: they are evaluated again now the transitions are in.
     signals.transitions_committed.send(sender=BreakerTransition, rows=rows)
+
+
+def _publish(rows: list[BreakerTransition]) -> None:
     if not settings.REDIS_URL:
         return
     try:

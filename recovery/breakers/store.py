@@ -152,7 +152,7 @@ class DatabaseStore:
                 if service.pk not in rows:
                     row = self._locked(service)
                     rows[service.pk] = (row, self._state(service, cfg, row.data, now))
-                by_index[i] = logic.record(rows[service.pk][1], cfg, now, outcome)
+                by_index[i] = logic.record_run(rows[service.pk][1], cfg, now, outcome)
             for row, state in rows.values():
                 BreakerState.objects.filter(pk=row.pk).update(data=state)
         return [by_index[i] for i in range(len(items))]
@@ -318,12 +318,22 @@ class RedisStore:
     def _record_args(self, cfg: logic.Config, outcomes: list[logic.Outcome]) -> list[ScriptArg]:
         args: list[ScriptArg] = [*self._args(cfg), len(outcomes)]
         for o in outcomes:
-            args += [o.permit_id, int(o.failure), int(o.ignored), o.retry_after_ms, int(o.frozen), o.asked_s]
+            args += [
+                o.permit_id,
+                int(o.failure),
+                int(o.ignored),
+                o.retry_after_ms,
+                int(o.frozen),
+                o.asked_s,
+                o.count,
+            ]
         return [*args, cfg.cap_ms]
 
     def record_many(self, items: list[tuple[Service, logic.Config, logic.Outcome]]) -> list[logic.Result]:
-        """One script call per service, in one pipeline: each applies that service's outcomes in order. A
-        service whose state must be repaired or rebuilt first is run again on its own."""
+        """One script call per service, in one pipeline: each applies that service's outcomes in order (an
+        outcome with `count` k is a run of k identical ones, applied at once; its result is the state after the
+        run, with every transition the run made). A service whose state must be repaired or rebuilt first is run
+        again on its own."""
         by_service: dict[str, list[int]] = {}
         for index, (service, _, _) in enumerate(items):
             by_service.setdefault(service.name, []).append(index)

@@ -217,11 +217,17 @@ def _now(now: datetime | None) -> float:
 def count(outcomes: Iterable[tuple[str, bool]]) -> None:
     """Count a batch of outcomes, (service, failed) each, into the current minute: one round trip. Never
     raises for the store: the outcomes were counted by the breakers whatever happens here."""
+    count_runs((name, failed, 1) for name, failed in outcomes)
+
+
+def count_runs(runs: Iterable[tuple[str, bool, int]]) -> None:
+    """`count` of runs, (service, failed, how many) each: a run of 10,000 successes costs what one does."""
     calls: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    for name, failed in outcomes:
-        calls[name] += 1
-        failures[name] += int(failed)
+    for name, failed, n in runs:
+        calls[name] += n
+        if failed:
+            failures[name] += n
     if not calls:
         return
     try:

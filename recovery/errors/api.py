@@ -13,8 +13,9 @@ from rest_framework.views import APIView
 
 from core.access import roles
 from core.access.permissions import AgentOrOperator, ReadOrOperator
-from core.api import idempotency
+from core.api import hotlane, idempotency
 from core.api.errors import InvalidInput
+from core.api.hotlane import Caller
 from core.api.negotiation import JsonOnlyView
 from core.api.pagination import Pagination
 from core.api.schemas import Page, answers, query_parameters
@@ -159,15 +160,25 @@ class ErrorsView(JsonOnlyView):
         return idempotent(request, "errors", lambda: self._record(request))
 
     def _record(self, request: Request) -> Response:
-        items, successes, is_batch = _parse_errors(request.data)
-        recorded = services.record_errors([i.to_report() for i in items], agent=roles.agent_of(request.user))
-        if not is_batch:
-            return Response(_out(recorded[0]), status=status.HTTP_201_CREATED)
-        body: BatchOutDict = {
-            "results": [_out(r) for r in recorded],
-            "summary": services.summarize(recorded, successes),
-        }
-        return Response(body, status=status.HTTP_201_CREATED)
+        code, body = report_errors(request)
+        return Response(body, status=code)
+
+
+def report_errors(request: Caller) -> tuple[int, ErrorOutDict | BatchOutDict]:
+    """POST /errors's work and answer, for ErrorsView and for the hot lane (core/api/hotlane.py)."""
+    items, successes, is_batch = _parse_errors(request.data)
+    recorded = services.record_errors([i.to_report() for i in items], agent=roles.agent_of(request.user))
+    if not is_batch:
+        return status.HTTP_201_CREATED, _out(recorded[0])
+    body: BatchOutDict = {
+        "results": [_out(r) for r in recorded],
+        "summary": services.summarize(recorded, successes),
+    }
+    return status.HTTP_201_CREATED, body
+
+
+# Plain reports (a bearer key, no Idempotency-Key) skip the middleware chain and DRF's dispatch.
+hotlane.route("v1:errors", ErrorsView, report_errors, json_body=True)
 
 
 class ClassifyView(APIView):

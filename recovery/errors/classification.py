@@ -146,7 +146,43 @@ def match(rule: Rule, report: ErrorReport, types: set[str]) -> tuple[str, ...] |
     return tuple(why)
 
 
+# Agents report the same few errors over and over (a rate limit, a timeout), and the verdict depends only on the
+# rules in force and four fields of the report: each process remembers the verdicts for the rules it classified
+# with last (rules_cache hands out one tuple until it reloads, which starts the memo afresh). Bounded, and only
+# for messages short enough to keep cheaply: a long message is classified every time.
+MEMO_MAX = 2048
+MEMO_MESSAGE_MAX = 512
+
+
+@dataclass
+class _Memo:
+    rules: tuple[Rule, ...]
+    verdicts: dict[tuple[str, str, int | None, str], Verdict]
+    templates: dict[str, str]
+
+
+_memo = _Memo((), {}, {})
+
+
 def classify(report: ErrorReport, rules: tuple[Rule, ...]) -> Verdict:
+    """The first rule in `rules` that matches the report, as a verdict (UNMATCHED when none does)."""
+    global _memo
+    if len(report.message) > MEMO_MESSAGE_MAX:
+        return _classify(report, rules)
+    memo = _memo
+    if memo.rules is not rules:
+        memo = _memo = _Memo(rules, {}, memo.templates)
+    key = (report.service, report.type_name, report.status_code, report.message)
+    verdict = memo.verdicts.get(key)
+    if verdict is None:
+        verdict = _classify(report, rules)
+        if len(memo.verdicts) >= MEMO_MAX:
+            memo.verdicts.clear()
+        memo.verdicts[key] = verdict
+    return verdict
+
+
+def _classify(report: ErrorReport, rules: tuple[Rule, ...]) -> Verdict:
     types = type_candidates(report.type_name)
     for rule in rules:
         why = match(rule, report, types)
@@ -216,7 +252,21 @@ _MASKS = [
 
 
 def message_template(message: str) -> str:
-    """The message with its variable parts masked: quoted values, UUIDs, hex, e-mail addresses, numbers."""
+    """The message with its variable parts masked: quoted values, UUIDs, hex, e-mail addresses, numbers
+    (remembered for short messages, as verdicts are: six regular expressions per report otherwise)."""
+    if len(message) > MEMO_MESSAGE_MAX:
+        return _template(message)
+    templates = _memo.templates
+    template = templates.get(message)
+    if template is None:
+        template = _template(message)
+        if len(templates) >= MEMO_MAX:
+            templates.clear()
+        templates[message] = template
+    return template
+
+
+def _template(message: str) -> str:
     text = message[:2000]
     for pattern, mask in _MASKS:
         text = pattern.sub(mask, text)

@@ -179,10 +179,16 @@ def test_the_encoder_writes_valid_batches_within_its_limits() -> None:
     items.append(("svc", "op", 0.1, True, None, "", "", ("k", {"answer": 42})))
     items.append(("svc", "op", 0.1, True, None, "", "", ("k", object())))  # not JSON: not cached
     bodies = Encoder(max_items=3).bodies(items)
-    assert [len(part) for _, part in bodies] == [3, 3, 2]
-    outcomes = [o for body, _ in bodies for o in json.loads(body)["outcomes"]]
-    assert outcomes[0] == {"service": "svc", "operation": "op", "success": True, "duration_ms": 12.3}
-    assert outcomes[5] == {
+    # The five plain successes are one run item: four items in all, in bodies of at most three.
+    assert [len(part) for _, part, _ in bodies] == [7, 1]
+    outcomes = [o for body, _, _ in bodies for o in json.loads(body)["outcomes"]]
+    assert outcomes[0] == {
+        "service": "svc",
+        "operation": "op",
+        "successes": 5,
+        "durations_ms": [12.3] * 5,
+    }
+    assert outcomes[1] == {
         "service": "svc",
         "operation": "op",
         "success": False,
@@ -191,10 +197,12 @@ def test_the_encoder_writes_valid_batches_within_its_limits() -> None:
         "permit_id": "p1",
         "plan_id": "plan-1",
     }
-    assert outcomes[6]["cache_key"] == "k" and outcomes[6]["result"] == {"answer": 42}
-    assert "cache_key" not in outcomes[7] and "result" not in outcomes[7]
-    small = Encoder(max_items=100, max_bytes=200).bodies(items[:5])
-    assert len(small) > 1 and all(len(body) < 300 for body, _ in small)
+    assert outcomes[2]["cache_key"] == "k" and outcomes[2]["result"] == {"answer": 42}
+    assert "cache_key" not in outcomes[3] and "result" not in outcomes[3]
+    singles = [("svc", f"op{i}", 0.001) for i in range(8)]  # a run per operation: eight items
+    small = Encoder(max_items=100, max_bytes=200).bodies(singles)
+    assert len(small) > 1 and all(len(body) < 300 for body, _, _ in small)
+    assert sum(len(part) for _, part, _ in small) == 8
 
 
 def _plan(action: str, **fields: Any) -> Plan:

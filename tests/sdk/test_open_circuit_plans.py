@@ -203,6 +203,7 @@ def test_a_refusal_for_longer_than_a_calendar_holds_does_not_raise() -> None:
     assert "circuit open for 'svc'" in str(refused)
 
 
+@pytest.mark.slow
 def test_a_local_breaker_opens_for_at_most_a_day_on_an_absurd_retry_after(
     make_client: Callable[[Planner], Client],
 ) -> None:

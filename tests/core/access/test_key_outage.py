@@ -107,6 +107,7 @@ def test_a_key_revoked_elsewhere_stays_refused_once_the_database_said_so() -> No
         assert client.get("/api/v1/me").status_code == 401
 
 
+@pytest.mark.slow
 @override_settings(REBOUND=SHORT)
 def test_a_key_is_verified_against_the_database_again_once_it_is_back() -> None:
     agent, key = factories.agent_key()

@@ -162,6 +162,7 @@ def test_a_key_that_is_not_visible_ascii_is_refused_naming_the_header(
     assert Counting.calls == []
 
 
+@pytest.mark.slow
 def test_a_key_is_forgotten_after_its_time(store: str, agent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     if store == "redis":
         monkeypatch.setattr(idempotency, "ttl_seconds", lambda: 1)

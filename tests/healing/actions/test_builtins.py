@@ -144,6 +144,7 @@ def _job(service: str, key: str) -> RetryJob:
 
 
 @pytest.mark.redis
+@pytest.mark.slow  # waits the action's whole 1 s timeout for a worker that never answers
 def test_restart_worker_pool_fails_when_no_worker_answers() -> None:
     HealingAction.objects.filter(name="restart_worker_pool").update(timeout_s=1)
     run = approved("restart_worker_pool", destination=["nobody@nowhere"])

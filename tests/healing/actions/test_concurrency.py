@@ -17,6 +17,7 @@ from tests.support.races import at_once
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.mark.slow  # fifty threads, each with a database connection of its own: about a second
 def test_fifty_approvals_at_once_start_one_execution_and_one_webhook_call(
     webhook: Callable[..., HealingAction], target: Any, enqueued: list[int]
 ) -> None:
@@ -42,6 +43,7 @@ def test_fifty_approvals_at_once_start_one_execution_and_one_webhook_call(
     assert target.seen[0].headers["Idempotency-Key"] == str(run.pk)
 
 
+@pytest.mark.slow  # fifty threads, each with a database connection of its own
 def test_fifty_clicks_of_one_operator_are_one_approval(
     webhook: Callable[..., HealingAction], enqueued: list[int]
 ) -> None:

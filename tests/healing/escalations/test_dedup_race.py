@@ -13,7 +13,8 @@ from tests.support.escalations import captured_notices, raise_one, raised, revie
 from tests.support.races import at_once
 from tests.support.races import raised as errors_of
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+# Fifty threads, each with a database connection of its own, racing: about a second each; `make test` runs them.
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 RAISERS = 50
 

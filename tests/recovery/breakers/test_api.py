@@ -400,6 +400,7 @@ def test_long_poll_returns_transitions_after_an_id(agent_client: Any) -> None:
     assert agent_client.get("/api/v1/breakers/events?after=x").status_code == 400
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_long_poll_wakes_when_a_breaker_trips(agent_client: Any) -> None:
     small_breaker()
@@ -414,6 +415,7 @@ def test_long_poll_wakes_when_a_breaker_trips(agent_client: Any) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 @override_settings(REBOUND=rebound_settings(BREAKER_STREAM_MAX_SECONDS=1.0))
 def test_the_event_stream_sends_transitions_as_server_sent_events(agent_client: Any) -> None:
     small_breaker()

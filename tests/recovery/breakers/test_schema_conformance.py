@@ -275,6 +275,7 @@ def test_an_expiry_with_any_offset_is_kept_in_utc_or_refused(
         assert response.json()["override"]["until"] == "2998-12-31T00:01:00Z"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_it_documents_each_event_of_the_stream_as_it_is_sent(svc: Service, agent_client: APIClient) -> None:
     tripped(agent_client)

@@ -51,6 +51,7 @@ def test_it_loses_no_count_when_threads_report_the_same_error() -> None:
     assert ErrorEvent.objects.count() == threads * per_thread
 
 
+@pytest.mark.slow
 def test_it_never_deadlocks_batches_that_share_patterns_in_other_orders() -> None:
     reports = [ErrorReport(service=f"svc-{i}", status_code=503) for i in range(20)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -133,12 +132,7 @@ def test_a_redelivered_batch_inserts_nothing_and_sends_nothing(heard: Heard) -> 
     entries: Any = client.xreadgroup(intake.GROUP, "dead-worker", {intake.STREAM: ">"}, count=10)
     batch = entries[0][1]
     # A worker wrote the batch and died before acknowledging it (nor sending): the next one writes it again.
-    payload = json.loads(batch[0][1][b"v"])
-    events = [
-        {**event, "fingerprint": fp, "intake_key": f"{batch[0][0].decode()}:{i}"}
-        for i, (fp, event) in enumerate(payload["events"])
-    ]
     with transaction.atomic():
-        assert intake._write(payload["patterns"], events) == 2
+        assert intake._write(intake.parse_entries(batch)) == 2
     assert intake.write_entries(client, batch) == 0
     assert heard.calls == []

@@ -64,23 +64,13 @@ def test_a_redelivered_batch_is_written_once() -> None:
     from django.db import transaction
 
     with transaction.atomic():
-        assert intake._write(*_decode(batch)) == 2
+        assert intake._write(intake.parse_entries(batch)) == 2
     assert intake.write_entries(client, batch) == 0
     assert ErrorPattern.objects.get().total_count == 2
     assert ErrorEvent.objects.count() == 2
 
 
-def _decode(batch: Any) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-    import json
-
-    payload = json.loads(batch[0][1][b"v"])
-    events = [
-        {**event, "fingerprint": fp, "intake_key": f"{batch[0][0].decode()}:{i}"}
-        for i, (fp, event) in enumerate(payload["events"])
-    ]
-    return payload["patterns"], events
-
-
+@pytest.mark.slow
 @override_settings(REBOUND=BUFFERED)
 def test_it_writes_in_the_request_when_redis_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     from core.infra import redisconn

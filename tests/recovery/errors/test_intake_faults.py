@@ -65,6 +65,7 @@ def _failing_writes(monkeypatch: pytest.MonkeyPatch, error: Exception, times: in
         InterfaceError("connection already closed"),
     ],
 )
+@pytest.mark.slow
 def test_a_database_that_cannot_be_reached_is_waited_for_not_dead_lettered(
     monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:

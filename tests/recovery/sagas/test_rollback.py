@@ -402,6 +402,7 @@ def test_it_never_calls_beside_an_attempt_still_under_its_lease(target: Target) 
     assert attempts_of(step) == [(1, "running", None)]
 
 
+@pytest.mark.slow  # waits out the retry policy's first delay (1 s) before the resend
 def test_it_resends_a_lost_attempt_with_the_same_key_after_its_lease(target: Target) -> None:
     txn = open_txn()
     step = http_step(txn, target, "a")
