@@ -92,13 +92,6 @@ def threads_for(clients: int, workers: int) -> int:
     return math.ceil(1.5 * clients / workers) + 8
 
 
-CREATE_SERVICES = """
-from recovery.models import Service
-for name in {names!r}:
-    Service.objects.get_or_create(name=name)
-"""
-
-
 def prepare(stack: server.Stack, opts: Options) -> str:
     print(f"database {stack.db_name}: recreating and migrating …", flush=True)
     server.recreate_database(stack)
@@ -108,7 +101,7 @@ def prepare(stack: server.Stack, opts: Options) -> str:
     # snapshot holds them all and a trip is the only thing that changes.
     runs = [opts.clients] + ([opts.compare] if opts.compare else [])
     names = [f"{PREFIX}{r}-{n}" for r in range(len(runs)) for n in range(1, opts.trips + 1)]
-    server.manage(stack, "shell", "-c", CREATE_SERVICES.format(names=names))
+    server.create_services(stack, names)
     redis.Redis.from_url(stack.redis_url).flushdb()  # db 13 is the benchmarks'
     return server.create_agent_key(stack, "bench-propagation-agent")
 

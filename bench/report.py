@@ -166,3 +166,8 @@ def finish(name: str, findings: Findings, blocks: list[str], *, write_docs: bool
         write_section(name, findings.section())
         print(f"wrote {DOCS.relative_to(DOCS.parent.parent)}")
     return 0 if findings.correct else 1
+
+
+def checklist(items: list[tuple[str, bool]]) -> str:
+    """Correctness checks as the docs list them: one line each, ok or FAILED."""
+    return "\n".join(f"- {text}: **{'ok' if ok else 'FAILED'}**." for text, ok in items)

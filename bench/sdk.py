@@ -97,13 +97,6 @@ def parse_args(argv: list[str]) -> Options:
     )
 
 
-CREATE_SERVICES = """
-from recovery.models import Service
-for name in {names!r}:
-    Service.objects.get_or_create(name=name)
-"""
-
-
 def prepare(stack: server.Stack, opts: Options) -> str:
     print(f"database {stack.db_name}: recreating and migrating …", flush=True)
     server.recreate_database(stack)
@@ -118,7 +111,7 @@ def prepare(stack: server.Stack, opts: Options) -> str:
         for number in range(1, opts.rounds + 1)
         for kind, rate in delivery_runs(opts)
     ]
-    server.manage(stack, "shell", "-c", CREATE_SERVICES.format(names=names))
+    server.create_services(stack, names)
     redis.Redis.from_url(stack.redis_url).flushdb()  # db 13 is the benchmarks'
     return server.create_agent_key(stack, "bench-sdk-agent")
 

@@ -308,9 +308,7 @@ class Findings:
         return all(ok for _, ok in self.correctness_items())
 
     def correctness(self) -> str:
-        return "\n".join(
-            f"- {text}: **{'ok' if ok else 'FAILED'}**." for text, ok in self.correctness_items()
-        )
+        return report.checklist(self.correctness_items())
 
     def section(self) -> str:
         e, o = self.environment, self.opts

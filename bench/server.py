@@ -363,3 +363,15 @@ def _wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout_s: floa
                 return
         time.sleep(0.1)
     raise SystemExit(f"redis-server did not answer on port {port} within {timeout_s:.0f} s")
+
+
+CREATE_SERVICES = """
+from recovery.models import Service
+for name in {names!r}:
+    Service.objects.get_or_create(name=name)
+"""
+
+
+def create_services(stack: Stack, names: list[str]) -> None:
+    """Register services with the default settings, before any client starts (through `manage.py shell`)."""
+    manage(stack, "shell", "-c", CREATE_SERVICES.format(names=names))
