@@ -194,8 +194,8 @@ class EffectivenessAdmin(ReadOnlyAdmin):
     @admin.display(description="pattern or service", ordering="scope")
     def where(self, row: Effectiveness) -> SafeString | str:
         if row.scope == Effectiveness.Scope.PATTERN:
-            return clipped(f"pattern {row.fingerprint[:12]} ({row.service})", "15em")
-        return clipped(f"service {row.service} / {row.error_class or 'any class'}", "15em")
+            return clipped(f"pattern {row.fingerprint[:12]} ({row.service})", "14em")
+        return clipped(f"service {row.service} / {row.error_class or 'any class'}", "14em")
 
     @admin.display(description="action", ordering="action")
     def action_label(self, row: Effectiveness) -> SafeString | str:
