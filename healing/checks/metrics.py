@@ -22,3 +22,12 @@ health_check_duration_seconds = Histogram(
     ["check"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+# Rebound's own liveness (issue 18): beat sends dispatch_due_checks every second and only a worker runs it, so a
+# stale value means beat is silent, no worker consumes, or the queue is backed up past the task's expiry (10 s).
+# The newest any process wrote ("max": a dead worker's last value stays, and only grows older).
+health_check_dispatch_timestamp_seconds = Gauge(
+    "health_check_dispatch_timestamp_seconds",
+    "Unix time a worker last ran beat's dispatch_due_checks (sent every second): stale means beat or the workers "
+    "are silent.",
+    multiprocess_mode="max",
+)

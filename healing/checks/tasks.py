@@ -13,7 +13,7 @@ from datetime import datetime
 
 from celery import shared_task
 
-from healing.checks import services
+from healing.checks import metrics, services
 
 # The longest timeout a check may have (120 s) and the margins of services.send_run.
 RUN_SOFT_TIME_LIMIT_S = 120 + services.SOFT_LIMIT_MARGIN_S
@@ -31,6 +31,8 @@ RUN_TIME_LIMIT_S = 120 + services.HARD_LIMIT_MARGIN_S
     expires=10,
 )
 def dispatch_due_checks() -> int:
+    # First, whatever the dispatch meets: this is the heartbeat of beat and the workers (metrics.py).
+    metrics.health_check_dispatch_timestamp_seconds.set_to_current_time()
     return services.dispatch_due()
 
 

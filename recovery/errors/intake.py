@@ -226,6 +226,7 @@ def drain(budget_s: float = 10.0) -> int:
                 continue
             wait = RETRY_FIRST_S
     finally:
+        observe_buffer(client)
         observe_dead_letters(client)
     return written
 
@@ -315,6 +316,18 @@ def _set_aside(client: redis.Redis, entry: tuple[bytes, dict[bytes, bytes]], err
     pipe.xdel(STREAM, entry_id)
     pipe.execute()
     metrics.intake_dead_letters_total.inc()
+
+
+def observe_buffer(client: redis.Redis) -> int | None:
+    """Set the intake_buffer_entries gauge to the stream's length now: entries not yet written, since a written
+    one is deleted (None: Redis did not answer)."""
+    try:
+        reply: Any = client.xlen(STREAM)
+    except redis.RedisError:
+        return None
+    length = int(reply)
+    error_metrics.intake_buffer_entries.set(length)
+    return length
 
 
 def observe_dead_letters(client: redis.Redis) -> int | None:

@@ -16,3 +16,9 @@ intake_redis_persists_writes = Gauge(
     "then writes in the request unless INTAKE_REQUIRE_DURABLE_REDIS is false).",
     multiprocess_mode="mostrecent",
 )
+intake_buffer_entries = Gauge(
+    "intake_buffer_entries",
+    "Entries in the intake's stream (rebound:intake) not yet written to PostgreSQL, as the last drain left it: "
+    "near 0 while the drain keeps up. Set by each drain.",
+    multiprocess_mode="mostrecent",
+)

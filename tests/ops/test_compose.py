@@ -220,7 +220,9 @@ def test_it_publishes_only_the_web_and_mcp_ports() -> None:
     services = _services()
     assert services["web"]["ports"] == ["${REBOUND_PORT:-8000}:8000"]
     assert services["mcp"]["ports"] == ["${REBOUND_MCP_PORT:-8001}:8001"]
-    assert all("ports" not in services[name] for name in services if name not in ("web", "mcp"))
+    # The monitoring profile's Prometheus and Grafana publish theirs on 127.0.0.1 only (tests/ops/test_monitoring.py).
+    others = [name for name in services if name not in ("web", "mcp") and "profiles" not in services[name]]
+    assert all("ports" not in services[name] for name in others)
 
 
 def test_it_gives_a_compose_environment_that_the_production_settings_accept(
@@ -238,7 +240,7 @@ def test_it_gives_a_compose_environment_that_the_production_settings_accept(
     assert env.DATABASE_URL == "postgres://rebound:rebound@postgres:5432/rebound"
     assert env.REDIS_URL == "redis://redis:6379/0"
     assert env.broker_url == "redis://redis:6379/0"
-    assert env.allowed_hosts == ["localhost", "127.0.0.1"]
+    assert env.allowed_hosts == ["localhost", "127.0.0.1", "web"]  # web: the monitoring profile scrapes it
     assert env.LOG_FORMAT == "json"
     assert env.PROMETHEUS_MULTIPROC_DIR == METRICS_DIR
     assert not env.DEBUG
