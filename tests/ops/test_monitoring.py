@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -380,3 +381,23 @@ def test_it_provisions_the_datasource_the_dashboard_defaults_to() -> None:
     assert source["url"] == "http://prometheus:9090"
     variable = next(v for v in _dashboard()["templating"]["list"] if v["name"] == "DS_PROMETHEUS")
     assert variable["current"]["value"] == source["uid"]
+
+
+# --- Prometheus's own check ----------------------------------------------------------------------------------
+
+
+def test_it_passes_promtools_check_of_the_rules() -> None:
+    # PromQL that parses, durations and label templates Prometheus accepts (promtool: the prometheus package).
+    checked = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_it_passes_promtools_check_of_the_scrape_configuration(tmp_path: Path) -> None:
+    # The rules' path as the container mounts it, made this checkout's so that promtool can follow it.
+    config = PROMETHEUS.read_text().replace("/etc/prometheus/rebound-rules.yml", str(RULES))
+    (tmp_path / "prometheus.yml").write_text(config)
+    checked = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "1 rule files found" in checked.stdout
