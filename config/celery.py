@@ -8,7 +8,7 @@ from typing import Any
 import kombu
 from celery import Celery
 from celery.app.amqp import AMQP
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import beat_init, before_task_publish, task_postrun, task_prerun, worker_process_init
 
 from core.infra import request_ids
 
@@ -81,3 +81,19 @@ def _adopt_request_id(task: Any = None, task_id: str = "", **_: object) -> None:
 @task_postrun.connect
 def _forget_request_id(**_: object) -> None:
     request_ids.set_request_id(None)
+
+
+# Traces (docs/tracing.md), off unless OTEL_EXPORTER_OTLP_ENDPOINT is set: in each pool process, after the fork
+# (the span exporter's thread does not survive one), and in beat. Imported here, once Django's apps are loaded.
+@worker_process_init.connect
+def _trace_worker(**_: object) -> None:
+    from core.infra import tracing
+
+    tracing.configure("worker")
+
+
+@beat_init.connect
+def _trace_beat(**_: object) -> None:
+    from core.infra import tracing
+
+    tracing.configure("beat")

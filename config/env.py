@@ -156,6 +156,12 @@ class Env(BaseSettings):
     # resource metadata. Blank: http://MCP_HOST:MCP_PORT/mcp.
     MCP_PUBLIC_URL: str = ""
 
+    # OpenTelemetry traces (docs/tracing.md): off while the endpoint is blank. The OTLP/HTTP collector's base URL
+    # (http://collector:4318; spans go to its /v1/traces), and the service name the spans carry. The exporter
+    # reads its other OTEL_EXPORTER_OTLP_* variables (headers, timeout, compression) itself.
+    OTEL_EXPORTER_OTLP_ENDPOINT: str = ""
+    OTEL_SERVICE_NAME: str = Field(default="rebound", min_length=1)
+
     @model_validator(mode="after")
     def _production_needs_real_values(self) -> Env:
         if self.REBOUND_MODE != "production":

@@ -54,6 +54,15 @@ def child_exit(server: object, worker: _Worker) -> None:
         multiprocess.mark_process_dead(process_id(worker.pid))
 
 
+def post_fork(server: object, worker: object) -> None:
+    # Traces (docs/tracing.md), in each worker: the span exporter's thread would not survive the fork, and the
+    # worker loads the application (config/wsgi.py) only after this, so Django's middleware is instrumented.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from core.infra import tracing
+
+    tracing.configure("web")
+
+
 def post_worker_init(worker: object) -> None:
     # The loaded application (Django, DRF, the URLconf, pydantic's validators: some hundred thousand objects)
     # lives as long as the worker. Frozen, the collector stops walking it on every full collection, which took

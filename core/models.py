@@ -2,5 +2,6 @@
 
 from core.access.models import Agent, ApiKey
 from core.audit.models import AuditEvent
+from core.schedule.models import PeriodicClaim
 
-__all__ = ["Agent", "ApiKey", "AuditEvent"]
+__all__ = ["Agent", "ApiKey", "AuditEvent", "PeriodicClaim"]

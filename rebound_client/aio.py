@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack
 
 import httpx
 
+from rebound_client import _tracing
 from rebound_client._breaker import LocalBreaker
 from rebound_client._common import (
     CacheKey,
@@ -116,7 +117,11 @@ class AsyncClient(ClientBase[httpx.AsyncBaseTransport]):
         def http(read_s: float) -> httpx.AsyncClient:
             timeout = httpx.Timeout(s.timeout_s, read=read_s)
             return httpx.AsyncClient(
-                base_url=s.base_url, headers=s.headers, timeout=timeout, transport=self._transport
+                base_url=s.base_url,
+                headers=s.headers,
+                timeout=timeout,
+                transport=self._transport,
+                event_hooks={"request": [_tracing.inject_async]},
             )
 
         self._http = http(s.timeout_s)

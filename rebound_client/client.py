@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack, cast
 
 import httpx
 
+from rebound_client import _tracing
 from rebound_client._breaker import LocalBreaker
 from rebound_client._common import (
     CacheKey,
@@ -113,7 +114,13 @@ class Client(ClientBase[httpx.BaseTransport]):
 
         def http(read_s: float) -> httpx.Client:
             timeout = httpx.Timeout(s.timeout_s, read=read_s)
-            return httpx.Client(base_url=s.base_url, headers=s.headers, timeout=timeout, transport=transport)
+            return httpx.Client(
+                base_url=s.base_url,
+                headers=s.headers,
+                timeout=timeout,
+                transport=transport,
+                event_hooks={"request": [_tracing.inject]},
+            )
 
         self._http = http(s.timeout_s)  # permits and plans, from the callers' threads
         self._flush_http = http(max(s.timeout_s, 10.0))

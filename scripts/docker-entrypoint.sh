@@ -3,7 +3,7 @@
 #
 #   web          migrations (unless MIGRATE_ON_START=0), then gunicorn on config/gunicorn.conf.py
 #   worker       the Celery worker (CELERY_CONCURRENCY processes, default 2)
-#   beat         the Celery beat scheduler (django_celery_beat's DatabaseScheduler, set in settings)
+#   beat         the Celery beat scheduler (django_celery_beat's DatabaseScheduler claiming each tick: core/schedule)
 #   migrate      apply the migrations and exit (extra arguments go to `manage.py migrate`)
 #   healthcheck  [PATH]: exit 0 when the web role answers 200 on PATH (default /healthz)
 #   anything else is exec'd as is, e.g. `python manage.py createsuperuser`.

@@ -207,7 +207,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The healing action restart_worker_pool broadcasts pool_restart, which workers refuse unless this is on.
 CELERY_WORKER_POOL_RESTARTS = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's scheduler, sending each entry only when its tick is claimed in the database, so that two
+# beat processes at once never send the same tick twice (core/schedule/, docs/operations.md).
+CELERY_BEAT_SCHEDULER = "core.schedule.beat:ClaimingScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     # Transactions: open ones past their deadline are rolled back; stalled rollbacks are driven again.
@@ -303,6 +305,8 @@ REBOUND: dict[str, Any] = {
     "MCP_HOST": ENV.MCP_HOST,
     "MCP_PORT": ENV.MCP_PORT,
     "MCP_PUBLIC_URL": ENV.MCP_PUBLIC_URL,
+    "OTEL_EXPORTER_OTLP_ENDPOINT": ENV.OTEL_EXPORTER_OTLP_ENDPOINT,
+    "OTEL_SERVICE_NAME": ENV.OTEL_SERVICE_NAME,
     "HEALTH_RESULT_RETENTION_DAYS": ENV.HEALTH_RESULT_RETENTION_DAYS,
     "HEALTH_DISPATCH_BATCH": ENV.HEALTH_DISPATCH_BATCH,
     "HEALING_APPROVAL_TIMEOUT_SECONDS": ENV.HEALING_APPROVAL_TIMEOUT_SECONDS,

@@ -311,7 +311,9 @@ def test_it_points_the_entrypoint_at_things_that_exist() -> None:
     assert app.main == "rebound"
     from django.conf import settings
 
-    assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
+    assert (
+        settings.CELERY_BEAT_SCHEDULER == "core.schedule.beat:ClaimingScheduler"
+    )  # django-celery-beat's, claimed
 
 
 def test_it_binds_gunicorn_to_the_exposed_port(monkeypatch: pytest.MonkeyPatch) -> None:

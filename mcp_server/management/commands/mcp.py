@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.infra import tracing
 from core.infra.conf import rebound
 from mcp_server import transports
 
@@ -34,6 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", default=None, help="HTTP: the port to listen on (MCP_PORT).")
 
     def handle(self, *args: Any, transport: str, host: str | None, port: str | None, **options: Any) -> None:
+        tracing.configure("mcp")
         if transport == "stdio":
             if host is not None or port is not None:
                 raise CommandError("--host and --port are for --transport http; stdio has neither.")
