@@ -40,8 +40,8 @@ intake_dead_letters_total = Counter(
 retries_total = Counter(
     "retries_total",
     "Retries: planner decisions (outcome=planned, or refused by the budget) and server-side attempts "
-    "(outcome=success or failure).",
-    ["operation", "outcome"],
+    "(outcome=success or failure), by service (a registered name: an operation is the agent's free text).",
+    ["service", "outcome"],
 )
 fallback_invocations_total = Counter(
     "fallback_invocations_total",

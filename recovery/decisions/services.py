@@ -345,9 +345,9 @@ def _invocation(
 def _count(plan: RecoveryPlan, invocation: FallbackInvocation | None, decision: Decision) -> None:
     metrics.recovery_plans_total.labels(action=plan.action).inc()
     if decision.action == planner.RETRY:
-        metrics.retries_total.labels(operation=plan.operation, outcome="planned").inc()
+        metrics.retries_total.labels(service=plan.service, outcome="planned").inc()
     elif decision.retry_refused == "budget":
-        metrics.retries_total.labels(operation=plan.operation, outcome="budget_exhausted").inc()
+        metrics.retries_total.labels(service=plan.service, outcome="budget_exhausted").inc()
     if invocation is not None:
         metrics.fallback_invocations_total.labels(service=plan.service, kind=invocation.kind).inc()
 

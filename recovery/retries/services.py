@@ -497,10 +497,8 @@ def _finish(
             _finished_on_commit(job, decision.state, needs_human=decision.state == State.FAILED)
             _learn(job, decision.state, now)
         if number > 1:
-            label = "success" if outcome.ok else "failure"
-            transaction.on_commit(
-                lambda: metrics.retries_total.labels(operation=job.operation, outcome=label).inc()
-            )
+            label, service = ("success" if outcome.ok else "failure"), job.service.name
+            transaction.on_commit(lambda: metrics.retries_total.labels(service=service, outcome=label).inc())
     return decision
 
 

@@ -142,12 +142,12 @@ def test_it_records_the_inputs_the_plan_was_made_from(
 def test_it_counts_the_call_and_spends_the_retry_from_the_budget(
     agent_client: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    planned_before = metric("retries_total", operation="chat", outcome="planned")
+    planned_before = metric("retries_total", service="svc", outcome="planned")
     plans_before = metric("recovery_plans_total", action="retry")
     _plan_a_retry(agent_client, django_capture_on_commit_callbacks)
     # The plan request counted a call and the retry spent from the budget.
     assert budget.peek(Service.objects.get(name="svc")).retries == 1
-    assert metric("retries_total", operation="chat", outcome="planned") == planned_before + 1
+    assert metric("retries_total", service="svc", outcome="planned") == planned_before + 1
     assert metric("recovery_plans_total", action="retry") == plans_before + 1
 
 
@@ -280,7 +280,7 @@ def test_it_stops_retrying_when_the_budget_is_spent(
     Service.objects.create(
         name="svc", criticality="essential", retry_budget_percent=0, retry_budget_min_retries=1
     )
-    before = metric("retries_total", operation="", outcome="budget_exhausted")
+    before = metric("retries_total", service="svc", outcome="budget_exhausted")
 
     with django_capture_on_commit_callbacks(execute=True):
         first = ask(agent_client)
@@ -293,7 +293,7 @@ def test_it_stops_retrying_when_the_budget_is_spent(
     )
     assert "svc is essential: a human must decide" in second["reason"]
     assert RecoveryPlan.objects.filter(action="escalate").get().inputs["budget"]["allowed"] is False
-    assert metric("retries_total", operation="", outcome="budget_exhausted") == before + 1
+    assert metric("retries_total", service="svc", outcome="budget_exhausted") == before + 1
     assert FallbackInvocation.objects.get().kind == "exhausted"
 
 
@@ -761,7 +761,7 @@ def test_it_decides_again_when_the_last_retry_is_taken_meanwhile(
         name="svc", criticality="essential", retry_budget_percent=0, retry_budget_min_retries=1
     )
     budget.use_store(AnotherAgentSpendsFirst(redis.Redis.from_url(TEST_REDIS_URL)))
-    before = metric("retries_total", operation="", outcome="budget_exhausted")
+    before = metric("retries_total", service="svc", outcome="budget_exhausted")
     try:
         with django_capture_on_commit_callbacks(execute=True):
             answer = ask(agent_client)
@@ -776,7 +776,7 @@ def test_it_decides_again_when_the_last_retry_is_taken_meanwhile(
         False,
         1,
     )
-    assert metric("retries_total", operation="", outcome="budget_exhausted") == before + 1
+    assert metric("retries_total", service="svc", outcome="budget_exhausted") == before + 1
 
 
 @pytest.mark.parametrize(("criticality", "action"), [("essential", "retry"), ("non_critical", "degrade")])

@@ -133,8 +133,8 @@ def iso(when: datetime | None) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def retries_total(outcome: str, operation: str = "create_invoice") -> float:
-    return REGISTRY.get_sample_value("retries_total", {"operation": operation, "outcome": outcome}) or 0.0
+def retries_total(outcome: str, service: str = "billing") -> float:
+    return REGISTRY.get_sample_value("retries_total", {"service": service, "outcome": outcome}) or 0.0
 
 
 def window(service: Service) -> tuple[int, int]:
