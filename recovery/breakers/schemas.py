@@ -196,15 +196,6 @@ OutcomeItem = Annotated[
 ]
 
 
-class OutcomeBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    outcomes: list[OutcomeIn]
-
-
-class OutcomeReportIn(RootModel[OutcomeIn | list[OutcomeIn] | OutcomeBatchIn]):
-    """One outcome, a list of them, or `{"outcomes": [...]}`."""
-
-
 # A batch of the compact form, for the schema's examples (here and in the view's).
 OUTCOMES_EXAMPLE: dict[str, Any] = {
     "outcomes": [
