@@ -1,10 +1,10 @@
 """Several of everything at once (issue 18, section 3): three gunicorn processes (each its own port), two Celery
 workers and two beats in production mode on this run's PostgreSQL database and Redis db, under a mixed load of
-error reports, breaker outcomes, server-side retries, health checks and escalations with a notification channel,
-all against a local outside world (tests/support/scale_out.py). Then every count is exact, no retry ran an
-attempt twice, no notification was sent twice, and no periodic entry was sent twice for one tick.
-
-Not covered: healing actions (no remediation rule fires under this load)."""
+error reports, breaker outcomes, server-side retries, health checks, escalations with a notification channel and
+an operator's healing runs (low-risk webhook actions, no approval), all against a local outside world
+(tests/support/scale_out.py). Then every count is exact, no retry ran an attempt twice, no notification was sent
+twice, every healing run executed once (one start, one webhook call, succeeded), and no periodic entry was sent
+twice for one tick."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from django.test import override_settings
 from core.audit.services import Actor
 from core.schedule.beat import CRONTAB_PERIOD
 from core.schedule.models import PeriodicClaim
+from healing.actions.models import HealingAction, HealingRun
 from healing.checks.models import HealthCheckResult
 from healing.escalations.models import Escalation
 from healing.notifications import services as notifications
@@ -54,18 +55,23 @@ ESCALATE_EVERY = 3  # retries
 CHECKS = ("alpha", "beta")
 CHECK_INTERVAL_S = 2.0
 ERROR_KINDS = 3
+HEALS = 8
+HEAL_EVERY_S = 5.0
+EXECUTE_RUN = "healing.actions.tasks.execute_run"
 
 
 class Load:
     """The mixed load, spread over the web processes; tallies what each endpoint answered."""
 
-    def __init__(self, urls: list[str], agent_key: str, world: World) -> None:
+    def __init__(self, urls: list[str], agent_key: str, operator_key: str, world: World) -> None:
         self.urls = urls
         self.headers = {"Authorization": f"Bearer {agent_key}"}
+        self.operator_headers = {"Authorization": f"Bearer {operator_key}"}
         self.world = world
         self.answers: Counter[tuple[str, int]] = Counter()
         self.retry_ids: list[str] = []
         self.escalation_titles: list[str] = []
+        self.heal_runs: dict[int, int] = {}  # the action's number -> the run's id
         self.lock = threading.Lock()
         self.stop_at = 0.0
 
@@ -136,10 +142,23 @@ class Load:
                 n += 1
                 time.sleep(RETRY_EVERY_S)
 
+    def heal(self) -> None:
+        """An operator asks for a run of action scale-heal-<n> every HEAL_EVERY_S, HEALS in all."""
+        with httpx.Client(headers=self.operator_headers) as client:
+            for n in range(HEALS):
+                if time.monotonic() >= self.stop_at:
+                    break
+                run = {"action": f"scale-heal-{n}", "service": "scale-heal", "reason": f"scale-out heal {n}"}
+                response = self._post(client, n, "healing/runs", run)
+                if response is not None and response.status_code == 201:
+                    self.heal_runs[n] = response.json()["id"]
+                time.sleep(HEAL_EVERY_S)
+
     def run(self, seconds: float) -> None:
         self.stop_at = time.monotonic() + seconds
         threads = [threading.Thread(target=self.hot, args=(i,)) for i in range(HOT_THREADS)]
         threads.append(threading.Thread(target=self.slow))
+        threads.append(threading.Thread(target=self.heal))
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -187,9 +206,21 @@ def test_three_webs_two_workers_two_beats_count_everything_once(tmp_path: Path) 
         ]
         hook = {"name": "scale-oncall", "url": f"json://{world.host}/hook", "min_level": "warning"}
         notifications.create_channel(data=hook, actor=Actor(), reason="scale-out test")
+        for n in range(HEALS):
+            HealingAction.objects.create(
+                name=f"scale-heal-{n}",
+                kind=HealingAction.Kind.WEBHOOK,
+                risk="low",
+                cooldown_s=0,
+                max_runs_per_hour=100,
+                timeout_s=5,
+                url=world.url(f"/heal/{n}"),
+                method="POST",
+                body_template={"service": "{{service}}", "run": "{{run_id}}"},
+            )
         with cluster(tmp_path, world.host) as live:
             started = time.monotonic() - began
-            load = Load(live.urls, agent_key, world)
+            load = Load(live.urls, agent_key, operator_key, world)
             load.run(LOAD_S)
 
             # Everything sent gets done: the intake drained, the retries finished, the notices delivered.
@@ -213,6 +244,12 @@ def test_three_webs_two_workers_two_beats_count_everything_once(tmp_path: Path) 
                 return delivered.count() >= len(load.escalation_titles)
 
             assert wait_for(notified, timeout=30), live.tail("worker0", "worker1")
+
+            def healed() -> bool:
+                runs = HealingRun.objects.filter(pk__in=load.heal_runs.values())
+                return not runs.filter(finished_at__isnull=True).exists()
+
+            assert wait_for(healed, timeout=30), live.tail("worker0", "worker1")
 
             # The beats stop; what they sent is consumed, the health checks' last runs recorded.
             live.stop("beat0", "beat1")
@@ -238,6 +275,7 @@ def test_three_webs_two_workers_two_beats_count_everything_once(tmp_path: Path) 
                 len(_task_ids(live.log(f"worker{i}"), "recovery.retry_tasks.run_retry_attempt"))
                 for i in (0, 1)
             ]
+            heal_shares = [len(_task_ids(live.log(f"worker{i}"), EXECUTE_RUN)) for i in (0, 1)]
 
     # --- what the load saw ---
     unexpected = {k: v for k, v in load.answers.items() if k[1] not in (200, 201)}
@@ -249,6 +287,8 @@ def test_three_webs_two_workers_two_beats_count_everything_once(tmp_path: Path) 
         "retries": len(load.retry_ids),
         "attempts_per_worker": shares,
         "escalations": len(load.escalation_titles),
+        "heal_runs": len(load.heal_runs),
+        "heal_runs_per_worker": heal_shares,
         "check_runs": {c.name: world.by_path[f"/health/{c.name}"] for c in checks},
         "claims": {n: (c.sends, c.skips) for n, c in claims.items()},
     }
@@ -290,6 +330,20 @@ def test_three_webs_two_workers_two_beats_count_everything_once(tmp_path: Path) 
     for title in load.escalation_titles:
         assert hook_titles[f"[CRITICAL] {title}"] == 1, hook_titles
     assert world.by_path["/hook"] == Delivery.objects.filter(status="sent").count()
+
+    # Healing runs: each asked for once, started once by one task, its webhook called once, succeeded.
+    assert len(load.heal_runs) == HEALS, figures
+    heal_tasks = _task_ids(worker_logs, EXECUTE_RUN)
+    assert len(heal_tasks) == len(set(heal_tasks)) == HEALS, heal_tasks
+    for n, run_id in load.heal_runs.items():
+        run = HealingRun.objects.get(pk=run_id)
+        assert (run.action.name, run.state) == (f"scale-heal-{n}", "succeeded"), (run.pk, run.state_reason)
+        assert run.task_id in heal_tasks and run.started_at and run.finished_at
+        states = list(run.transitions.order_by("created_at", "pk").values_list("to_state", flat=True))
+        assert states == ["approved", "running", "succeeded"], (run.pk, states)
+        assert world.by_path[f"/heal/{n}"] == 1, (n, world.by_path[f"/heal/{n}"])
+        assert world.heal_keys[str(run.pk)] == 1, (run.pk, world.heal_keys)
+    assert sum(world.heal_keys.values()) == HEALS, world.heal_keys
 
     # Health checks: each due run once (the target's count is the results' count), and they did run.
     for check in checks:

@@ -20,12 +20,14 @@ from tests.support.processes import PYTHON, free_port, process_env, start, stop,
 
 class World:
     """The outside services: `/retry/...` answers 503 to the first request of each Idempotency-Key and 201 to
-    the next ones; anything else (health checks, notification hooks) answers 200. Counts every request."""
+    the next ones; anything else (health checks, notification hooks, healing webhooks `/heal/<n>`) answers 200.
+    Counts every request, and the Idempotency-Keys of the healing webhooks' calls (a run's id)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_path: Counter[str] = Counter()
         self.by_key: Counter[str] = Counter()
+        self.heal_keys: Counter[str] = Counter()
         self.hook_bodies: list[dict[str, Any]] = []
         world = self
 
@@ -43,6 +45,8 @@ class World:
                         first = world.by_key[key] == 1
                     else:
                         first = False
+                    if self.path.startswith("/heal/"):
+                        world.heal_keys[key] += 1
                     if self.path.startswith("/hook"):
                         with contextlib.suppress(ValueError):
                             world.hook_bodies.append(json.loads(body))
