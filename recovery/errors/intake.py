@@ -37,6 +37,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db import Error as DatabaseFailure
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from prometheus_client import Gauge
 
 from core.access.models import Agent
 from core.infra import queue, redisconn
@@ -321,24 +322,22 @@ def _set_aside(client: redis.Redis, entry: tuple[bytes, dict[bytes, bytes]], err
 def observe_buffer(client: redis.Redis) -> int | None:
     """Set the intake_buffer_entries gauge to the stream's length now: entries not yet written, since a written
     one is deleted (None: Redis did not answer)."""
-    try:
-        reply: Any = client.xlen(STREAM)
-    except redis.RedisError:
-        return None
-    length = int(reply)
-    error_metrics.intake_buffer_entries.set(length)
-    return length
+    return _observe_length(client, STREAM, error_metrics.intake_buffer_entries)
 
 
 def observe_dead_letters(client: redis.Redis) -> int | None:
     """Set the intake_dead_letter_entries gauge to the dead-letter stream's length now (None: Redis did not
     answer)."""
+    return _observe_length(client, DEAD, error_metrics.intake_dead_letter_entries)
+
+
+def _observe_length(client: redis.Redis, stream: str, gauge: Gauge) -> int | None:
     try:
-        reply: Any = client.xlen(DEAD)
+        reply: Any = client.xlen(stream)
     except redis.RedisError:
         return None
     length = int(reply)
-    error_metrics.intake_dead_letter_entries.set(length)
+    gauge.set(length)
     return length
 
 
