@@ -25,10 +25,6 @@ PEER_GOAL = 5.0  # Rebound's guarded calls/s over pybreaker's, per process
 ISSUE_PYBREAKER_RATE = 1_800.0  # what the issue quotes for pybreaker with CircuitRedisStorage "here"
 
 
-def _state(met: bool) -> str:
-    return "met" if met else "NOT met"
-
-
 @dataclass
 class Findings:
     opts: Options
@@ -123,21 +119,21 @@ class Findings:
         issue_target = PEER_GOAL * ISSUE_PYBREAKER_RATE
         lines = [
             f"1. Permit over HTTP / bare view: **{self.http_ratio:.2f}** (goal ≥ {PERMIT_GOAL}: "
-            f"**{_state(self.http_ratio >= PERMIT_GOAL)}**; per round: {http_rounds}).",
+            f"**{report.verdict(self.http_ratio >= PERMIT_GOAL)}**; per round: {http_rounds}).",
             f"2. Batched outcomes over HTTP: **{outcomes:,.0f} outcomes/s** (goal ≥ {OUTCOMES_GOAL:,.0f}/s: "
-            f"**{_state(outcomes >= OUTCOMES_GOAL)}**); with 5% of them carrying an error that is classified "
+            f"**{report.verdict(outcomes >= OUTCOMES_GOAL)}**); with 5% of them carrying an error that is classified "
             f"and stored: {with_errors:,.0f} outcomes/s.",
             f"3. Redis store / redis-benchmark with the comparable script: permits **{permit:.2f}** (goal ≥ "
-            f"{STORE_GOAL}: **{_state(permit >= STORE_GOAL)}**; per round: {self.per_round('permit', 'rb_permit')}); "
+            f"{STORE_GOAL}: **{report.verdict(permit >= STORE_GOAL)}**; per round: {self.per_round('permit', 'rb_permit')}); "
             f"record_many of batches of {self._pipeline()}, one script call each on both sides, **{record:.2f}** (goal ≥ {STORE_GOAL}: "
-            f"**{_state(record >= STORE_GOAL)}**; per round: {self.per_round('record', 'rb_record')}).",
+            f"**{report.verdict(record >= STORE_GOAL)}**; per round: {self.per_round('record', 'rb_record')}).",
             f"4. Guarded calls per process, Rebound / pybreaker with `CircuitRedisStorage`: **{peer:.2f}x** "
-            f"({guarded:,.0f}/s against {pybreaker:,.0f}/s; goal ≥ {PEER_GOAL:g}x: **{_state(peer >= PEER_GOAL)}**; "
+            f"({guarded:,.0f}/s against {pybreaker:,.0f}/s; goal ≥ {PEER_GOAL:g}x: **{report.verdict(peer >= PEER_GOAL)}**; "
             f"per round: {self.per_round('guarded', 'pybreaker_redis')}); permits alone {permit_only:.2f}x. "
             f"The issue quotes about {ISSUE_PYBREAKER_RATE:,.0f} pybreaker calls/s here; pybreaker "
             f"{self.environment.get('py_pybreaker', '?')} measured {pybreaker:,.0f}/s in this run (two round trips "
             f"per successful call: GET the state, SET the failure counter). Against the quoted figure the goal "
-            f"would be {issue_target:,.0f} guarded calls/s: **{_state(guarded >= issue_target)}**.",
+            f"would be {issue_target:,.0f} guarded calls/s: **{report.verdict(guarded >= issue_target)}**.",
         ]
         text = "\n".join(lines)
         if self.busiest_other_cpu > NOISY_CPU_PCT:

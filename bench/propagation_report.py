@@ -21,10 +21,6 @@ GOAL_CLIENTS = 100
 NOISY_CPU_PCT = 10.0
 
 
-def _state(met: bool) -> str:
-    return "met" if met else "NOT met"
-
-
 @dataclass(frozen=True)
 class Trial:
     service: str
@@ -146,7 +142,7 @@ class Findings:
         ok = m.p99 <= GOAL_S and not m.missing and m.clients >= GOAL_CLIENTS
         lines = [
             f"A trip reaches {m.clients} SDK client processes with p99 **{m.p99 * 1000:.0f} ms** from the "
-            f"transition's creation (goal ≤ {GOAL_S * 1000:.0f} ms with {GOAL_CLIENTS}: **{_state(ok)}**); p50 "
+            f"transition's creation (goal ≤ {GOAL_S * 1000:.0f} ms with {GOAL_CLIENTS}: **{report.verdict(ok)}**); p50 "
             f"{report.percentile(m.from_at, 50) * 1000:.0f} ms, max {max(m.from_at, default=math.nan) * 1000:.0f} "
             f"ms, over {len(m.trials)} trips."
         ]

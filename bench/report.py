@@ -171,3 +171,8 @@ def finish(name: str, findings: Findings, blocks: list[str], *, write_docs: bool
 def checklist(items: list[tuple[str, bool]]) -> str:
     """Correctness checks as the docs list them: one line each, ok or FAILED."""
     return "\n".join(f"- {text}: **{'ok' if ok else 'FAILED'}**." for text, ok in items)
+
+
+def verdict(met: bool) -> str:
+    """A goal's state as the docs write it."""
+    return "met" if met else "NOT met"

@@ -23,10 +23,6 @@ PACE_TOLERANCE = 0.95  # a paced run counts for its rate if it made at least thi
 NOISY_CPU_PCT = 10.0
 
 
-def _state(met: bool) -> str:
-    return "met" if met else "NOT met"
-
-
 @dataclass(frozen=True)
 class LoopRun:
     kind: str
@@ -230,18 +226,18 @@ class Findings:
         return "\n".join(
             [
                 f"1. Guard overhead, the bare decision, SDK decorator / pybreaker in memory: **{dec:.2f}** (goal ≤ "
-                f"{OVERHEAD_GOAL:g}: **{_state(dec <= OVERHEAD_GOAL)}**; per round: {per_round}); as a `with` block: "
-                f"**{guard:.2f}** ({_state(guard <= OVERHEAD_GOAL)}). With each call's delivery in the same span "
+                f"{OVERHEAD_GOAL:g}: **{report.verdict(dec <= OVERHEAD_GOAL)}**; per round: {per_round}); as a `with` block: "
+                f"**{guard:.2f}** ({report.verdict(guard <= OVERHEAD_GOAL)}). With each call's delivery in the same span "
                 f"(the calls and the flush that sends their outcomes and waits for the server's answer): "
                 f"{self.delivered_ratio('sdk_decorator'):.2f} and {self.delivered_ratio('sdk_guard'):.2f}.",
                 f"2. Like with like, every call's outcome in the fleet's shared state: pybreaker with "
                 f"`CircuitRedisStorage` costs **{peer:,.1f}x** the SDK's guarded call with its delivery "
                 f"({pyredis:.2f} µs against {sdk_delivered:.3f} µs a call; goal ≥ {PEER_GOAL:g}x: "
-                f"**{_state(peer >= PEER_GOAL)}**). pybreaker reads the state from Redis and writes its counter back "
+                f"**{report.verdict(peer >= PEER_GOAL)}**). pybreaker reads the state from Redis and writes its counter back "
                 "at every call (two round trips) and decides from it; the SDK decides from its live view of the "
                 "fleet's breakers and sends the outcomes in batches, which the server applies to the fleet's breaker.",
                 f"3. Delivery: every outcome delivered and counted by the server up to **{up_to:,} calls/s** "
-                f"(goal ≥ {DELIVERY_GOAL:,}: **{_state(up_to >= DELIVERY_GOAL)}**); drops start at "
+                f"(goal ≥ {DELIVERY_GOAL:,}: **{report.verdict(up_to >= DELIVERY_GOAL)}**); drops start at "
                 f"{self.first_drops()}. Unpaced, one thread made {report.median(r.per_s for r in sustained):,.0f} "
                 f"calls/s, of which {report.median(r.delivered_per_s for r in sustained):,.0f} outcomes/s were "
                 f"delivered while it called (dropped per run: {', '.join(f'{r.dropped:,}' for r in sustained)}, "
